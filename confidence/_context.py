@@ -1,0 +1,120 @@
+"""OpenFeature EvaluationContext -> the resolver's `context_json` (protocol.md §6.4 steps 3-4).
+
+One job: turn the caller's context into the JSON object the resolver reads, and pull out the
+per-evaluation `_confidence_skip_apply` switch, without touching the caller's objects.
+
+Value mapping:
+- `targeting_key` goes in only when truthy; an attribute named `targeting_key` wins over it.
+- None, bool, int, float, str, list/tuple and dict map to their JSON kinds. NaN and
+  +/-Infinity are written as the JSON extensions `NaN`/`Infinity` (the resolver reads them;
+  a NaN targeting key is a targeting-key error there, which is the right answer).
+- `datetime`/`date` become ISO 8601 (`isoformat()`), not `str()`: an aware datetime keeps its
+  offset, so the resolver reads it as RFC 3339; a naive one has no offset and the resolver
+  reads it as UTC. `str()` would give a space-separated form that the resolver also accepts,
+  but ISO is the unambiguous, standard spelling and what users see in other SDKs.
+- Any other Mapping/Sequence (e.g. a MappingProxyType attribute) becomes an object/list;
+  anything else becomes `str(value)`.
+
+No cache: the OpenFeature client merges the API, transaction, client and invocation
+contexts into a *new* EvaluationContext (and a new attributes dict) on every evaluation, so
+an identity-keyed cache never hits through the SDK, and a content-keyed one costs about as
+much as the `json.dumps` it would save.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from openfeature.evaluation_context import EvaluationContext
+
+__all__ = ["SKIP_APPLY_KEY", "ContextError", "encode_context"]
+
+#: Attribute that turns off exposure logging for one evaluation. Only a real `True` counts.
+SKIP_APPLY_KEY: Final = "_confidence_skip_apply"
+
+_EMPTY: Final = b"{}"
+
+
+class ContextError(ValueError):
+    """The evaluation context cannot be expressed as JSON (e.g. it contains a cycle)."""
+
+
+def _default(value: object) -> Any:
+    # Called by json for anything it does not know natively.
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k) if not _is_json_key(k) else k: v for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
+        return list(value)
+    return str(value)
+
+
+def _is_json_key(key: object) -> bool:
+    return key is None or isinstance(key, (str, int, float, bool))
+
+
+_ENCODER: Final = json.JSONEncoder(
+    skipkeys=False,
+    ensure_ascii=False,
+    check_circular=True,
+    allow_nan=True,
+    separators=(",", ":"),
+    default=_default,
+)
+
+
+def _sanitize(value: Any, depth: int = 0) -> Any:
+    """Slow path: stringify dict keys json cannot take (tuples, objects...)."""
+    if depth > 64:
+        raise ContextError("evaluation context is nested too deeply")
+    if isinstance(value, Mapping):
+        return {
+            (k if _is_json_key(k) else str(k)): _sanitize(v, depth + 1) for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v, depth + 1) for v in value]
+    return value
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    try:
+        return _ENCODER.encode(obj).encode("utf-8", "surrogatepass")
+    except TypeError:
+        # A dict key json refuses (only reachable with odd user data): retry on a copy
+        # whose keys are strings. Still never mutates the caller's objects.
+        try:
+            return _ENCODER.encode(_sanitize(obj)).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ContextError(f"evaluation context is not serializable: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        # json raises ValueError("Circular reference detected") for cycles.
+        raise ContextError(f"evaluation context is not serializable: {exc}") from None
+
+
+def encode_context(ctx: EvaluationContext | None) -> tuple[bytes, bool]:
+    """Return `(context_json, skip_apply)` for one evaluation.
+
+    `skip_apply` is True only when the `_confidence_skip_apply` attribute is exactly `True`;
+    the key itself is never sent to the resolver. The caller's context is left untouched.
+    """
+    if ctx is None:
+        return _EMPTY, False
+    attributes = ctx.attributes
+    targeting_key = ctx.targeting_key
+    has_skip = SKIP_APPLY_KEY in attributes
+    if not targeting_key and not has_skip:
+        if not attributes:
+            return _EMPTY, False
+        if type(attributes) is dict:
+            # Fast path: the attributes dict already is the JSON object; no copy needed.
+            return _dumps(attributes), False
+    fields: dict[str, Any] = {"targeting_key": targeting_key} if targeting_key else {}
+    fields.update(attributes)
+    skip_apply = False
+    if has_skip:
+        skip_apply = fields.pop(SKIP_APPLY_KEY) is True
+    return (_dumps(fields) if fields else _EMPTY), skip_apply
