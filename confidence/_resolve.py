@@ -1,0 +1,223 @@
+"""The resolve core shared by the provider and the conformance runner.
+
+One request in, one `Resolved` out: borrow an instance, resolve; when the resolver needs
+materializations, read them from the store (one batched round trip), resolve again with
+the records, and hand the writes to the store. The sync twin runs on the calling thread;
+the async twin runs inline on the event loop and awaits async stores natively.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import anyio.to_thread
+
+from confidence._abi import (
+    MaterializationMode,
+    MaterializationRecord,
+    ResolveRequest,
+    Resolved,
+    Suspended,
+    WasmTrap,
+)
+from confidence._pool import NoStateError, ResolverPool
+from confidence.materialization import (
+    InclusionReadOp,
+    InclusionReadResult,
+    ReadOp,
+    ReadResult,
+    VariantReadOp,
+    VariantReadResult,
+    VariantWriteOp,
+)
+
+__all__ = ["FlagResolver", "MaterializationError", "NoStateError"]
+
+WriteSink = Callable[[list[VariantWriteOp]], None]
+
+
+class MaterializationError(Exception):
+    """Reading or writing the materialization store failed."""
+
+
+def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:
+    """Reads the resolver asked for, as store operations.
+
+    A variant read also asks whether the unit is in the materialization at all: a unit in
+    the materialization without a variant for this rule still matches (resolve.md §8).
+    """
+    ops: dict[ReadOp, None] = {}
+    for r in reads:
+        if r.rule:
+            ops[VariantReadOp(r.unit, r.materialization, r.rule)] = None
+        ops[InclusionReadOp(r.unit, r.materialization)] = None
+    return list(ops)
+
+
+def records_from_results(results: Iterable[ReadResult]) -> tuple[MaterializationRecord, ...]:
+    # Absence means "no assignment" / "not included": only positive answers become records.
+    records: list[MaterializationRecord] = []
+    for res in results:
+        if isinstance(res, VariantReadResult):
+            if res.variant:
+                records.append(
+                    MaterializationRecord(res.unit, res.materialization, res.rule, res.variant)
+                )
+        elif isinstance(res, InclusionReadResult):
+            if res.included:
+                records.append(MaterializationRecord(res.unit, res.materialization, "", ""))
+    return tuple(records)
+
+
+def write_ops(writes: Sequence[MaterializationRecord]) -> list[VariantWriteOp]:
+    return [VariantWriteOp(w.unit, w.materialization, w.rule, w.variant) for w in writes]
+
+
+class FlagResolver:
+    def __init__(
+        self,
+        pool: ResolverPool,
+        store: Any | None = None,
+        *,
+        write_sink: WriteSink | None = None,
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self._async_store = store is not None and inspect.iscoroutinefunction(
+            getattr(store, "read", None)
+        )
+        # Where writes go; by default straight to the store. The runtime installs a queue
+        # so writes leave the caller's latency path.
+        self._write_sink = write_sink
+
+    @property
+    def mode(self) -> MaterializationMode:
+        return (
+            MaterializationMode.UNSUPPORTED
+            if self.store is None
+            else MaterializationMode.DISCOVERY
+        )
+
+    # -- sync ------------------------------------------------------------------------------
+
+    def resolve(self, request: ResolveRequest) -> Resolved:
+        request = replace(request, materialization_mode=self._initial_mode(request))
+        result = self._resolve_once(request)
+        if isinstance(result, Suspended):
+            records = self._read_sync(result.reads)
+            result = self._resolve_once(self._complete(request, records))
+            if isinstance(result, Suspended):
+                raise MaterializationError("resolver suspended twice for one request")
+        if result.writes:
+            self._write_sync(result.writes)
+        return result
+
+    def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
+        try:
+            with self.pool.borrow() as instance:
+                return instance.resolve(request)
+        except WasmTrap:
+            # The trapped instance is gone; one retry on a fresh instance, since a trap can
+            # be an instance fault (e.g. memory) rather than this request's.
+            with self.pool.borrow() as instance:
+                return instance.resolve(request)
+
+    def _read_sync(self, reads: Sequence[MaterializationRecord]) -> tuple[MaterializationRecord, ...]:
+        if self._async_store:
+            raise MaterializationError(
+                "an async materialization store can only be used from the async API"
+            )
+        try:
+            results = self.store.read(read_ops(reads))
+        except Exception as exc:
+            raise MaterializationError(f"failed to read materializations: {exc}") from exc
+        return records_from_results(results)
+
+    def _write_sync(self, writes: Sequence[MaterializationRecord]) -> None:
+        ops = write_ops(writes)
+        if self._write_sink is not None:
+            self._write_sink(ops)
+            return
+        if self._async_store:
+            raise MaterializationError("async store writes need the runtime's write queue")
+        try:
+            self.store.write(ops)
+        except Exception as exc:
+            raise MaterializationError(f"failed to write materializations: {exc}") from exc
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def resolve_async(self, request: ResolveRequest) -> Resolved:
+        request = replace(request, materialization_mode=self._initial_mode(request))
+        result = await self._resolve_once_async(request)
+        if isinstance(result, Suspended):
+            records = await self._read_async(result.reads)
+            result = await self._resolve_once_async(self._complete(request, records))
+            if isinstance(result, Suspended):
+                raise MaterializationError("resolver suspended twice for one request")
+        if result.writes:
+            await self._write_async(result.writes)
+        return result
+
+    async def _resolve_once_async(self, request: ResolveRequest) -> Resolved | Suspended:
+        # Inline on the loop when an instance is free (no thread hop: ~µs); only when
+        # every instance is busy in other threads do we wait in a worker thread.
+        slot = self.pool.try_acquire()
+        if slot is None:
+            return await anyio.to_thread.run_sync(self._resolve_once, request)
+        try:
+            result = slot.instance.resolve(request)
+        except WasmTrap:
+            self.pool.drop(slot)
+            return await anyio.to_thread.run_sync(self._resolve_once, request)
+        except BaseException:
+            self.pool.release(slot)
+            raise
+        self.pool.release(slot)
+        return result
+
+    async def _read_async(
+        self, reads: Sequence[MaterializationRecord]
+    ) -> tuple[MaterializationRecord, ...]:
+        ops = read_ops(reads)
+        try:
+            if self._async_store:
+                results = await self.store.read(ops)
+            else:
+                results = await anyio.to_thread.run_sync(self.store.read, ops)
+        except Exception as exc:
+            raise MaterializationError(f"failed to read materializations: {exc}") from exc
+        return records_from_results(results)
+
+    async def _write_async(self, writes: Sequence[MaterializationRecord]) -> None:
+        ops = write_ops(writes)
+        if self._write_sink is not None:
+            self._write_sink(ops)
+            return
+        try:
+            if self._async_store:
+                await self.store.write(ops)
+            else:
+                await anyio.to_thread.run_sync(self.store.write, ops)
+        except Exception as exc:
+            raise MaterializationError(f"failed to write materializations: {exc}") from exc
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _initial_mode(self, request: ResolveRequest) -> MaterializationMode:
+        if request.materialization_mode == MaterializationMode.COMPLETE:
+            return MaterializationMode.COMPLETE  # the caller supplied every record
+        return self.mode
+
+    @staticmethod
+    def _complete(
+        request: ResolveRequest, records: tuple[MaterializationRecord, ...]
+    ) -> ResolveRequest:
+        return replace(
+            request,
+            materialization_mode=MaterializationMode.COMPLETE,
+            materializations=request.materializations + records,
+        )

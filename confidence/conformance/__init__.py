@@ -1,0 +1,1 @@
+"""Resolver conformance runner: `python -m confidence.conformance STATE_JSON CASES_JSON`."""
