@@ -1,0 +1,5 @@
+pub mod proto;
+pub mod hash;
+pub mod json;
+pub mod value;
+pub mod bitset;
