@@ -1,0 +1,86 @@
+"""Developer and CI tasks. `nox -s tests` is the test suite the README names."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = Path(__file__).resolve().parent
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest), including the conformance suite when ../shared exists."""
+    session.install("-e", ".[test,redis]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "confidence", "tests", "bench", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test,redis]", "mypy")
+    session.run("mypy")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate confidence/_proto/ from proto/ (needs Debian's protobuf-compiler)."""
+    session.run("python", "scripts/gen_proto.py", external=True)
+
+
+@nox.session(python=False)
+def wasm(session: nox.Session) -> None:
+    """Build resolver.wasm from resolver/ with Debian's Rust toolchain."""
+    session.run("bash", "resolver/build-wasm.sh", str(ROOT / "resolver.wasm"), external=True)
+
+
+@nox.session(python=False)
+def wasm_check(session: nox.Session) -> None:
+    """Fail unless the committed resolver.wasm is byte-for-byte what `nox -s wasm` builds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        built = os.path.join(tmp, "resolver.wasm")
+        session.run("bash", "resolver/build-wasm.sh", built, external=True)
+        committed = (ROOT / "resolver.wasm").read_bytes()
+        fresh = Path(built).read_bytes()
+        if committed != fresh:
+            session.error(
+                f"resolver.wasm differs from a fresh build ({len(committed)} vs {len(fresh)} bytes):"
+                " run `nox -s wasm` and commit it"
+            )
+        session.log(f"resolver.wasm is reproducible ({len(fresh)} bytes)")
+
+
+@nox.session(python=False)
+def cargo_test(session: nox.Session) -> None:
+    """The resolver's Rust unit tests, on the host."""
+    session.run("bash", "resolver/test.sh", external=True)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    session.install("-e", ".")
+    session.run("python", "-m", "confidence", "demo")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Side-by-side benchmark: ours vs the official provider vs InMemoryProvider."""
+    session.install("-e", ".")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    session.install("-e", ".", "mkdocs-material", "mkdocstrings[python]")
+    session.run("mkdocs", "build", "--strict")
