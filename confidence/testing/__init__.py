@@ -1,0 +1,1 @@
+"""Test support: the Confidence emulator, pytest fixtures and state builders."""
