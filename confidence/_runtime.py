@@ -1,0 +1,583 @@
+"""The provider's background runtime: one owner for everything that runs in the background.
+
+`Runtime.run()` is a single task that owns, for its whole life, in this order:
+
+1. the resolver pool (compiled and instantiated in a worker thread, never on the loop),
+2. one `aiohttp.ClientSession` (created inside the loop, closed last),
+3. an anyio task group running the state-sync loop, the log-flush loop and the
+   materialization-write drain.
+
+`run()` reports `started()` at once (before the pool exists) so that whoever starts it never
+blocks on I/O; readiness is a separate "settled" signal: the first state was applied, or a
+failure that will not heal by waiting (bad credentials, no resolver.wasm) was seen.
+
+Where `run()` runs is the caller's choice, and the only difference between the async and
+the sync API:
+- async: in the application's own event loop, in a task group the provider enters in
+  `start()`/`__aenter__` (the FastAPI/Starlette lifespan pattern);
+- sync: in one background loop thread run by an anyio blocking portal (`PortalHost`), for
+  WSGI apps, scripts and the OpenFeature SDK's init thread.
+
+Stopping: `stop()` ends the loops, then a final flush of logs and queued materialization
+writes runs shielded from cancellation but bounded by `shutdown_timeout`, so shutdown is
+both lossless in the normal case and never hangs.
+
+Status reporting: the runtime calls `listener(Transition)` on its loop thread for every real
+change (first state, STALE, recovery, fatal error, configuration change). It does not know
+about OpenFeature; the provider decides what to emit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+from anyio.from_thread import BlockingPortal, BlockingPortalProvider
+
+from confidence._version import __version__
+
+__all__ = [
+    "BootstrapState",
+    "PortalHost",
+    "Runtime",
+    "RuntimeSettings",
+    "Transition",
+    "TransitionKind",
+]
+
+logger = logging.getLogger("confidence.runtime")
+
+#: Failed log batches kept for retry. Beyond either bound the oldest batch is dropped:
+#: memory must stay bounded when the ingest endpoint is down for a long time.
+MAX_BACKLOG_BATCHES: Final = 256
+MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
+#: Materialization writes waiting for the store.
+MAX_PENDING_WRITES: Final = 100_000
+
+# The syncer reports failures as safe strings; these ones will not heal by waiting.
+_FATAL_PREFIXES: Final = ("HTTP 401", "HTTP 403", "HTTP 404", "could not decrypt state")
+
+
+def _flag_key(name: str) -> str:
+    # The resolver names flags "flags/<key>"; OpenFeature users know them by key.
+    return name[6:] if name.startswith("flags/") else name
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapState:
+    """A state to load before (or instead of) the first CDN fetch."""
+
+    state: bytes = field(repr=False)
+    account_id: str
+    log_destinations: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    client_secret: str = field(repr=False)
+    encryption_key: bytes | None = field(repr=False)
+    state_poll_interval: float
+    log_poll_interval: float
+    cdn_base_url: str
+    api_base_url: str
+    pool_size: int | None
+    shutdown_timeout: float
+    sync_state: bool  # poll the CDN
+    send_logs: bool  # deliver flag logs (else they are drained and dropped)
+    bootstrap: Callable[[], BootstrapState] | None = field(default=None, repr=False)
+    materialization_store: object | None = field(default=None, repr=False)
+    use_remote_materialization_store: bool = False
+    cache_dir: Path | None = None
+
+
+class TransitionKind(enum.Enum):
+    READY = "READY"
+    STALE = "STALE"
+    ERROR = "ERROR"
+    CONFIGURATION_CHANGED = "CONFIGURATION_CHANGED"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    kind: TransitionKind
+    message: str | None = None
+    fatal: bool = False
+    flags_changed: tuple[str, ...] = ()
+    first: bool = False  # READY: the very first state of this runtime
+
+
+class _Status(enum.Enum):
+    STARTING = "STARTING"  # no state yet
+    READY = "READY"
+    STALE = "STALE"
+    STOPPED = "STOPPED"
+
+
+class _Backlog:
+    """Bounded FIFO of serialized WriteFlagLogsRequests awaiting delivery."""
+
+    def __init__(self) -> None:
+        self._items: deque[bytes] = deque()
+        self._bytes = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def extend(self, batches: list[bytes]) -> None:
+        for batch in batches:
+            self._items.append(batch)
+            self._bytes += len(batch)
+        while self._items and (
+            len(self._items) > MAX_BACKLOG_BATCHES or self._bytes > MAX_BACKLOG_BYTES
+        ):
+            self._bytes -= len(self._items.popleft())
+            self.dropped += 1
+
+    def peek(self) -> bytes | None:
+        return self._items[0] if self._items else None
+
+    def pop(self) -> None:
+        self._bytes -= len(self._items.popleft())
+
+    def clear(self) -> int:
+        n = len(self._items)
+        self._items.clear()
+        self._bytes = 0
+        return n
+
+
+class Runtime:
+    """One run of the background machinery. Not restartable: make a new one."""
+
+    def __init__(self, settings: RuntimeSettings, listener: Callable[[Transition], None]) -> None:
+        self._settings = settings
+        self._listener = listener
+        self.resolver: Any = None  # FlagResolver once the pool exists; read lock-free
+        self._pool: Any = None
+        self._sender: Any = None
+        self._status = _Status.STARTING
+        self._digests: Mapping[str, int] | None = None
+        self.fatal_error: str | None = None
+        self.last_error: str | None = None
+        self.dropped_log_batches = 0
+        self.delivered_log_batches = 0
+        # Thread-safe signals, so the sync facade can wait without touching the loop.
+        self._settled = threading.Event()
+        self._finished = threading.Event()
+        self._stop_requested = threading.Event()
+        # Loop-bound, created in run().
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._stop_event: anyio.Event | None = None
+        self._settled_event: anyio.Event | None = None
+        self._write_wake: anyio.Event | None = None
+        self._backlog = _Backlog()
+        self._writes: deque[Any] = deque()
+        self.dropped_writes = 0
+
+    # -- read-only view (any thread) ---------------------------------------------------------
+
+    @property
+    def has_state(self) -> bool:
+        return self._digests is not None and self._status is not _Status.STOPPED
+
+    @property
+    def is_stale(self) -> bool:
+        return self._status is _Status.STALE
+
+    @property
+    def settled(self) -> bool:
+        return self._settled.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def on_loop_thread(self) -> bool:
+        return self._loop_thread == threading.get_ident()
+
+    def wait_settled(self, timeout: float | None) -> bool:
+        """Block the calling (non-loop) thread until settled; True if settled in time."""
+        return self._settled.wait(timeout)
+
+    async def wait_settled_async(self) -> None:
+        """Wait on the runtime's own loop until settled."""
+        if self._settled.is_set():
+            return
+        assert self._settled_event is not None, "run() has not started"
+        await self._settled_event.wait()
+
+    def wait_finished(self, timeout: float | None) -> bool:
+        return self._finished.wait(timeout)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask run() to wind down. Safe from any thread, before or after run() started."""
+        self._stop_requested.set()
+        loop = self._loop
+        if loop is None or self._stop_event is None:
+            return  # run() checks the flag when it starts
+        if self.on_loop_thread():
+            self._stop_event.set()
+            return
+        # RuntimeError: the loop is already closed, so run() is over.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._stop_event.set)
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stop_event = anyio.Event()
+        self._settled_event = anyio.Event()
+        self._write_wake = anyio.Event()
+        if self._stop_requested.is_set():
+            self._stop_event.set()
+        task_status.started()
+        try:
+            await self._serve()
+        finally:
+            self.resolver = None
+            self._status = _Status.STOPPED
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.close()
+            self._settle()
+            self._finished.set()
+
+    def _settle(self) -> None:
+        self._settled.set()
+        if self._settled_event is not None:
+            self._settled_event.set()
+
+    async def _serve(self) -> None:
+        settings = self._settings
+        try:
+            self._pool = await anyio.to_thread.run_sync(self._build_pool)
+        except Exception as exc:
+            self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
+            return
+
+        async with AsyncExitStack() as stack:
+            session = None
+            if (
+                settings.sync_state
+                or settings.send_logs
+                or settings.use_remote_materialization_store
+            ):
+                import aiohttp
+
+                # One session per runtime, created here because aiohttp binds it to this loop.
+                session = await stack.enter_async_context(
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+                )
+            store = self._make_store(session)
+            from confidence._resolve import FlagResolver
+
+            self.resolver = FlagResolver(
+                self._pool, store, write_sink=self._enqueue_writes if store is not None else None
+            )
+            if settings.send_logs and session is not None:
+                from confidence._log_sender import LogSender
+
+                self._sender = LogSender(
+                    client_secret=settings.client_secret,
+                    session=session,
+                    api_base_url=settings.api_base_url,
+                )
+
+            if settings.bootstrap is not None:
+                try:
+                    boot = await anyio.to_thread.run_sync(settings.bootstrap)
+                    await self._apply(boot.state, boot.account_id, boot.log_destinations)
+                except Exception as exc:
+                    self._fatal(f"could not load state_file: {exc}")
+                    return
+
+            syncer = None
+            if settings.sync_state and session is not None:
+                syncer = self._make_syncer(session)
+
+            async with anyio.create_task_group() as tg:
+                if syncer is not None:
+                    await tg.start(syncer.run)
+                if not self._settled.is_set() and syncer is None:
+                    # Nothing will ever bring a state: settle so waiters get an answer.
+                    self._fatal("no state source: no state_file and state sync disabled")
+                tg.start_soon(self._flush_loop)
+                if store is not None:
+                    tg.start_soon(self._write_loop, store)
+                assert self._stop_event is not None
+                await self._stop_event.wait()
+                tg.cancel_scope.cancel()
+
+            # Final flush: shielded so a cancelled owner still delivers, bounded so a dead
+            # endpoint cannot hang shutdown.
+            with anyio.move_on_after(settings.shutdown_timeout, shield=True):
+                if store is not None:
+                    await self._drain_writes(store)
+                await self._flush(final=True)
+            if len(self._backlog):
+                logger.warning(
+                    "Shutdown: %d flag log batch(es) could not be delivered in time",
+                    len(self._backlog),
+                )
+
+    def _build_pool(self) -> Any:
+        from confidence._pool import ResolverPool
+
+        return ResolverPool(
+            self._settings.pool_size, sdk_version=__version__, cache_dir=self._settings.cache_dir
+        )
+
+    def _make_store(self, session: Any) -> object | None:
+        settings = self._settings
+        if settings.materialization_store is not None:
+            return settings.materialization_store
+        if settings.use_remote_materialization_store and session is not None:
+            from confidence._remote_store import RemoteMaterializationStore
+
+            assert self._loop is not None
+            return RemoteMaterializationStore(
+                client_secret=settings.client_secret,
+                session=session,
+                api_base_url=settings.api_base_url,
+                loop=self._loop,
+            )
+        return None
+
+    def _make_syncer(self, session: Any) -> Any:
+        from confidence._state_sync import StateSyncer
+
+        settings = self._settings
+        return StateSyncer(
+            client_secret=settings.client_secret,
+            session=session,
+            apply=self._apply_fetched,
+            encryption_key=settings.encryption_key,
+            cdn_base_url=settings.cdn_base_url,
+            poll_interval=settings.state_poll_interval,
+            on_ready=self._on_sync_ready,
+            on_stale=self._on_sync_stale,
+            on_error=self._on_sync_error,
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+
+    async def _apply_fetched(self, fetched: Any) -> bool:
+        return await self._apply(fetched.state, fetched.account_id, fetched.log_destinations)
+
+    async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
+        pool = self._pool
+        # ~10 ms per instance: off the loop. The pool drains the logs of the instances it
+        # retires, so no exposure is lost across the swap.
+        summary = await anyio.to_thread.run_sync(pool.set_state, state, account_id)
+        if self._sender is not None:
+            self._sender.set_routing(account_id, destinations)
+        previous, self._digests = self._digests, summary.flag_digests
+        if previous is None:
+            self._status = _Status.READY
+            self.fatal_error = None
+            self.last_error = None
+            self._settle()
+            self._notify(Transition(TransitionKind.READY, first=True))
+            return True
+        current = summary.flag_digests
+        changed = tuple(
+            sorted(
+                _flag_key(name)
+                for name in previous.keys() | current.keys()
+                if previous.get(name) != current.get(name)
+            )
+        )
+        if self._status is _Status.STALE:
+            self._status = _Status.READY
+            self._notify(Transition(TransitionKind.READY))
+        if changed:
+            self._notify(Transition(TransitionKind.CONFIGURATION_CHANGED, flags_changed=changed))
+        return bool(changed)
+
+    def _on_sync_ready(self) -> None:
+        self.last_error = None
+        if self._status is _Status.STALE:
+            self._status = _Status.READY
+            self._notify(Transition(TransitionKind.READY, message="state sync recovered"))
+
+    def _on_sync_stale(self) -> None:
+        if self._status is _Status.READY:
+            self._status = _Status.STALE
+            self._notify(
+                Transition(
+                    TransitionKind.STALE,
+                    message=f"resolver state could not be refreshed: {self.last_error}",
+                )
+            )
+
+    def _on_sync_error(self, message: str) -> None:
+        self.last_error = message
+        if self._digests is None and message.startswith(_FATAL_PREFIXES):
+            # Wrong secret or key: say so now instead of letting initialize() time out.
+            self._fatal(message)
+
+    def _fatal(self, message: str) -> None:
+        first = self.fatal_error is None
+        self.fatal_error = message
+        self.last_error = message
+        self._settle()
+        if first:
+            logger.error("Confidence provider cannot become ready: %s", message)
+            self._notify(Transition(TransitionKind.ERROR, message=message, fatal=True))
+
+    def _notify(self, transition: Transition) -> None:
+        try:
+            self._listener(transition)
+        except Exception:
+            logger.exception("Confidence status listener raised")
+
+    # -- flag logs -----------------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await anyio.sleep(self._settings.log_poll_interval)
+            try:
+                await self._flush(final=False)
+            except Exception:
+                # Keep the loop alive whatever a flush hits; the batches stay queued.
+                logger.exception("Flag log flush failed")
+
+    async def _flush(self, *, final: bool) -> None:
+        pool = self._pool
+        if pool is not None:
+            # The final drain waits for busy instances; a periodic one skips them. The
+            # final one may be abandoned at the deadline (the thread finishes on its own).
+            batches = await anyio.to_thread.run_sync(
+                partial(pool.flush_logs, wait=final), abandon_on_cancel=final
+            )
+            before = self._backlog.dropped
+            self._backlog.extend(batches)
+            if self._backlog.dropped != before:
+                self.dropped_log_batches += self._backlog.dropped - before
+                logger.warning(
+                    "Flag log backlog full: dropped %d oldest batch(es)",
+                    self._backlog.dropped - before,
+                )
+                self._backlog.dropped = before
+        sender = self._sender
+        if sender is None:
+            self._backlog.clear()  # offline: nowhere to send, keep memory bounded
+            return
+        while (batch := self._backlog.peek()) is not None:
+            if not await sender.send(batch):
+                break  # endpoint down: keep the rest for the next tick, oldest first
+            self._backlog.pop()
+            self.delivered_log_batches += 1
+
+    # -- materialization writes ----------------------------------------------------------------
+
+    def _enqueue_writes(self, ops: list[Any]) -> None:
+        # Called from any thread by FlagResolver; must be cheap and must not block.
+        if len(self._writes) >= MAX_PENDING_WRITES:
+            self.dropped_writes += len(ops)
+            return
+        self._writes.append(ops)
+        loop = self._loop
+        if loop is None:
+            return
+        if self.on_loop_thread():
+            self._wake_writes()
+        else:
+            # RuntimeError: the loop is closed, so the runtime is gone.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake_writes)
+
+    def _wake_writes(self) -> None:
+        if self._write_wake is not None:
+            self._write_wake.set()
+
+    async def _write_loop(self, store: Any) -> None:
+        while True:
+            assert self._write_wake is not None
+            await self._write_wake.wait()
+            self._write_wake = anyio.Event()
+            await self._drain_writes(store)
+
+    async def _drain_writes(self, store: Any) -> None:
+        import inspect
+
+        is_async = inspect.iscoroutinefunction(getattr(store, "write", None))
+        while self._writes:
+            ops = self._writes.popleft()
+            try:
+                if is_async:
+                    await store.write(ops)
+                else:
+                    await anyio.to_thread.run_sync(store.write, ops)
+            except Exception as exc:
+                logger.warning("Materialization write failed: %s: %s", type(exc).__name__, exc)
+
+
+# -- the sync host -----------------------------------------------------------------------------
+
+#: One background event-loop thread shared by every runtime that sync code starts; it exists
+#: only while at least one such runtime runs.
+_PORTALS: Final = BlockingPortalProvider()
+
+
+class PortalHost:
+    """Runs a Runtime in the shared background loop thread (for sync callers)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._portal: BlockingPortal | None = None
+        self._future: Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the runtime; returns once its task is running (never waits for I/O).
+
+        Safe to call on a thread that runs another event loop: it only starts a thread and
+        schedules a task.
+        """
+        with self._lock:
+            portal = _PORTALS.__enter__()
+            try:
+                self._future = portal.start_task_soon(self.runtime.run)
+            except BaseException:
+                _PORTALS.__exit__(None, None, None)
+                raise
+            self._portal = portal
+
+    def stop(self, timeout: float) -> None:
+        """Stop the runtime (final flush included) and release the loop thread. Bounded."""
+        with self._lock:
+            portal, future = self._portal, self._future
+            self._portal = self._future = None
+        if portal is None or future is None:
+            return
+        try:
+            self.runtime.stop()
+            if not self.runtime.wait_finished(timeout):
+                # Past the deadline: cancel the task; its finally-blocks still run.
+                future.cancel()
+                self.runtime.wait_finished(1.0)
+        finally:
+            _PORTALS.__exit__(None, None, None)

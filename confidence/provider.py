@@ -1,0 +1,562 @@
+"""`ConfidenceProvider`: the OpenFeature provider for Confidence, resolving flags locally.
+
+Lifecycle, one runtime (`_runtime.Runtime`) at a time, hosted in one of two places:
+
+- **async** (`async with provider:` / `await provider.start()` ... `await provider.aclose()`):
+  the runtime runs in the caller's event loop, in a task group entered by `start()` — the
+  FastAPI/Starlette lifespan pattern. `start()` returns once the first state is loaded (or
+  raises after `init_timeout`). `start()` and `aclose()` must run in the same task, as with
+  any `async with` (a lifespan does this naturally).
+- **sync** (`initialize()`, which the OpenFeature SDK calls from `set_provider`'s init thread
+  or `set_provider_and_wait`'s caller): when no runtime is running, one is started in a
+  background event-loop thread (an anyio blocking portal) and `initialize()` blocks until
+  the first state or `init_timeout`. When the async runtime is already up, `initialize()`
+  only attaches to it and returns at once.
+
+`initialize()` on an event-loop thread (e.g. `set_provider_and_wait` inside `async def
+lifespan` without `async with provider` first) must not block that loop: it starts the
+runtime in the background thread and raises `ProviderNotReadyError` at once, explaining how
+to start the provider in the loop instead; the provider then emits PROVIDER_READY when its
+first state arrives.
+
+`shutdown()` is idempotent and bounded. Called on the loop thread of an async-hosted runtime
+(e.g. `api.shutdown()` inside a lifespan) it does nothing: blocking there would stall the
+loop, and the `async with` exit closes the runtime properly right after.
+
+Events (see `_on_transition`): the SDK emits its own PROVIDER_READY/ERROR when `initialize()`
+returns/raises, so the provider never emits READY for its first state; afterwards it emits
+STALE, READY (recovery), ERROR and CONFIGURATION_CHANGED (with `flags_changed`, only when flag
+content changed) for real transitions only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import anyio
+import anyio.to_thread
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEventDetails
+from openfeature.exception import (
+    ErrorCode,
+    OpenFeatureError,
+    ProviderFatalError,
+    ProviderNotReadyError,
+)
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
+from openfeature.provider import AbstractProvider, Metadata
+
+from confidence._abi import ResolveRequest, ResolverError
+from confidence._context import ContextError, encode_context
+from confidence._crypto import parse_encryption_key
+from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
+from confidence._pool import NoStateError
+from confidence._resolve import MaterializationError
+from confidence._runtime import (
+    PortalHost,
+    Runtime,
+    RuntimeSettings,
+    Transition,
+    TransitionKind,
+)
+
+__all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
+
+DEFAULT_CDN_BASE_URL: Final = "https://confidence-resolver-state-cdn.spotifycdn.com"
+DEFAULT_API_BASE_URL: Final = "https://resolver.confidence.dev"
+
+_METADATA: Final = Metadata(name="confidence-sdk-python-local")
+_NOT_INITIALIZED: Final = "Provider not initialized"
+_NO_STATE: Final = "Provider not ready: no resolver state loaded yet"
+
+
+def _on_event_loop() -> bool:
+    """True when the calling thread is running an asyncio event loop right now."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class ConfidenceProvider(AbstractProvider):
+    """OpenFeature provider that resolves Confidence flags in a local WebAssembly resolver.
+
+    Parameters follow the official provider; keyword-only extras:
+
+    - `init_timeout`: how long `initialize()`/`start()` wait for the first state (seconds).
+    - `shutdown_timeout`: budget for the final log flush at shutdown (seconds).
+    - `account_id`: the account of a raw `ResolverState` given as `state_file`.
+    - `offline`: with `state_file`, use no network at all (no state polling, no log upload).
+    """
+
+    def __init__(
+        self,
+        client_secret: str,
+        *,
+        encryption_key: str | None = None,
+        state_poll_interval: float = 30.0,
+        log_poll_interval: float = 10.0,
+        use_remote_materialization_store: bool = False,
+        materialization_store: object | None = None,
+        cdn_base_url: str = DEFAULT_CDN_BASE_URL,
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        pool_size: int | None = None,
+        state_file: str | PathLike[str] | None = None,
+        init_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+        account_id: str | None = None,
+        offline: bool = False,
+    ) -> None:
+        super().__init__()
+        if not isinstance(client_secret, str) or not client_secret:
+            raise ValueError("client_secret must be a non-empty string")
+        for name, value in (
+            ("state_poll_interval", state_poll_interval),
+            ("log_poll_interval", log_poll_interval),
+            ("init_timeout", init_timeout),
+            ("shutdown_timeout", shutdown_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0")
+        if pool_size is not None and pool_size < 1:
+            raise ValueError("pool_size must be >= 1")
+        if offline and state_file is None:
+            raise ValueError("offline=True needs a state_file")
+        key = parse_encryption_key(encryption_key) if encryption_key is not None else None
+
+        self._client_secret = client_secret
+        self._init_timeout = float(init_timeout)
+        self._shutdown_timeout = float(shutdown_timeout)
+        path = Path(state_file) if state_file is not None else None
+        self._state_file = path
+        bootstrap = None
+        if path is not None:
+            from functools import partial
+
+            from confidence._state_file import load_state_file
+
+            bootstrap = partial(load_state_file, path, encryption_key=key, account_id=account_id)
+        self._settings = RuntimeSettings(
+            client_secret=client_secret,
+            encryption_key=key,
+            state_poll_interval=float(state_poll_interval),
+            log_poll_interval=float(log_poll_interval),
+            cdn_base_url=cdn_base_url,
+            api_base_url=api_base_url,
+            pool_size=pool_size,
+            shutdown_timeout=float(shutdown_timeout),
+            sync_state=not offline,
+            send_logs=not offline,
+            bootstrap=bootstrap,
+            materialization_store=materialization_store,
+            use_remote_materialization_store=use_remote_materialization_store,
+        )
+
+        # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
+        # waiting for I/O).
+        self._lifecycle_lock = threading.Lock()
+        self._runtime: Runtime | None = None
+        self._host: PortalHost | None = None  # sync-hosted runtime
+        self._owner: AsyncExitStack | None = None  # async-hosted runtime's task group
+        # What the OpenFeature SDK currently believes, to emit only real transitions.
+        self._event_lock = threading.Lock()
+        self._initialized = False  # initialize() has returned or raised
+        self._reported: TransitionKind | None = None
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return (
+            f"ConfidenceProvider(client_secret='***', cdn_base_url={s.cdn_base_url!r}, "
+            f"api_base_url={s.api_base_url!r}, state_poll_interval={s.state_poll_interval}, "
+            f"log_poll_interval={s.log_poll_interval}, state_file={self._state_file!r}, "
+            f"offline={not s.sync_state})"
+        )
+
+    # -- OpenFeature: metadata -------------------------------------------------------------------
+
+    def get_metadata(self) -> Metadata:
+        return _METADATA
+
+    @property
+    def is_ready(self) -> bool:
+        """True while a resolver state is loaded and the provider is running."""
+        runtime = self._runtime
+        return runtime is not None and runtime.has_state
+
+    # -- lifecycle: async ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ConfidenceProvider:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> ConfidenceProvider:
+        """Run the provider in the current event loop; return once the first state is loaded.
+
+        Raises `ProviderFatalError` (bad credentials, unusable state file) or
+        `ProviderNotReadyError` (no state within `init_timeout`); nothing is left running then.
+        """
+        with self._lifecycle_lock:
+            existing = self._live_runtime()
+            if existing is None:
+                runtime = self._new_runtime()
+                self._runtime = runtime
+        if existing is not None:
+            if self._owner is not None or self._host is None:
+                raise RuntimeError("ConfidenceProvider is already started")
+            # Started earlier by the sync initialize() in its background thread: use it.
+            await anyio.to_thread.run_sync(
+                existing.wait_settled, self._init_timeout, abandon_on_cancel=True
+            )
+            if not existing.has_state:
+                raise self._not_ready_error(existing)
+            return self
+
+        stack = AsyncExitStack()
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        try:
+            await task_group.start(runtime.run)
+            with anyio.move_on_after(self._init_timeout):
+                await runtime.wait_settled_async()
+        except BaseException:
+            runtime.stop()
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            self._forget(runtime)
+            raise
+        with self._lifecycle_lock:
+            self._owner = stack
+        if not runtime.has_state:
+            error = self._not_ready_error(runtime)
+            await self.aclose()
+            raise error
+        return self
+
+    async def aclose(self) -> None:
+        """Stop the provider: cancel its loops and flush logs (bounded). Idempotent."""
+        with self._lifecycle_lock:
+            runtime, host, owner = self._runtime, self._host, self._owner
+            self._owner = None
+            self._host = None
+        self._reset_event_state()
+        if runtime is None:
+            return
+        try:
+            if owner is not None:
+                runtime.stop()
+                with anyio.CancelScope(shield=True):
+                    await owner.aclose()
+            elif host is not None:
+                await anyio.to_thread.run_sync(host.stop, self._shutdown_timeout + 1.0)
+        finally:
+            self._forget(runtime)
+
+    # -- lifecycle: sync (the OpenFeature SDK's entry points) ------------------------------------
+
+    def initialize(self, evaluation_context: EvaluationContext) -> None:
+        """Start (or attach to) the runtime and wait for the first state, bounded.
+
+        Raises `ProviderNotReadyError` / `ProviderFatalError`; the runtime keeps running in
+        the background then, and the provider emits PROVIDER_READY once a state arrives.
+        """
+        on_loop = _on_event_loop()
+        with self._lifecycle_lock:
+            runtime = self._live_runtime()
+            if runtime is None:
+                runtime = self._new_runtime()
+                host = PortalHost(runtime)
+                host.start()  # starts a thread and schedules a task; never waits for I/O
+                self._runtime, self._host = runtime, host
+        if not runtime.has_state:
+            if on_loop:
+                # Blocking here would stall (or deadlock) the caller's event loop.
+                self._record_initialized(runtime)
+                raise ProviderNotReadyError(
+                    "ConfidenceProvider.initialize() was called on a running event loop, "
+                    "where it must not block: the provider is loading its state in the "
+                    "background and will emit PROVIDER_READY when it is ready. To be ready "
+                    "before serving, use `async with ConfidenceProvider(...) as provider:` "
+                    "(or `await provider.start()`) before registering it with OpenFeature."
+                )
+            runtime.wait_settled(self._init_timeout)
+        self._finish_initialize(runtime)
+
+    def shutdown(self) -> None:
+        """Stop the runtime, flushing logs within `shutdown_timeout`. Idempotent."""
+        with self._lifecycle_lock:
+            runtime, host = self._runtime, self._host
+            if runtime is None:
+                self._reset_event_state()
+                return
+            if host is None and runtime.on_loop_thread():
+                # Async-hosted and we are on its loop: the owner's aclose() (the `async with`
+                # exit) does the real work; blocking here would stall the loop.
+                self._reset_event_state()
+                return
+            if host is not None:
+                self._runtime = self._host = None
+        self._reset_event_state()
+        if host is not None:
+            host.stop(self._shutdown_timeout + 1.0)
+        else:
+            # Async-hosted, called from another thread (e.g. the SDK replacing the provider):
+            # stop it; the owner's aclose() then finds it finished.
+            runtime.stop()
+            runtime.wait_finished(self._shutdown_timeout + 1.0)
+
+    # -- lifecycle helpers ----------------------------------------------------------------------
+
+    def _live_runtime(self) -> Runtime | None:
+        runtime = self._runtime
+        if runtime is not None and runtime.finished:
+            # Ended on its own (e.g. resolver.wasm missing): a new start begins afresh.
+            self._runtime = self._host = self._owner = None
+            return None
+        return runtime
+
+    def _new_runtime(self) -> Runtime:
+        self._reset_event_state()
+        return Runtime(self._settings, self._on_transition)
+
+    def _forget(self, runtime: Runtime) -> None:
+        with self._lifecycle_lock:
+            if self._runtime is runtime:
+                self._runtime = self._host = self._owner = None
+
+    def _not_ready_error(self, runtime: Runtime) -> OpenFeatureError:
+        if runtime.fatal_error is not None:
+            return ProviderFatalError(self._redact(runtime.fatal_error))
+        detail = runtime.last_error or "no response yet"
+        return ProviderNotReadyError(
+            f"no resolver state within {self._init_timeout:g}s ({self._redact(detail)})"
+        )
+
+    def _finish_initialize(self, runtime: Runtime) -> None:
+        if not self._record_initialized(runtime):
+            raise self._not_ready_error(runtime)
+
+    def _record_initialized(self, runtime: Runtime) -> bool:
+        """Record what the SDK will believe once initialize() returns (True) or raises."""
+        with self._event_lock:
+            # Decided under the lock, so a state landing right now is either seen here or
+            # reported by _on_transition afterwards: never lost, never doubled.
+            self._initialized = True
+            if runtime.has_state:
+                # The SDK emits READY itself when we return; we must not add a second one.
+                self._reported = TransitionKind.READY
+                return True
+            self._reported = TransitionKind.ERROR
+            return False
+
+    def _reset_event_state(self) -> None:
+        with self._event_lock:
+            self._initialized = False
+            self._reported = None
+
+    def _on_transition(self, transition: Transition) -> None:
+        """Runtime status change (on the runtime's loop thread) -> OpenFeature event."""
+        with self._event_lock:
+            if not self._initialized:
+                return  # initialize() is still deciding; its outcome is the SDK's event
+            kind = transition.kind
+            if kind is TransitionKind.CONFIGURATION_CHANGED:
+                if self._reported in (TransitionKind.READY, TransitionKind.STALE):
+                    self.emit_provider_configuration_changed(
+                        ProviderEventDetails(
+                            flags_changed=list(transition.flags_changed),
+                            message="resolver state updated",
+                        )
+                    )
+                return
+            if kind is self._reported:
+                return
+            self._reported = kind
+            if kind is TransitionKind.READY:
+                self.emit_provider_ready(ProviderEventDetails(message=transition.message))
+            elif kind is TransitionKind.STALE:
+                self.emit_provider_stale(ProviderEventDetails(message=transition.message))
+            else:
+                self.emit_provider_error(
+                    ProviderEventDetails(
+                        message=self._redact(transition.message or "provider error"),
+                        error_code=ErrorCode.PROVIDER_FATAL
+                        if transition.fatal
+                        else ErrorCode.GENERAL,
+                    )
+                )
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._client_secret, "***")
+
+    # -- evaluation ----------------------------------------------------------------------------
+
+    def _prepare(
+        self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None
+    ) -> tuple[Any, Any, ResolveRequest] | FlagResolutionDetails[Any]:
+        runtime = self._runtime
+        resolver = runtime.resolver if runtime is not None else None
+        if resolver is None:
+            return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_INITIALIZED)
+        lookup = parse_flag_key(flag_key)
+        if not lookup.name:
+            return error_details(
+                default_value, ErrorCode.FLAG_NOT_FOUND, f"Flag '{flag_key}' not found"
+            )
+        try:
+            context_json, skip_apply = encode_context(evaluation_context)
+        except ContextError as exc:
+            return error_details(default_value, ErrorCode.INVALID_CONTEXT, str(exc))
+        request = ResolveRequest(
+            flags=(lookup.resource,),
+            context_json=context_json,
+            client_secret=self._client_secret,
+            apply=not skip_apply,
+        )
+        return resolver, lookup, request
+
+    def _failure(self, default_value: Any, exc: Exception) -> FlagResolutionDetails[Any]:
+        if isinstance(exc, NoStateError):
+            return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NO_STATE)
+        if isinstance(exc, (ResolverError, MaterializationError)):
+            return error_details(default_value, ErrorCode.GENERAL, self._redact(str(exc)))
+        return error_details(
+            default_value, ErrorCode.GENERAL, self._redact(f"{type(exc).__name__}: {exc}")
+        )
+
+    def _evaluate(
+        self,
+        flag_key: str,
+        default_value: Any,
+        kind: FlagKind,
+        evaluation_context: EvaluationContext | None,
+    ) -> FlagResolutionDetails[Any]:
+        try:
+            prepared = self._prepare(flag_key, default_value, evaluation_context)
+            if isinstance(prepared, FlagResolutionDetails):
+                return prepared
+            resolver, lookup, request = prepared
+            resolved = resolver.resolve(request)
+            return interpret(resolved, lookup, kind, default_value)
+        except Exception as exc:  # never raise into the SDK
+            return self._failure(default_value, exc)
+
+    async def _evaluate_async(
+        self,
+        flag_key: str,
+        default_value: Any,
+        kind: FlagKind,
+        evaluation_context: EvaluationContext | None,
+    ) -> FlagResolutionDetails[Any]:
+        try:
+            prepared = self._prepare(flag_key, default_value, evaluation_context)
+            if isinstance(prepared, FlagResolutionDetails):
+                return prepared
+            resolver, lookup, request = prepared
+            resolved = await resolver.resolve_async(request)
+            return interpret(resolved, lookup, kind, default_value)
+        except Exception as exc:  # never raise into the SDK
+            return self._failure(default_value, exc)
+
+    def resolve_boolean_details(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return self._evaluate(flag_key, default_value, FlagKind.BOOLEAN, evaluation_context)
+
+    def resolve_string_details(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        return self._evaluate(flag_key, default_value, FlagKind.STRING, evaluation_context)
+
+    def resolve_integer_details(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        return self._evaluate(flag_key, default_value, FlagKind.INTEGER, evaluation_context)
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return self._evaluate(flag_key, default_value, FlagKind.FLOAT, evaluation_context)
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        return self._evaluate(flag_key, default_value, FlagKind.OBJECT, evaluation_context)
+
+    async def resolve_boolean_details_async(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return await self._evaluate_async(
+            flag_key, default_value, FlagKind.BOOLEAN, evaluation_context
+        )
+
+    async def resolve_string_details_async(
+        self,
+        flag_key: str,
+        default_value: str,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[str]:
+        return await self._evaluate_async(
+            flag_key, default_value, FlagKind.STRING, evaluation_context
+        )
+
+    async def resolve_integer_details_async(
+        self,
+        flag_key: str,
+        default_value: int,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[int]:
+        return await self._evaluate_async(
+            flag_key, default_value, FlagKind.INTEGER, evaluation_context
+        )
+
+    async def resolve_float_details_async(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return await self._evaluate_async(
+            flag_key, default_value, FlagKind.FLOAT, evaluation_context
+        )
+
+    async def resolve_object_details_async(
+        self,
+        flag_key: str,
+        default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        return await self._evaluate_async(
+            flag_key, default_value, FlagKind.OBJECT, evaluation_context
+        )
