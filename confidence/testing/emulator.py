@@ -129,7 +129,7 @@ class GarbageBody:
     """Answer 200 with bytes that are neither valid ciphertext nor a valid protobuf (a leading
     0x00 is tag 0, which every protobuf parser rejects)."""
 
-    body: bytes = b"\x00\xffthis is not a protobuf\xff\x00"
+    body: bytes = b"\x00\xff this is neither a protobuf nor AES-GCM ciphertext \xff\x00"
 
 
 @dataclass(frozen=True)
