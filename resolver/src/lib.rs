@@ -3,3 +3,8 @@ pub mod hash;
 pub mod json;
 pub mod value;
 pub mod bitset;
+pub mod state;
+pub mod semver;
+pub mod timeparse;
+pub mod materialize;
+pub mod targeting;

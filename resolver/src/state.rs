@@ -1,0 +1,209 @@
+//! Loading and indexing a `ResolverState` (resolve.md §1).
+use crate::bitset::{Bitset, Bloom};
+use crate::hash::murmur3_x64_128;
+use crate::proto::admin::{resolver_state, Flag, ResolverState, Segment};
+use crate::proto::iam::client_credential;
+use prost::Message;
+use std::collections::HashMap;
+
+/// Who a client secret belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// `accounts/<account id>`
+    pub account: String,
+    /// `clients/<id>`
+    pub client: String,
+    /// `clients/<id>/credentials/<id>`
+    pub credential: String,
+    pub environments: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct State {
+    /// The account id without `accounts/` (bitset hashing).
+    pub account_id: String,
+    pub flags: Vec<Flag>,
+    pub flag_index: HashMap<String, usize>,
+    pub segments: HashMap<String, Segment>,
+    /// Stored bitsets; a segment without an entry is fully allocated.
+    pub bitsets: HashMap<String, Bitset>,
+    /// Bloom filters by materialized segment name (strategy 1 only).
+    pub blooms: HashMap<String, Bloom>,
+    pub secrets: HashMap<String, ClientIdentity>,
+    /// (flag name, digest of the flag's serialized bytes), in state order.
+    pub digests: Vec<(String, u64)>,
+    pub client_count: u32,
+}
+
+pub const SUPPORTED_BLOOM_STRATEGY: i32 = 1;
+
+impl State {
+    /// Decodes and indexes a serialized `ResolverState`; any problem is an error
+    /// (the caller keeps its previous state).
+    pub fn load(bytes: &[u8], account_id: &str) -> Result<State, String> {
+        let rs = ResolverState::decode(bytes).map_err(|e| format!("invalid resolver state: {}", e))?;
+        Self::from_proto(rs, account_id)
+    }
+
+    pub fn from_proto(rs: ResolverState, account_id: &str) -> Result<State, String> {
+        let account_id = account_id.strip_prefix("accounts/").unwrap_or(account_id).to_string();
+
+        let mut digests = Vec::with_capacity(rs.flags.len());
+        let mut flag_index = HashMap::with_capacity(rs.flags.len());
+        let mut flags = Vec::with_capacity(rs.flags.len());
+        for f in rs.flags {
+            if flag_index.contains_key(&f.name) {
+                continue; // a duplicate name: the first one wins
+            }
+            let encoded = f.encode_to_vec();
+            digests.push((f.name.clone(), murmur3_x64_128(&encoded, 0).0));
+            flag_index.insert(f.name.clone(), flags.len());
+            flags.push(f);
+        }
+
+        let mut segments = HashMap::with_capacity(rs.segments_no_bitsets.len());
+        for s in rs.segments_no_bitsets {
+            segments.insert(s.name.clone(), s);
+        }
+
+        let mut bitsets = HashMap::new();
+        for b in rs.bitsets {
+            use resolver_state::packed_bitset::Bitset as B;
+            match b.bitset {
+                Some(B::FullBitset(true)) => {
+                    bitsets.remove(&b.segment);
+                }
+                Some(B::GzippedBitset(data)) => {
+                    let bs = Bitset::from_gzip(&data)
+                        .map_err(|e| format!("invalid resolver state: bitset of {}: {}", b.segment, e))?;
+                    bitsets.insert(b.segment, bs);
+                }
+                _ => {
+                    return Err(format!("invalid resolver state: unsupported bitset for {}", b.segment));
+                }
+            }
+        }
+
+        let mut blooms = HashMap::new();
+        for bf in rs.bloom_filters {
+            if bf.strategy != SUPPORTED_BLOOM_STRATEGY {
+                continue; // unsupported strategies are skipped, not an error
+            }
+            blooms.insert(bf.materialized_segment, Bloom::new(bf.data, bf.hash_function_count, bf.bit_count));
+        }
+
+        let mut secrets = HashMap::new();
+        let account = format!("accounts/{}", account_id);
+        for client in &rs.clients {
+            for cred in &rs.client_credentials {
+                let belongs = cred
+                    .name
+                    .strip_prefix(client.name.as_str())
+                    .map(|rest| rest.starts_with('/'))
+                    .unwrap_or(false);
+                if !belongs || client.name.is_empty() {
+                    continue;
+                }
+                if let Some(client_credential::Credential::ClientSecret(secret)) = &cred.credential {
+                    secrets.entry(secret.secret.clone()).or_insert_with(|| ClientIdentity {
+                        account: account.clone(),
+                        client: client.name.clone(),
+                        credential: cred.name.clone(),
+                        environments: cred.environments.clone(),
+                    });
+                }
+            }
+        }
+
+        Ok(State {
+            account_id,
+            flags,
+            flag_index,
+            segments,
+            bitsets,
+            blooms,
+            secrets,
+            digests,
+            client_count: rs.clients.len() as u32,
+        })
+    }
+
+    pub fn segment_count(&self) -> u32 {
+        self.segments.len() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::iam::{client_credential::ClientSecret, Client, ClientCredential};
+
+    fn client_state() -> ResolverState {
+        ResolverState {
+            clients: vec![Client { name: "clients/a".into(), ..Default::default() }],
+            client_credentials: vec![
+                ClientCredential {
+                    name: "clients/a/credentials/1".into(),
+                    credential: Some(client_credential::Credential::ClientSecret(ClientSecret { secret: "s1".into() })),
+                    environments: vec!["prod".into()],
+                    ..Default::default()
+                },
+                ClientCredential {
+                    name: "clients/ab/credentials/2".into(),
+                    credential: Some(client_credential::Credential::ClientSecret(ClientSecret { secret: "s2".into() })),
+                    ..Default::default()
+                },
+                ClientCredential { name: "clients/a/credentials/3".into(), ..Default::default() },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn maps_secrets_to_clients() {
+        let st = State::from_proto(client_state(), "acc").unwrap();
+        let id = &st.secrets["s1"];
+        assert_eq!(id.account, "accounts/acc");
+        assert_eq!(id.client, "clients/a");
+        assert_eq!(id.credential, "clients/a/credentials/1");
+        assert_eq!(id.environments, vec!["prod".to_string()]);
+        assert!(!st.secrets.contains_key("s2"));
+        assert_eq!(st.secrets.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(State::load(&[0xff, 0xff, 0xff], "a").is_err());
+        assert!(State::load(&[0x0a, 0x10, 0x01], "a").is_err()); // truncated
+        assert!(State::load(&[], "a").is_ok()); // an empty state is valid
+    }
+
+    #[test]
+    fn bitset_forms() {
+        let mut rs = ResolverState::default();
+        rs.bitsets.push(resolver_state::PackedBitset { segment: "segments/x".into(), bitset: None });
+        assert!(State::from_proto(rs.clone(), "a").is_err());
+        rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::FullBitset(false));
+        assert!(State::from_proto(rs.clone(), "a").is_err());
+        rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::GzippedBitset(vec![1, 2, 3]));
+        assert!(State::from_proto(rs.clone(), "a").is_err());
+        rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::FullBitset(true));
+        let st = State::from_proto(rs, "a").unwrap();
+        assert!(st.bitsets.is_empty());
+    }
+
+    #[test]
+    fn bloom_strategy_filter_and_digest() {
+        let mut rs = ResolverState::default();
+        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m1".into(), strategy: 1, ..Default::default() });
+        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m2".into(), strategy: 2, ..Default::default() });
+        rs.flags.push(Flag { name: "flags/a".into(), ..Default::default() });
+        rs.flags.push(Flag { name: "flags/b".into(), ..Default::default() });
+        let st = State::from_proto(rs, "accounts/a").unwrap();
+        assert_eq!(st.account_id, "a");
+        assert!(st.blooms.contains_key("m1"));
+        assert!(!st.blooms.contains_key("m2"));
+        assert_eq!(st.digests.len(), 2);
+        assert_ne!(st.digests[0].1, st.digests[1].1);
+    }
+}
