@@ -152,7 +152,8 @@ def test_decode_unpacked_enums_and_unknown_fields() -> None:
         + b"\x12\x01a"  # 2: account
         + b"\x20\x02\x20\x01"  # 4: unpacked enums
         + b"\x4d\x01\x02\x03\x04"  # 9: fixed32
-        + b"\x51" + bytes(8)  # 10: fixed64
+        + b"\x51"
+        + bytes(8)  # 10: fixed64
         + b"\x5a\x00"  # 11: empty bytes
     )
     decoded = decode_client_resolver_state(data)
@@ -213,7 +214,8 @@ def test_ingest_wrapper_is_wire_identical_to_generated() -> None:
     parsed = api_pb2.IngestFlagLogsRequest.FromString(ours)
     assert parsed.account_id == "acct-9"
     assert parsed.batch == batch
-    assert ours == api_pb2.IngestFlagLogsRequest(account_id="acct-9", batch=batch).SerializeToString()
+    generated = api_pb2.IngestFlagLogsRequest(account_id="acct-9", batch=batch)
+    assert ours == generated.SerializeToString()
 
 
 def test_ingest_wrapper_marks_empty_batch_present() -> None:

@@ -156,6 +156,7 @@ async def test_fetch_decodes_and_applies(
 
     assert await syncer.fetch_once() is True
 
+    assert _status(syncer) is SyncStatus.READY
     assert applier.applied == [
         FetchedState(
             state=STATE_V1,
@@ -165,7 +166,7 @@ async def test_fetch_decodes_and_applies(
         )
     ]
     assert syncer.etag == emulator.current_etag(encrypted=encrypted)
-    assert syncer.status is SyncStatus.READY and syncer.has_state
+    assert syncer.has_state
     assert ready == ["ready"]
 
 
@@ -387,9 +388,7 @@ async def test_connection_refused_is_a_failure(session: aiohttp.ClientSession) -
     # Bind and release a port so that nothing is listening on it.
     async with ConfidenceEmulator() as emu:
         base = emu.cdn_base_url
-    syncer = StateSyncer(
-        client_secret=SECRET, session=session, apply=Applier(), cdn_base_url=base
-    )
+    syncer = StateSyncer(client_secret=SECRET, session=session, apply=Applier(), cdn_base_url=base)
     assert await syncer.fetch_once() is False
     assert "network error" in (syncer.last_error or "")
 
@@ -440,9 +439,7 @@ async def test_body_at_limit_is_accepted(
     syncer = make_syncer(emulator, session, Applier(), encrypted=False, max_state_bytes=1)
     await syncer.fetch_once()
     size_needed = int((syncer.last_error or "").split()[3])  # "state body is N bytes, ..."
-    syncer = make_syncer(
-        emulator, session, Applier(), encrypted=False, max_state_bytes=size_needed
-    )
+    syncer = make_syncer(emulator, session, Applier(), encrypted=False, max_state_bytes=size_needed)
     assert await syncer.fetch_once() is True
 
 
@@ -530,7 +527,7 @@ async def test_run_loop_backs_off_then_returns_to_poll_interval(
             nominal = min(2.0 ** (n - 1), 30.0)
             assert nominal * 0.9 <= delay <= nominal * 1.1, (n, delay)
         # Jitter actually varies (not a fixed factor).
-        assert len({round(d / min(2.0 ** i, 30.0), 6) for i, d in enumerate(failure_delays)}) > 1
+        assert len({round(d / min(2.0**i, 30.0), 6) for i, d in enumerate(failure_delays)}) > 1
 
         emulator.clear_faults()
         emulator.set_state(STATE_V1)
@@ -595,7 +592,7 @@ async def test_stale_after_n_failures_then_ready_on_recovery(
 
         sleep.release()  # failure 3: STALE, signalled once
         await sleep.wait_for(4)
-        assert syncer.status is SyncStatus.STALE
+        assert _status(syncer) is SyncStatus.STALE
         assert events == ["ready", "error", "error", "error", "stale"]
 
         for step in range(5, 7):  # more failures: no second STALE
@@ -716,9 +713,7 @@ async def test_secrets_never_appear_in_logs(
     full_hash = secret_hash(SECRET)
     emulator.set_state(STATE_V1)
     applier = Applier()
-    syncer = make_syncer(
-        emulator, session, applier, request_timeout=0.3, stale_after_failures=2
-    )
+    syncer = make_syncer(emulator, session, applier, request_timeout=0.3, stale_after_failures=2)
     await syncer.fetch_once()
     await syncer.fetch_once()  # 304
     for fault in (Status(500), Status(404), DropConnection(), Hang(), GarbageBody()):
@@ -748,7 +743,12 @@ async def test_secrets_never_appear_in_logs(
 # -- helpers ----------------------------------------------------------------------------------
 
 
-class _adhoc_server:  # noqa: N801 - used like a function
+def _status(syncer: StateSyncer) -> SyncStatus:
+    # A call, so mypy does not carry a narrowed property type across awaits.
+    return syncer.status
+
+
+class _adhoc_server:
     """A one-route aiohttp server on 127.0.0.1 for responses the emulator does not model."""
 
     def __init__(self, handler: Any) -> None:
