@@ -12,7 +12,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from confidence._remote_materialization import (
+        RemoteMaterializationError as RemoteMaterializationError,
+    )
+    from confidence._remote_materialization import (
+        RemoteMaterializationStore as RemoteMaterializationStore,
+    )
 
 __all__ = [
     "AsyncMaterializationStore",
@@ -23,6 +31,8 @@ __all__ = [
     "MaterializationStore",
     "ReadOp",
     "ReadResult",
+    "RemoteMaterializationError",
+    "RemoteMaterializationStore",
     "UnsupportedMaterializationStore",
     "VariantReadOp",
     "VariantReadResult",
@@ -70,8 +80,8 @@ class VariantWriteOp:
     variant: str
 
 
-ReadOp = Union[VariantReadOp, InclusionReadOp]
-ReadResult = Union[VariantReadResult, InclusionReadResult]
+ReadOp = VariantReadOp | InclusionReadOp
+ReadResult = VariantReadResult | InclusionReadResult
 
 
 class MaterializationNotSupportedError(Exception):
@@ -155,3 +165,13 @@ class InMemoryMaterializationStore:
     def snapshot(self) -> dict[tuple[str, str], dict[str, str]]:
         with self._lock:
             return {key: dict(rules) for key, rules in self._records.items()}
+
+
+def __getattr__(name: str) -> Any:
+    # The remote store lives in its own module (it imports this one for the op types) and
+    # is loaded on first use, so importing the store protocol stays cheap.
+    if name in ("RemoteMaterializationStore", "RemoteMaterializationError"):
+        from confidence import _remote_materialization
+
+        return getattr(_remote_materialization, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,6 +39,7 @@ __all__ = [
     "bitset_from_bits",
     "rollout",
     "state_from_suite_json",
+    "with_materialization",
 ]
 
 BITSET_SIZE = 1_000_000
@@ -159,6 +160,35 @@ def rollout(
     if environments:
         rule["environments"] = list(environments)
     return rule
+
+
+def with_materialization(
+    rule: Mapping[str, Any],
+    *,
+    write: str | None = None,
+    read: str | None = None,
+    must_match: bool = False,
+    segment_targeting_can_be_ignored: bool = False,
+) -> dict[str, Any]:
+    """A copy of `rule` with a `materializationSpec`.
+
+    `write=read="materializations/x"` makes a sticky rule: a unit's first assignment is
+    recorded, and later resolves return it whatever the bucketing says. With
+    `segment_targeting_can_be_ignored` they do so even when the unit no longer matches the
+    segment's targeting; without it the targeting must still match. `must_match`: only
+    units already recorded in `read` match the rule.
+    """
+    spec: dict[str, Any] = {}
+    if write:
+        spec["writeMaterialization"] = write
+    if read:
+        spec["readMaterialization"] = read
+    if must_match or segment_targeting_can_be_ignored:
+        spec["mode"] = {
+            "materializationMustMatch": must_match,
+            "segmentTargetingCanBeIgnored": segment_targeting_can_be_ignored,
+        }
+    return {**rule, "materializationSpec": spec}
 
 
 class StateBuilder:

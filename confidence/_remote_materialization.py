@@ -1,0 +1,307 @@
+"""Confidence's hosted materialization store, asyncio-native (protocol.md §5.2, REST form).
+
+`RemoteMaterializationStore` is an `AsyncMaterializationStore`: awaited on the event loop,
+one HTTP POST per batch with a protobuf body. A read sits on an evaluation's latency path,
+so the defaults follow the JS provider's profile (500 ms per attempt, 3 attempts, 100 ms
+backoff doubling, ±10 % jitter): a dead endpoint costs an evaluation under two seconds and
+then a clear error, never a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from time import time as wall_time
+from typing import Final
+
+import aiohttp
+import anyio
+from google.protobuf.message import DecodeError
+from yarl import URL
+
+from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+from confidence.materialization import (
+    InclusionReadResult,
+    ReadOp,
+    ReadResult,
+    VariantReadOp,
+    VariantReadResult,
+    VariantWriteOp,
+)
+
+__all__ = [
+    "DEFAULT_API_BASE_URL",
+    "READ_PATH",
+    "WRITE_PATH",
+    "RemoteMaterializationError",
+    "RemoteMaterializationStore",
+]
+
+logger = logging.getLogger("confidence.materialization")
+
+DEFAULT_API_BASE_URL: Final = "https://resolver.confidence.dev"
+READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
+WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
+_CONTENT_TYPE: Final = "application/x-protobuf"
+# Transient answers worth another attempt; any other non-2xx (400, 401, 403, 404, ...)
+# will not change by asking again.
+_RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class RemoteMaterializationError(Exception):
+    """The remote store could not be reached, timed out, or refused the request.
+
+    The message names the operation, the endpoint and what went wrong; it never contains
+    the client secret.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        status: int | None = None,
+        attempts: int = 1,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation  # "read" or "write"
+        self.status = status  # the last HTTP status, if there was an answer
+        self.attempts = attempts
+        self.retryable = retryable  # whether asking again later may succeed
+
+
+class _AttemptFailed(Exception):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class RemoteMaterializationStore:
+    """Reads and writes materializations through Confidence's REST API.
+
+    - `read_timeout` / `write_timeout` bound each *attempt*; a call makes at most
+      `attempts` attempts with `backoff` seconds (doubling, capped at `max_backoff`)
+      between them, so one call never takes longer than about
+      `attempts * timeout + (attempts - 1) * max_backoff`.
+    - Retried: timeouts, connection errors, HTTP 408/425/429/5xx (honouring a
+      `Retry-After` clamped to `[backoff, max_backoff]`). Not retried: other 4xx.
+    - `session`: an `aiohttp.ClientSession` to share (the caller closes it); without one
+      the store creates its own on first use, bound to that event loop, and `aclose()`
+      closes it.
+    """
+
+    def __init__(
+        self,
+        client_secret: str,
+        *,
+        api_base_url: str = DEFAULT_API_BASE_URL,
+        read_timeout: float = 0.5,
+        write_timeout: float = 0.5,
+        attempts: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 1.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if not client_secret or any(ord(c) < 0x20 or ord(c) == 0x7F for c in client_secret):
+            # Checked here because aiohttp's own header error would quote the value.
+            raise ValueError("client_secret must be a non-empty string without control characters")
+        if read_timeout <= 0 or write_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if backoff < 0 or max_backoff < backoff:
+            raise ValueError("need 0 <= backoff <= max_backoff")
+        self._headers: Final = {
+            "Authorization": f"ClientSecret {client_secret}",
+            "Content-Type": _CONTENT_TYPE,
+            "Accept": _CONTENT_TYPE,
+        }
+        base = URL(api_base_url.rstrip("/"))
+        # Shown in errors and repr: never any userinfo someone put into the URL.
+        self._display_base = str(base.with_user(None))
+        self._read_url = str(base) + READ_PATH
+        self._write_url = str(base) + WRITE_PATH
+        self.read_timeout = read_timeout
+        self.write_timeout = write_timeout
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RemoteMaterializationStore(api_base_url={self._display_base!r})"
+
+    # -- the store protocol -------------------------------------------------------------
+
+    async def read(self, ops: Sequence[ReadOp]) -> list[ReadResult]:
+        if not ops:
+            return []
+        request = api_pb2.ReadOperationsRequest()
+        for op in ops:
+            entry = request.ops.add()
+            if isinstance(op, VariantReadOp):
+                entry.variant_read_op.unit = op.unit
+                entry.variant_read_op.materialization = op.materialization
+                entry.variant_read_op.rule = op.rule
+            else:
+                entry.inclusion_read_op.unit = op.unit
+                entry.inclusion_read_op.materialization = op.materialization
+        body = await self._call(
+            "read", self._read_url, request.SerializeToString(), self.read_timeout
+        )
+        try:
+            result = api_pb2.ReadOperationsResult.FromString(body)
+        except DecodeError:
+            raise RemoteMaterializationError(
+                f"materialization read: {self._display_base}{READ_PATH} answered with a body "
+                "that is not a ReadOperationsResult",
+                operation="read",
+                status=200,
+                retryable=False,
+            ) from None
+        out: list[ReadResult] = []
+        for r in result.results:
+            kind = r.WhichOneof("result")
+            if kind == "variant_result":
+                v = r.variant_result
+                # "" on the wire means "no variant recorded".
+                out.append(VariantReadResult(v.unit, v.materialization, v.rule, v.variant or None))
+            elif kind == "inclusion_result":
+                i = r.inclusion_result
+                out.append(InclusionReadResult(i.unit, i.materialization, i.is_included))
+        return out
+
+    async def write(self, ops: Sequence[VariantWriteOp]) -> None:
+        if not ops:
+            return
+        request = api_pb2.WriteOperationsRequest()
+        for op in ops:
+            request.store_variant_op.add(
+                unit=op.unit, materialization=op.materialization, rule=op.rule, variant=op.variant
+            )
+        # The answer is an empty WriteOperationsResult: 2xx is all that matters.
+        await self._call("write", self._write_url, request.SerializeToString(), self.write_timeout)
+
+    async def aclose(self) -> None:
+        """Close the session if the store created it. Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    async def __aenter__(self) -> RemoteMaterializationStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RemoteMaterializationError(
+                "the remote materialization store is closed", operation="use", retryable=False
+            )
+        if self._session is None:
+            # Created lazily because an aiohttp session binds to the loop it is created on.
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def _call(self, operation: str, url: str, body: bytes, timeout: float) -> bytes:
+        session = self._get_session()
+        path = READ_PATH if operation == "read" else WRITE_PATH
+        failure: _AttemptFailed | None = None
+        for attempt in range(1, self.attempts + 1):
+            if failure is not None:
+                await anyio.sleep(self._delay(attempt - 1, failure.retry_after))
+            try:
+                return await self._attempt(session, url, body, timeout)
+            except _AttemptFailed as exc:
+                failure = exc
+                logger.debug(
+                    "materialization %s attempt %d/%d failed: %s",
+                    operation,
+                    attempt,
+                    self.attempts,
+                    exc.reason,
+                )
+                if not exc.retryable:
+                    break
+        assert failure is not None
+        raise RemoteMaterializationError(
+            f"materialization {operation} failed after {attempt} attempt"
+            f"{'s' if attempt > 1 else ''}: {failure.reason} "
+            f"(POST {self._display_base}{path})",
+            operation=operation,
+            status=failure.status,
+            attempts=attempt,
+            retryable=failure.retryable,
+        )
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, url: str, body: bytes, timeout: float
+    ) -> bytes:
+        # anyio's deadline (not only aiohttp's) so that DNS, connect, headers and body all
+        # count against the one per-attempt budget, whatever the session's own timeouts are.
+        try:
+            with anyio.fail_after(timeout):
+                async with session.post(
+                    url, data=body, headers=self._headers, allow_redirects=False
+                ) as resp:
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+                    payload = await resp.read()
+        except TimeoutError:
+            raise _AttemptFailed(f"timed out after {timeout:g}s", retryable=True) from None
+        except aiohttp.ClientResponseError as exc:  # a session with raise_for_status=True
+            raise _AttemptFailed(
+                f"HTTP {exc.status}", status=exc.status, retryable=exc.status in _RETRYABLE_STATUS
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # The exception's text is not passed on: it may quote request details.
+            raise _AttemptFailed(
+                f"connection failed ({type(exc).__name__})", retryable=True
+            ) from None
+        if 200 <= status < 300:
+            return payload
+        raise _AttemptFailed(
+            f"HTTP {status}",
+            status=status,
+            retryable=status in _RETRYABLE_STATUS,
+            retry_after=_parse_retry_after(retry_after),
+        )
+
+    def _delay(self, failures: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(self.max_backoff, max(self.backoff, retry_after))
+        delay: float = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
+        return delay * random.uniform(0.9, 1.1)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds: an integer, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - wall_time())
