@@ -224,7 +224,7 @@ async def test_per_attempt_timeout_then_success(
     emulator: ConfidenceEmulator, session: aiohttp.ClientSession
 ) -> None:
     emulator.inject(Route.FLAG_LOGS, Hang(), times=1)
-    policy = RetryPolicy(max_attempts=2, base_delay=0.01, attempt_timeout=0.3)
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01, attempt_timeout=1.0)
     sender = make_sender(emulator, session, retry=policy)
     start = anyio.current_time()
     assert await sender.send(_batch().SerializeToString()) is True

@@ -358,7 +358,7 @@ async def test_transport_failures_are_counted_and_keep_state(
     expected: str,
 ) -> None:
     errors: list[str] = []
-    syncer, applier = await _loaded(emulator, session, request_timeout=0.5, on_error=errors.append)
+    syncer, applier = await _loaded(emulator, session, request_timeout=1.0, on_error=errors.append)
     good_etag = syncer.etag
     emulator.set_state(STATE_V2)
     emulator.inject(Route.STATE, fault)  # until cleared
@@ -713,7 +713,7 @@ async def test_secrets_never_appear_in_logs(
     full_hash = secret_hash(SECRET)
     emulator.set_state(STATE_V1)
     applier = Applier()
-    syncer = make_syncer(emulator, session, applier, request_timeout=0.3, stale_after_failures=2)
+    syncer = make_syncer(emulator, session, applier, request_timeout=1.0, stale_after_failures=2)
     await syncer.fetch_once()
     await syncer.fetch_once()  # 304
     for fault in (Status(500), Status(404), DropConnection(), Hang(), GarbageBody()):
