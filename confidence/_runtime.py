@@ -65,8 +65,6 @@ logger = logging.getLogger("confidence.runtime")
 #: memory must stay bounded when the ingest endpoint is down for a long time.
 MAX_BACKLOG_BATCHES: Final = 256
 MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
-#: Materialization writes waiting for the store.
-MAX_PENDING_WRITES: Final = 100_000
 
 # The syncer reports failures as safe strings; these ones will not heal by waiting.
 _FATAL_PREFIXES: Final = ("HTTP 401", "HTTP 403", "HTTP 404", "could not decrypt state")
@@ -185,10 +183,7 @@ class Runtime:
         self._loop_thread: int | None = None
         self._stop_event: anyio.Event | None = None
         self._settled_event: anyio.Event | None = None
-        self._write_wake: anyio.Event | None = None
         self._backlog = _Backlog()
-        self._writes: deque[Any] = deque()
-        self.dropped_writes = 0
 
     # -- read-only view (any thread) ---------------------------------------------------------
 
@@ -249,7 +244,6 @@ class Runtime:
         self._loop_thread = threading.get_ident()
         self._stop_event = anyio.Event()
         self._settled_event = anyio.Event()
-        self._write_wake = anyio.Event()
         if self._stop_requested.is_set():
             self._stop_event.set()
         task_status.started()
@@ -291,10 +285,18 @@ class Runtime:
                     aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
                 )
             store = self._make_store(session)
+            writes = None
+            if store is not None:
+                from confidence._materialization_writes import MaterializationWriteQueue
+
+                # Writes leave the evaluation's latency path: queued, written by a task.
+                writes = MaterializationWriteQueue(store)
             from confidence._resolve import FlagResolver
 
             self.resolver = FlagResolver(
-                self._pool, store, write_sink=self._enqueue_writes if store is not None else None
+                self._pool,
+                self._sync_face(store),
+                write_sink=writes.enqueue if writes is not None else None,
             )
             if settings.send_logs and session is not None:
                 from confidence._log_sender import LogSender
@@ -324,17 +326,17 @@ class Runtime:
                     # Nothing will ever bring a state: settle so waiters get an answer.
                     self._fatal("no state source: no state_file and state sync disabled")
                 tg.start_soon(self._flush_loop)
-                if store is not None:
-                    tg.start_soon(self._write_loop, store)
+                if writes is not None:
+                    await tg.start(writes.run)
                 assert self._stop_event is not None
                 await self._stop_event.wait()
                 tg.cancel_scope.cancel()
 
             # Final flush: shielded so a cancelled owner still delivers, bounded so a dead
             # endpoint cannot hang shutdown.
-            with anyio.move_on_after(settings.shutdown_timeout, shield=True):
-                if store is not None:
-                    await self._drain_writes(store)
+            with anyio.move_on_after(settings.shutdown_timeout, shield=True) as scope:
+                if writes is not None:
+                    await writes.flush(scope.deadline)
                 await self._flush(final=True)
             if len(self._backlog):
                 logger.warning(
@@ -354,16 +356,24 @@ class Runtime:
         if settings.materialization_store is not None:
             return settings.materialization_store
         if settings.use_remote_materialization_store and session is not None:
-            from confidence._remote_store import RemoteMaterializationStore
+            from confidence._remote_materialization import RemoteMaterializationStore
 
-            assert self._loop is not None
             return RemoteMaterializationStore(
-                client_secret=settings.client_secret,
-                session=session,
-                api_base_url=settings.api_base_url,
-                loop=self._loop,
+                settings.client_secret, api_base_url=settings.api_base_url, session=session
             )
         return None
+
+    def _sync_face(self, store: object | None) -> object | None:
+        """What FlagResolver reads from: async stores get a sync face bound to this loop,
+        so the sync evaluation path can use them too."""
+        import inspect
+
+        if store is None or not inspect.iscoroutinefunction(getattr(store, "read", None)):
+            return store
+        from confidence._store_bridge import LoopBoundStore
+
+        assert self._loop is not None
+        return LoopBoundStore(store, self._loop)
 
     def _make_syncer(self, session: Any) -> Any:
         from confidence._state_sync import StateSyncer
@@ -490,49 +500,6 @@ class Runtime:
                 break  # endpoint down: keep the rest for the next tick, oldest first
             self._backlog.pop()
             self.delivered_log_batches += 1
-
-    # -- materialization writes ----------------------------------------------------------------
-
-    def _enqueue_writes(self, ops: list[Any]) -> None:
-        # Called from any thread by FlagResolver; must be cheap and must not block.
-        if len(self._writes) >= MAX_PENDING_WRITES:
-            self.dropped_writes += len(ops)
-            return
-        self._writes.append(ops)
-        loop = self._loop
-        if loop is None:
-            return
-        if self.on_loop_thread():
-            self._wake_writes()
-        else:
-            # RuntimeError: the loop is closed, so the runtime is gone.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._wake_writes)
-
-    def _wake_writes(self) -> None:
-        if self._write_wake is not None:
-            self._write_wake.set()
-
-    async def _write_loop(self, store: Any) -> None:
-        while True:
-            assert self._write_wake is not None
-            await self._write_wake.wait()
-            self._write_wake = anyio.Event()
-            await self._drain_writes(store)
-
-    async def _drain_writes(self, store: Any) -> None:
-        import inspect
-
-        is_async = inspect.iscoroutinefunction(getattr(store, "write", None))
-        while self._writes:
-            ops = self._writes.popleft()
-            try:
-                if is_async:
-                    await store.write(ops)
-                else:
-                    await anyio.to_thread.run_sync(store.write, ops)
-            except Exception as exc:
-                logger.warning("Materialization write failed: %s: %s", type(exc).__name__, exc)
 
 
 # -- the sync host -----------------------------------------------------------------------------

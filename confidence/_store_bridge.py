@@ -1,0 +1,57 @@
+"""Let sync evaluations use an async materialization store (e.g. the remote one).
+
+`FlagResolver` can only await an async store on the async path; the sync path (the
+OpenFeature SDK's sync client, i.e. most evaluations) would fail. This adapter gives an
+async store a *sync* face whose calls run on the runtime's event loop:
+
+- a sync evaluation on any non-loop thread submits the coroutine to the loop and waits;
+- an async evaluation reaches it through `FlagResolver`'s worker-thread path, which does
+  the same (a thread hop of tens of µs next to a network round trip of milliseconds);
+- a sync evaluation *on* the loop thread cannot wait for its own loop: it fails with a
+  clear message instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from confidence.materialization import ReadOp, ReadResult, VariantWriteOp
+
+__all__ = ["LoopBoundStore"]
+
+
+class LoopBoundStore:
+    def __init__(
+        self, store: Any, loop: asyncio.AbstractEventLoop, *, timeout: float = 30.0
+    ) -> None:
+        self._store = store
+        self._loop = loop
+        self._loop_thread = threading.get_ident()  # built on the runtime's loop thread
+        self._timeout = timeout  # a backstop only; the store bounds its own calls
+
+    def __repr__(self) -> str:
+        return f"LoopBoundStore({self._store!r})"
+
+    def read(self, ops: list[ReadOp]) -> list[ReadResult]:
+        result: list[ReadResult] = self._run(self._store.read(ops))
+        return result
+
+    def write(self, ops: list[VariantWriteOp]) -> None:
+        self._run(self._store.write(ops))
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        if threading.get_ident() == self._loop_thread:
+            coro.close()
+            raise RuntimeError(
+                "an async materialization store cannot serve a sync evaluation on the event "
+                "loop thread; use the async API there (get_*_details_async)"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self._timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
