@@ -8,3 +8,11 @@ pub mod semver;
 pub mod timeparse;
 pub mod materialize;
 pub mod targeting;
+pub mod resolve;
+pub mod logs;
+pub mod rng;
+
+/// Reported as ConfigureResult.resolver_version and TelemetryData.resolver_version.
+pub const RESOLVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod abi;
+pub mod instance;

@@ -44,8 +44,7 @@ pub struct Materializer {
     mode: Mode,
     /// (unit, materialization) -> what was recorded. Presence = the unit is in it.
     known: HashMap<(String, String), Entry>,
-    queued: HashSet<(String, String, String)>,
-    /// Reads queued since the last `take_reads`.
+    /// Reads queued since the last `take_reads` (each once).
     reads: Vec<MaterializationRecord>,
     written: HashSet<(String, String, String)>,
     writes: Vec<MaterializationRecord>,
@@ -65,7 +64,6 @@ impl Materializer {
         Materializer {
             mode,
             known,
-            queued: HashSet::new(),
             reads: Vec::new(),
             written: HashSet::new(),
             writes: Vec::new(),
@@ -77,8 +75,11 @@ impl Materializer {
     }
 
     fn queue(&mut self, unit: &str, materialization: &str, rule: &str) {
-        let key = (unit.to_string(), materialization.to_string(), rule.to_string());
-        if self.queued.insert(key) {
+        let known = self
+            .reads
+            .iter()
+            .any(|r| r.unit == unit && r.materialization == materialization && r.rule == rule);
+        if !known {
             self.reads.push(MaterializationRecord {
                 unit: unit.to_string(),
                 materialization: materialization.to_string(),

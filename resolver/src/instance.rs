@@ -1,0 +1,147 @@
+//! One resolver instance: configuration, the loaded state, accumulated logs and the
+//! resolve-id generator. The ABI layer (`abi.rs`) is a thin wrapper around this.
+use crate::json::parse_context;
+use crate::logs::{LogConfig, Logs};
+use crate::materialize::Mode;
+use crate::proto::abi::{
+    resolve_result, Configure, ConfigureResult, FlagDigest, FlagResult, FlushLogs, FlushLogsResult,
+    MaterializationMode, ResolveCall, ResolveResult, Resolved, SetState, SetStateResult, Suspended,
+};
+use crate::proto::api::ResolveReason;
+use crate::proto::types::flag_schema::StructFlagSchema;
+use crate::resolve::{client_for, resolve, value_json, FlagOutcome, Outcome};
+use crate::rng::Rng;
+use crate::state::State;
+
+/// Used until the host calls `cr_configure` with its own entropy.
+const DEFAULT_SEED: u64 = 0x5eed_c0f1_d3ce_0001;
+
+#[derive(Debug)]
+pub struct Instance {
+    state: Option<State>,
+    logs: Logs,
+    rng: Rng,
+}
+
+impl Default for Instance {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The guest's linear memory size (0 on the host).
+pub fn memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        (core::arch::wasm32::memory_size(0) as u64) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}
+
+impl Instance {
+    pub fn new() -> Self {
+        Instance { state: None, logs: Logs::new(LogConfig::default()), rng: Rng::new(DEFAULT_SEED) }
+    }
+
+    pub fn configure(&mut self, req: Configure) -> ConfigureResult {
+        self.rng = Rng::new(req.rng_seed);
+        self.logs.config = LogConfig {
+            sdk: req.sdk,
+            enable_apply_dedup: req.enable_apply_dedup,
+            disable_exposure_collection: req.disable_exposure_collection,
+        };
+        ConfigureResult { resolver_version: crate::RESOLVER_VERSION.to_string() }
+    }
+
+    /// Decodes and indexes the whole state before swapping it in; on error the previous
+    /// state stays.
+    pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, String> {
+        let state = State::load(&req.state, &req.account_id)?;
+        let result = SetStateResult {
+            flags: state.digests.iter().map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest }).collect(),
+            segment_count: state.segment_count(),
+            client_count: state.client_count,
+        };
+        self.state = Some(state);
+        Ok(result)
+    }
+
+    pub fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, String> {
+        let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
+        let client = client_for(state, &call.client_secret)?;
+        let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
+        let mode = match MaterializationMode::from_i32(call.materialization_mode) {
+            Some(MaterializationMode::Unsupported) => Mode::Unsupported,
+            Some(MaterializationMode::Discovery) => Mode::Discovery,
+            Some(MaterializationMode::Complete) => Mode::Complete,
+            None => return Err(format!("unknown materialization mode {}", call.materialization_mode)),
+        };
+        let outcome = resolve(state, client, &ctx, &call.flags, mode, &call.materializations)?;
+        let (flags, writes) = match outcome {
+            Outcome::Suspended { reads } => {
+                // Nothing is logged for a suspended resolve; the host resolves again.
+                return Ok(ResolveResult {
+                    result: Some(resolve_result::Result::Suspended(Suspended { materializations_to_read: reads })),
+                });
+            }
+            Outcome::Resolved { flags, writes } => (flags, writes),
+        };
+        let resolve_id = self.rng.resolve_id();
+        if !call.skip_logging {
+            self.logs.record_resolve(client, &ctx, &flags);
+            if call.apply {
+                self.logs.record_apply(&resolve_id, client, &flags, call.now_unix_millis);
+            }
+        }
+        let results = flags.iter().map(flag_result).collect();
+        Ok(ResolveResult {
+            result: Some(resolve_result::Result::Resolved(Resolved {
+                flags: results,
+                resolve_id,
+                materializations_to_write: writes,
+            })),
+        })
+    }
+
+    pub fn flush_logs(&mut self, req: FlushLogs) -> FlushLogsResult {
+        let d = self.logs.drain(req.now_unix_millis, req.max_assigned_bytes, memory_bytes());
+        FlushLogsResult {
+            write_flag_logs_request: d.request,
+            more_pending: d.more_pending,
+            flag_assigned_count: d.flag_assigned_count,
+        }
+    }
+
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+}
+
+fn flag_result(f: &FlagOutcome) -> FlagResult {
+    let (value_json, flag_schema) = match f.variant {
+        Some(v) => (
+            value_json(v.value.as_ref(), f.flag.schema.as_ref()).into_bytes(),
+            Some(f.flag.schema.clone().unwrap_or_default()),
+        ),
+        // client default: an empty value and an empty schema
+        None if f.reason == ResolveReason::Match => (b"{}".to_vec(), Some(StructFlagSchema::default())),
+        None => (Vec::new(), None),
+    };
+    FlagResult {
+        flag: f.flag.name.clone(),
+        variant: f.variant_name().to_string(),
+        value_json,
+        reason: f.reason as i32,
+        should_apply: f.should_apply(),
+        assignment_origin: f.rule_name().to_string(),
+        assignment_id: f.assignment_id.clone(),
+        flag_schema,
+    }
+}

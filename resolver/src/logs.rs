@@ -1,0 +1,431 @@
+//! What gets logged (resolve.md §6): resolve info, exposures with apply dedup, telemetry,
+//! drained as one `WriteFlagLogsRequest`.
+use crate::hash::murmur3_x64_128;
+use crate::proto::admin::client_resolve_info::EvaluationContextSchemaInstance;
+use crate::proto::admin::context_field_semantic_type::{
+    country_semantic_type::CountryFormat, CountrySemanticType, DateSemanticType, TimestampSemanticType,
+    Type as SemType, VersionSemanticType,
+};
+use crate::proto::admin::evaluation_context_schema_field::Kind;
+use crate::proto::admin::flag_resolve_info::{AssignmentResolveInfo, RuleResolveInfo, VariantResolveInfo};
+use crate::proto::admin::{ClientResolveInfo, ContextFieldSemanticType, FlagResolveInfo};
+use crate::proto::api::telemetry_data::{ApplyDedupTelemetry, ResolveRate};
+use crate::proto::api::{ResolveReason, Sdk, TelemetryData, WriteFlagLogsRequest};
+use crate::proto::events::flag_assigned::default_assignment::DefaultAssignmentReason;
+use crate::proto::events::flag_assigned::{applied_flag::Assignment, AppliedFlag, AssignmentInfo, DefaultAssignment};
+use crate::proto::events::{ClientInfo, FallthroughAssignment, FlagAssigned};
+use crate::resolve::FlagOutcome;
+use crate::state::ClientIdentity;
+use crate::value::{Context, Value};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+pub const MAX_SCHEMAS_PER_CREDENTIAL: usize = 50;
+pub const DEDUP_WINDOW_MS: i64 = 120_000;
+pub const DEDUP_CAPACITY: usize = 100_000;
+/// Exposures kept while the host does not drain (beyond this, new ones are dropped).
+pub const MAX_PENDING_ASSIGNED_BYTES: usize = 64 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------------
+// Context schemas
+// ---------------------------------------------------------------------------------
+
+const COUNTRY_CODES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
+BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET \
+FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR \
+IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN \
+MO MP MQ MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY \
+QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR \
+TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+fn is_country_code(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 2 || !b.iter().all(|c| c.is_ascii_uppercase()) {
+        return false;
+    }
+    COUNTRY_CODES.split(' ').any(|c| c == s)
+}
+
+fn is_date(s: &str) -> bool {
+    s.len() == 10 && crate::timeparse::parse_timestamp(s).is_some()
+}
+
+fn is_timestamp(s: &str) -> bool {
+    s.len() > 10 && s.contains(|c| c == 'T' || c == 't' || c == ' ') && crate::timeparse::parse_timestamp(s).is_some()
+}
+
+fn is_version(s: &str) -> bool {
+    let core = s.split('-').next().unwrap_or("");
+    let parts = core.split('.').count();
+    (3..=4).contains(&parts) && crate::semver::try_parse(s).is_some()
+}
+
+fn semantic_type(s: &str) -> Option<SemType> {
+    if is_country_code(s) {
+        Some(SemType::Country(CountrySemanticType { format: CountryFormat::TwoLetterIsoCode as i32 }))
+    } else if is_date(s) {
+        Some(SemType::Date(DateSemanticType {}))
+    } else if is_timestamp(s) {
+        Some(SemType::Timestamp(TimestampSemanticType {}))
+    } else if is_version(s) {
+        Some(SemType::Version(VersionSemanticType {}))
+    } else {
+        None
+    }
+}
+
+fn scalar_kind(v: &Value) -> Option<Kind> {
+    match v {
+        Value::Null => Some(Kind::NullKind),
+        Value::Number(_) => Some(Kind::NumberKind),
+        Value::String(_) => Some(Kind::StringKind),
+        Value::Bool(_) => Some(Kind::BoolKind),
+        _ => None,
+    }
+}
+
+fn collect_schema(prefix: &str, fields: &BTreeMap<String, Value>, out: &mut EvaluationContextSchemaInstance) {
+    for (k, v) in fields {
+        let path = if prefix.is_empty() { k.clone() } else { format!("{}.{}", prefix, k) };
+        match v {
+            Value::Struct(m) => collect_schema(&path, m, out),
+            Value::List(items) => {
+                // The element kind, when every element shares one.
+                let mut kinds = items.iter().map(scalar_kind);
+                if let Some(Some(first)) = kinds.next() {
+                    if kinds.all(|k| k == Some(first)) {
+                        out.schema.insert(path, first as i32);
+                    }
+                }
+            }
+            scalar => {
+                if let Some(kind) = scalar_kind(scalar) {
+                    out.schema.insert(path.clone(), kind as i32);
+                }
+                if let Value::String(s) = scalar {
+                    if let Some(t) = semantic_type(s) {
+                        out.semantic_types.insert(path, ContextFieldSemanticType { r#type: Some(t) });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The schema of an evaluation context: dotted field paths -> kind, plus semantic types.
+pub fn context_schema(ctx: &Context) -> EvaluationContextSchemaInstance {
+    let mut out = EvaluationContextSchemaInstance::default();
+    collect_schema("", &ctx.fields, &mut out);
+    out
+}
+
+// ---------------------------------------------------------------------------------
+// Aggregation
+// ---------------------------------------------------------------------------------
+
+#[derive(Default, Debug)]
+struct ClientSchemas {
+    seen: HashSet<u64>,
+    list: Vec<EvaluationContextSchemaInstance>,
+}
+
+#[derive(Default, Debug)]
+struct RuleAgg {
+    count: i64,
+    assignments: BTreeMap<String, i64>,
+}
+
+#[derive(Default, Debug)]
+struct FlagAgg {
+    variants: BTreeMap<String, i64>,
+    rules: BTreeMap<String, RuleAgg>,
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupCounters {
+    pub applies_total: u32,
+    pub applies_deduped: u32,
+    pub apply_dedup_overflow: u32,
+    pub sweeps: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    pub sdk: Option<Sdk>,
+    pub enable_apply_dedup: bool,
+    pub disable_exposure_collection: bool,
+}
+
+/// Everything an instance accumulates between drains.
+#[derive(Debug, Default)]
+pub struct Logs {
+    pub config: LogConfig,
+    schemas: BTreeMap<(String, String), ClientSchemas>,
+    flags: BTreeMap<String, FlagAgg>,
+    pending: VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    /// identity hash -> apply time (ms) of the last exposure sent
+    dedup: HashMap<u128, i64>,
+    counters: DedupCounters,
+    rates: BTreeMap<i32, u32>,
+    dropped_assigned: u64,
+}
+
+/// One drained batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Drained {
+    /// A serialized WriteFlagLogsRequest; empty when nothing accumulated.
+    pub request: Vec<u8>,
+    pub more_pending: bool,
+    pub flag_assigned_count: u32,
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+impl Logs {
+    pub fn new(config: LogConfig) -> Self {
+        Logs { config, ..Default::default() }
+    }
+
+    /// Resolve info for one resolve (applied or not).
+    pub fn record_resolve(&mut self, client: &ClientIdentity, ctx: &Context, flags: &[FlagOutcome]) {
+        let schema = context_schema(ctx);
+        let key = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
+        let entry = self.schemas.entry((client.client.clone(), client.credential.clone())).or_default();
+        if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL && entry.seen.insert(key) {
+            entry.list.push(schema);
+        }
+        for f in flags {
+            *self.rates.entry(f.reason as i32).or_insert(0) += 1;
+            let agg = self.flags.entry(f.flag.name.clone()).or_default();
+            *agg.variants.entry(f.variant_name().to_string()).or_insert(0) += 1;
+            if let Some(rule) = f.rule {
+                let r = agg.rules.entry(rule.name.clone()).or_default();
+                r.count += 1;
+                *r.assignments.entry(f.assignment_id.clone()).or_insert(0) += 1;
+            }
+            for ft in &f.fallthroughs {
+                let r = agg.rules.entry(ft.rule.clone()).or_default();
+                r.count += 1;
+                *r.assignments.entry(ft.assignment_id.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// Exposures for an applied resolve: one FlagAssigned with the flags that should apply.
+    pub fn record_apply(&mut self, resolve_id: &str, client: &ClientIdentity, flags: &[FlagOutcome], now_ms: i64) {
+        if self.config.disable_exposure_collection {
+            return;
+        }
+        let mut applied = Vec::new();
+        let mut candidates = 0usize;
+        for f in flags.iter().filter(|f| f.should_apply()) {
+            candidates += 1;
+            let mut af = applied_flag(f);
+            if self.config.enable_apply_dedup && self.is_duplicate(&af, now_ms) {
+                continue;
+            }
+            af.apply_time = Some(timestamp(now_ms));
+            applied.push(af);
+        }
+        if candidates > 0 && applied.is_empty() {
+            return; // fully deduplicated
+        }
+        let event = FlagAssigned {
+            resolve_id: resolve_id.to_string(),
+            client_info: Some(ClientInfo {
+                client: client.client.clone(),
+                client_credential: client.credential.clone(),
+                sdk: self.config.sdk.clone(),
+            }),
+            flags: applied,
+        };
+        let bytes = event.encode_to_vec();
+        if self.pending_bytes + bytes.len() > MAX_PENDING_ASSIGNED_BYTES {
+            self.dropped_assigned += 1;
+            return;
+        }
+        self.pending_bytes += bytes.len();
+        self.pending.push_back(bytes);
+    }
+
+    /// True when an identical exposure was sent within the window (the identity is
+    /// every field of the applied flag except the apply time).
+    fn is_duplicate(&mut self, af: &AppliedFlag, now_ms: i64) -> bool {
+        self.counters.applies_total = self.counters.applies_total.saturating_add(1);
+        let (lo, hi) = murmur3_x64_128(&af.encode_to_vec(), 0);
+        let key = ((hi as u128) << 64) | lo as u128;
+        if let Some(sent) = self.dedup.get_mut(&key) {
+            if now_ms.saturating_sub(*sent) < DEDUP_WINDOW_MS {
+                self.counters.applies_deduped = self.counters.applies_deduped.saturating_add(1);
+                return true;
+            }
+            *sent = now_ms;
+            return false;
+        }
+        if self.dedup.len() >= DEDUP_CAPACITY {
+            self.sweep(now_ms);
+        }
+        if self.dedup.len() >= DEDUP_CAPACITY {
+            self.counters.apply_dedup_overflow = self.counters.apply_dedup_overflow.saturating_add(1);
+            return false;
+        }
+        self.dedup.insert(key, now_ms);
+        false
+    }
+
+    fn sweep(&mut self, now_ms: i64) {
+        self.counters.sweeps = self.counters.sweeps.saturating_add(1);
+        self.dedup.retain(|_, sent| now_ms.saturating_sub(*sent) < DEDUP_WINDOW_MS);
+    }
+
+    pub fn pending_assigned(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn dedup_size(&self) -> usize {
+        self.dedup.len()
+    }
+
+    pub fn counters(&self) -> DedupCounters {
+        self.counters
+    }
+
+    /// Drains what accumulated: resolve info and telemetry always, exposures up to
+    /// `max_assigned_bytes` (0 = no bound; a single larger event goes alone).
+    pub fn drain(&mut self, now_ms: i64, max_assigned_bytes: u32, memory_bytes: u64) -> Drained {
+        if self.config.enable_apply_dedup {
+            self.sweep(now_ms);
+        }
+        let mut req = WriteFlagLogsRequest::default();
+        for ((client, credential), s) in std::mem::take(&mut self.schemas) {
+            req.client_resolve_info.push(ClientResolveInfo { client, client_credential: credential, schema: s.list });
+        }
+        for (flag, agg) in std::mem::take(&mut self.flags) {
+            req.flag_resolve_info.push(FlagResolveInfo {
+                flag,
+                variant_resolve_info: agg
+                    .variants
+                    .into_iter()
+                    .map(|(variant, count)| VariantResolveInfo { variant, count })
+                    .collect(),
+                rule_resolve_info: agg
+                    .rules
+                    .into_iter()
+                    .map(|(rule, r)| RuleResolveInfo {
+                        rule,
+                        count: r.count,
+                        assignment_resolve_info: r
+                            .assignments
+                            .into_iter()
+                            .map(|(assignment_id, count)| AssignmentResolveInfo { assignment_id, count })
+                            .collect(),
+                    })
+                    .collect(),
+            });
+        }
+        let rates = std::mem::take(&mut self.rates);
+        let counters = std::mem::take(&mut self.counters);
+
+        // exposures, bounded
+        let mut assigned: Vec<Vec<u8>> = Vec::new();
+        let mut size = 0usize;
+        while let Some(front) = self.pending.front() {
+            let entry = 1 + varint_len(front.len() as u64) + front.len();
+            if max_assigned_bytes > 0 && !assigned.is_empty() && size + entry > max_assigned_bytes as usize {
+                break;
+            }
+            size += entry;
+            if let Some(b) = self.pending.pop_front() {
+                self.pending_bytes = self.pending_bytes.saturating_sub(b.len());
+                assigned.push(b);
+            }
+        }
+
+        let nothing = req.client_resolve_info.is_empty()
+            && req.flag_resolve_info.is_empty()
+            && assigned.is_empty()
+            && rates.is_empty()
+            && counters == DedupCounters::default();
+        if nothing {
+            return Drained { request: Vec::new(), more_pending: !self.pending.is_empty(), flag_assigned_count: 0 };
+        }
+        req.telemetry_data = Some(TelemetryData {
+            sdk: self.config.sdk.clone(),
+            resolve_rate: rates.into_iter().map(|(reason, count)| ResolveRate { count, reason: reason as u32 }).collect(),
+            memory_bytes,
+            resolver_version: crate::RESOLVER_VERSION.to_string(),
+            apply_dedup: Some(ApplyDedupTelemetry {
+                applies_total: counters.applies_total,
+                applies_deduped: counters.applies_deduped,
+                apply_dedup_overflow: counters.apply_dedup_overflow,
+                sweeps: counters.sweeps,
+                map_size: self.dedup.len() as u32,
+                map_capacity: DEDUP_CAPACITY as u32,
+            }),
+            ..Default::default()
+        });
+        let mut out = req.encode_to_vec();
+        out.reserve(size);
+        for a in &assigned {
+            out.push(0x0a); // field 1 (flag_assigned), length-delimited
+            put_varint(&mut out, a.len() as u64);
+            out.extend_from_slice(a);
+        }
+        Drained { request: out, more_pending: !self.pending.is_empty(), flag_assigned_count: assigned.len() as u32 }
+    }
+}
+
+fn applied_flag(f: &FlagOutcome) -> AppliedFlag {
+    let assignment = if f.reason == ResolveReason::Match {
+        Assignment::AssignmentInfo(AssignmentInfo {
+            segment: f.segment().to_string(),
+            variant: f.variant_name().to_string(),
+        })
+    } else {
+        let reason = match f.reason {
+            ResolveReason::NoSegmentMatch => DefaultAssignmentReason::NoSegmentMatch,
+            ResolveReason::FlagArchived => DefaultAssignmentReason::FlagArchived,
+            _ => DefaultAssignmentReason::Unspecified,
+        };
+        Assignment::DefaultAssignment(DefaultAssignment { reason: reason as i32 })
+    };
+    AppliedFlag {
+        flag: f.flag.name.clone(),
+        targeting_key: f.unit.clone().unwrap_or_default(),
+        targeting_key_selector: f.selector.clone(),
+        assignment: Some(assignment),
+        assignment_id: f.assignment_id.clone(),
+        rule: f.rule_name().to_string(),
+        fallthrough_assignments: f
+            .fallthroughs
+            .iter()
+            .map(|ft| FallthroughAssignment {
+                rule: ft.rule.clone(),
+                assignment_id: ft.assignment_id.clone(),
+                targeting_key: ft.unit.clone(),
+                targeting_key_selector: ft.selector.clone(),
+            })
+            .collect(),
+        apply_time: None,
+    }
+}
