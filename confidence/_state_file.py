@@ -40,11 +40,26 @@ def _looks_like_client_state(data: bytes) -> bool:
     return bool(fields) and set(fields) <= _CLIENT_STATE_FIELDS and fields.count(1) == 1
 
 
-def _is_protobuf(data: bytes) -> bool:
+def _is_resolver_state(data: bytes) -> bool:
+    """A full, strict parse: random bytes (e.g. ciphertext) essentially never pass it."""
+    from google.protobuf.message import DecodeError
+
+    from confidence._proto.confidence.flags.admin.v1 import resolver_pb2
+
     try:
-        return any(True for _ in iter_fields(data))
-    except ProtoDecodeError:
+        state = resolver_pb2.ResolverState.FromString(data)
+    except (DecodeError, ValueError):
         return False
+    return bool(state.client_credentials or state.flags)
+
+
+def _is_plaintext(data: bytes) -> bool:
+    if _looks_like_client_state(data):
+        try:
+            return _is_resolver_state(decode_client_resolver_state(data).state)
+        except ProtoDecodeError:
+            return False
+    return _is_resolver_state(data)
 
 
 def parse_state_bytes(
@@ -57,7 +72,7 @@ def parse_state_bytes(
             plaintext = decrypt_state(data, encryption_key)
         except StateDecryptionError as exc:
             # Not necessarily an error: a plaintext file with a key configured is fine.
-            if not _is_protobuf(data):
+            if not _is_plaintext(data):
                 raise StateFileError(f"state file could not be decrypted: {exc}") from None
             plaintext = data
     if _looks_like_client_state(plaintext):
@@ -69,7 +84,7 @@ def parse_state_bytes(
         if not account:
             raise StateFileError("state file has no account id; pass account_id=")
         return BootstrapState(client_state.state, account, tuple(client_state.log_destinations))
-    if not _is_protobuf(plaintext):
+    if not _is_resolver_state(plaintext):
         raise StateFileError(
             "state file is neither a ResolverState nor a ClientResolverState"
             + ("" if encryption_key else " (if it is encrypted, pass encryption_key=)")

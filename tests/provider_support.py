@@ -1,0 +1,213 @@
+"""Shared helpers for the provider tests: a sample state, provider factory, event recorder."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.event import EventDetails, ProviderEvent
+
+from confidence import ConfidenceProvider
+from confidence.testing.emulator import (
+    DEFAULT_ACCOUNT_ID,
+    DEFAULT_CLIENT_SECRET,
+    ConfidenceEmulator,
+)
+from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
+
+SECRET = DEFAULT_CLIENT_SECRET
+ACCOUNT = DEFAULT_ACCOUNT_ID
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def wasm_available() -> bool:
+    return (REPO / "resolver.wasm").is_file() or (REPO / "confidence" / "resolver.wasm").is_file()
+
+
+requires_wasm = pytest.mark.skipif(
+    not wasm_available(), reason="resolver.wasm is not built (run `nox -s wasm`)"
+)
+
+
+def variant(flag: str, name: str) -> str:
+    return f"flags/{flag}/variants/{name}"
+
+
+def sample_state(*, color: str = "blue", size: int = 42, secret: str = SECRET) -> StateBuilder:
+    """The flags the provider tests evaluate.
+
+    - `feature`: full rollout of one variant with every value kind.
+    - `swedish`: only for country == "SE" (else NO_SEGMENT_MATCH -> DEFAULT).
+    - `split`: a 50/50 split, which needs a valid targeting key.
+    - `sticky`: a rule with a materialization spec.
+    """
+    return (
+        StateBuilder(account=ACCOUNT)
+        .client(secret)
+        .segment("segments/everyone")
+        .segment("segments/sweden", targeting=attribute_eq("country", "SE"))
+        .flag(
+            "flags/feature",
+            variants={
+                variant("feature", color): {
+                    "enabled": True,
+                    "color": color,
+                    "size": size,
+                    "ratio": 0.25,
+                    "nested": {"deep": {"x": 7}},
+                    "items": [1, 2],
+                    "nothing": None,
+                }
+            },
+            rules=[rollout("segments/everyone", {variant("feature", color): 100})],
+        )
+        .flag(
+            "flags/swedish",
+            variants={variant("swedish", "yes"): {"enabled": True}},
+            rules=[rollout("segments/sweden", {variant("swedish", "yes"): 100})],
+        )
+        .flag(
+            "flags/split",
+            variants={
+                variant("split", "a"): {"group": "a"},
+                variant("split", "b"): {"group": "b"},
+            },
+            rules=[
+                rollout("segments/everyone", {variant("split", "a"): 50, variant("split", "b"): 50})
+            ],
+        )
+        .flag(
+            "flags/sticky",
+            variants={variant("sticky", "on"): {"enabled": True}},
+            rules=[
+                {
+                    **rollout("segments/everyone", {variant("sticky", "on"): 100}),
+                    "materializationSpec": {
+                        "writeMaterialization": "materializations/sticky",
+                        "readMaterialization": "materializations/sticky",
+                    },
+                }
+            ],
+        )
+    )
+
+
+def make_provider(emulator: ConfidenceEmulator, **overrides: Any) -> ConfidenceProvider:
+    options: dict[str, Any] = {
+        "encryption_key": emulator.encryption_key_hex,
+        "cdn_base_url": emulator.cdn_base_url,
+        "api_base_url": emulator.api_base_url,
+        "state_poll_interval": 0.2,
+        "log_poll_interval": 60.0,  # only the shutdown flush sends, unless a test asks
+        "init_timeout": 10.0,
+        "pool_size": 2,
+    }
+    options.update(overrides)
+    return ConfidenceProvider(SECRET, **options)
+
+
+class EventRecorder:
+    """Records global OpenFeature provider events (handlers run on the SDK's executor)."""
+
+    EVENTS = (
+        ProviderEvent.PROVIDER_READY,
+        ProviderEvent.PROVIDER_ERROR,
+        ProviderEvent.PROVIDER_STALE,
+        ProviderEvent.PROVIDER_CONFIGURATION_CHANGED,
+    )
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.events: list[tuple[ProviderEvent, EventDetails]] = []
+        self._handlers: list[tuple[ProviderEvent, Callable[[EventDetails], None]]] = []
+
+    def attach(self) -> None:
+        for event in self.EVENTS:
+            handler = self._make_handler(event)
+            api.add_handler(event, handler)
+            self._handlers.append((event, handler))
+
+    def detach(self) -> None:
+        for event, handler in self._handlers:
+            # ValueError: api.shutdown() already dropped every handler.
+            with contextlib.suppress(ValueError):
+                api.remove_handler(event, handler)
+        self._handlers.clear()
+
+    def _make_handler(self, event: ProviderEvent) -> Callable[[EventDetails], None]:
+        def handler(details: EventDetails) -> None:
+            with self._cond:
+                self.events.append((event, details))
+                self._cond.notify_all()
+
+        return handler
+
+    def of(self, event: ProviderEvent) -> list[EventDetails]:
+        with self._cond:
+            return [d for e, d in self.events if e is event]
+
+    def kinds(self) -> list[ProviderEvent]:
+        with self._cond:
+            return [e for e, _ in self.events]
+
+    def wait_for(
+        self,
+        event: ProviderEvent,
+        count: int = 1,
+        timeout: float = 10.0,
+        where: Callable[[EventDetails], bool] = lambda _: True,
+    ) -> list[EventDetails]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [d for e, d in self.events if e is event and where(d)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"timed out waiting for {count} x {event}; got {self.kinds()}"
+                    )
+                self._cond.wait(remaining)
+
+
+@pytest.fixture
+def openfeature_api() -> Iterator[None]:
+    """Leave the global OpenFeature API as we found it (providers shut down, no handlers)."""
+    try:
+        yield
+    finally:
+        api.shutdown()
+
+
+@contextmanager
+def recording_events() -> Iterator[EventRecorder]:
+    recorder = EventRecorder()
+    recorder.attach()
+    try:
+        yield recorder
+    finally:
+        recorder.detach()
+
+
+def settle_events(seconds: float = 0.3) -> None:
+    """Give the SDK's handler executor time to deliver anything still queued."""
+    time.sleep(seconds)
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

@@ -1,0 +1,217 @@
+"""The provider in an asyncio app: `async with`, start/aclose, OpenFeature's async client,
+initialize() on the loop thread, materialization stores."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent
+from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
+from openfeature.flag_evaluation import Reason
+from openfeature.provider import ProviderStatus
+from provider_support import (
+    make_provider,
+    openfeature_api,
+    recording_events,
+    requires_wasm,
+    sample_state,
+    variant,
+)
+
+from confidence.materialization import InMemoryMaterializationStore
+from confidence.testing.emulator import ConfidenceEmulator, Hang, Route
+
+__all__ = ["openfeature_api"]
+
+pytestmark = [requires_wasm, pytest.mark.anyio, pytest.mark.usefixtures("openfeature_api")]
+
+
+@pytest.fixture
+async def emulator(confidence_emulator: ConfidenceEmulator) -> ConfidenceEmulator:
+    confidence_emulator.set_state(sample_state().build())
+    return confidence_emulator
+
+
+async def wait_for_async(recorder: Any, event: ProviderEvent, count: int = 1) -> None:
+    await anyio.to_thread.run_sync(lambda: recorder.wait_for(event, count))
+
+
+async def test_async_with_and_set_provider_and_wait(emulator: ConfidenceEmulator) -> None:
+    with recording_events() as events:
+        async with make_provider(emulator) as provider:
+            assert provider.is_ready
+            # On the loop thread: initialize() only attaches, so this returns at once.
+            api.set_provider_and_wait(provider)
+            client = api.get_client()
+            assert client.get_provider_status() is ProviderStatus.READY
+            details = await client.get_boolean_details_async("feature.enabled", False)
+            assert (details.value, details.reason, details.variant) == (
+                True,
+                Reason.TARGETING_MATCH,
+                variant("feature", "blue"),
+            )
+            assert await client.get_float_value_async("feature.size", 0.0) == 42.0
+            assert await client.get_integer_value_async("feature.size", 0) == 42
+            assert await client.get_string_value_async("feature.color", "") == "blue"
+            assert await client.get_object_value_async("feature.nested.deep", {}) == {"x": 7}
+            await anyio.sleep(0.3)
+            assert events.kinds() == [ProviderEvent.PROVIDER_READY]
+        # __aexit__ flushed the logs.
+        assert emulator.exposure_count("feature") >= 1
+        after = await provider.resolve_boolean_details_async("feature.enabled", False)
+        assert after.error_code == ErrorCode.PROVIDER_NOT_READY
+
+
+async def test_start_and_aclose(emulator: ConfidenceEmulator) -> None:
+    provider = make_provider(emulator)
+    assert await provider.start() is provider
+    with pytest.raises(RuntimeError, match="already started"):
+        await provider.start()
+    details = await provider.resolve_string_details_async("feature.color", "")
+    assert details.value == "blue"
+    await provider.aclose()
+    await provider.aclose()  # idempotent
+    provider.shutdown()  # and the sync twin is a no-op now
+
+
+async def test_runtime_runs_in_the_callers_loop(emulator: ConfidenceEmulator) -> None:
+    before = {t.name for t in threading.enumerate()}
+    async with make_provider(emulator) as provider:
+        await provider.resolve_boolean_details_async("feature.enabled", False)
+        portal_threads = {
+            t.name for t in threading.enumerate() if "portal" in t.name and t.name not in before
+        }
+        assert portal_threads == set()  # no background loop thread in async mode
+
+
+async def test_start_fails_fast_on_wrong_key(emulator: ConfidenceEmulator) -> None:
+    provider = make_provider(emulator, encryption_key="cd" * 32)
+    started = time.monotonic()
+    with pytest.raises(ProviderFatalError, match="decrypt"):
+        await provider.start()
+    assert time.monotonic() - started < 5
+    assert not provider.is_ready
+    # Nothing is left running, and a corrected provider starts fine.
+    async with make_provider(emulator) as good:
+        assert good.is_ready
+
+
+async def test_start_times_out_without_state(emulator: ConfidenceEmulator) -> None:
+    emulator.inject(Route.STATE, Hang())
+    provider = make_provider(emulator, init_timeout=0.3)
+    with pytest.raises(ProviderNotReadyError):
+        await provider.start()
+    assert not provider.is_ready
+
+
+async def test_initialize_on_the_loop_does_not_block(emulator: ConfidenceEmulator) -> None:
+    provider = make_provider(emulator)
+    with recording_events() as events:
+        started = time.monotonic()
+        with pytest.raises(ProviderNotReadyError, match="async with"):
+            api.set_provider_and_wait(provider)  # calls initialize() on this loop thread
+        assert time.monotonic() - started < 2
+        # It loads in the background and reports READY when done.
+        await wait_for_async(events, ProviderEvent.PROVIDER_READY)
+        client = api.get_client()
+        assert client.get_provider_status() is ProviderStatus.READY
+        assert await client.get_boolean_value_async("feature.enabled", False) is True
+        # `async with` on a provider the SDK already started uses that runtime.
+        async with provider:
+            assert provider.is_ready
+    assert not provider.is_ready
+
+
+async def test_api_shutdown_on_the_loop_inside_async_with(emulator: ConfidenceEmulator) -> None:
+    async with make_provider(emulator) as provider:
+        api.set_provider_and_wait(provider)
+        await api.get_client().get_boolean_value_async("feature.enabled", False)
+        started = time.monotonic()
+        api.shutdown()  # sync, on the loop thread: must not block
+        assert time.monotonic() - started < 1
+        assert emulator.exposure_count("feature") == 0
+    assert emulator.exposure_count("feature") == 1
+
+
+async def test_shutdown_from_another_thread_stops_async_runtime(
+    emulator: ConfidenceEmulator,
+) -> None:
+    async with make_provider(emulator) as provider:
+        await provider.resolve_boolean_details_async("feature.enabled", False)
+        await anyio.to_thread.run_sync(provider.shutdown)
+        assert emulator.exposure_count("feature") == 1
+        details = await provider.resolve_boolean_details_async("feature.enabled", False)
+        assert details.error_code == ErrorCode.PROVIDER_NOT_READY
+
+
+async def test_concurrent_async_evaluations_during_state_updates(
+    emulator: ConfidenceEmulator,
+) -> None:
+    errors: list[Any] = []
+    colors: set[str] = set()
+    async with make_provider(emulator) as provider:
+
+        async def evaluate(i: int) -> None:
+            for _ in range(50):
+                details = await provider.resolve_object_details_async(
+                    "feature", {}, EvaluationContext(f"u{i}")
+                )
+                if details.error_code is not None:
+                    errors.append(details)
+                else:
+                    colors.add(details.value["color"])
+                await anyio.sleep(0.005)
+
+        async def update() -> None:
+            for color in ("red", "green"):
+                await anyio.sleep(0.1)
+                emulator.set_state(sample_state(color=color).build())
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(evaluate, i)
+            tg.start_soon(update)
+        # Worker threads resolving at the same time as the loop.
+        results = await anyio.to_thread.run_sync(
+            lambda: [provider.resolve_boolean_details("feature.enabled", False) for _ in range(20)]
+        )
+    assert errors == []
+    assert "blue" in colors
+    assert all(r.value is True for r in results)
+
+
+async def test_remote_materialization_store(emulator: ConfidenceEmulator) -> None:
+    ctx = EvaluationContext("sticky-user")
+    async with make_provider(emulator, use_remote_materialization_store=True) as provider:
+        details = await provider.resolve_boolean_details_async("sticky.enabled", False, ctx)
+        assert (details.value, details.error_code, details.reason) == (
+            True,
+            None,
+            Reason.TARGETING_MATCH,
+        )
+        # The sync path from a worker thread reaches the store through the runtime's loop.
+        sync_details = await anyio.to_thread.run_sync(
+            lambda: provider.resolve_boolean_details("sticky.enabled", False, ctx)
+        )
+        assert sync_details.value is True
+        # On the loop thread a sync evaluation cannot wait for the loop: a clear error.
+        on_loop = provider.resolve_boolean_details("sticky.enabled", False, ctx)
+        assert on_loop.error_code == ErrorCode.GENERAL
+    assert emulator.materialization_reads
+    assert emulator.materialized_variants  # the write was delivered (at the latest on close)
+
+
+async def test_custom_sync_materialization_store(emulator: ConfidenceEmulator) -> None:
+    store = InMemoryMaterializationStore()
+    ctx = EvaluationContext("unit-1")
+    async with make_provider(emulator, materialization_store=store) as provider:
+        assert (await provider.resolve_boolean_details_async("sticky.enabled", False, ctx)).value
+        assert provider.resolve_boolean_details("sticky.enabled", False, ctx).value is True
+    assert store.snapshot()  # writes drained into the store
