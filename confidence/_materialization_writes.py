@@ -91,6 +91,7 @@ class MaterializationWriteQueue:
         self._lock = threading.Lock()  # guards everything below, from any thread
         self._pending: dict[_Key, str] = {}  # insertion-ordered: oldest first
         self._inflight: list[VariantWriteOp] = []  # the batch being written / retried
+        self._inflight_keys: frozenset[_Key] = frozenset()
         self._written = 0
         self._dropped = 0
         self._coalesced = 0
@@ -120,7 +121,11 @@ class MaterializationWriteQueue:
                 if key in self._pending:
                     self._pending[key] = op.variant
                     self._coalesced += 1
-                elif len(self._pending) + len(self._inflight) < self.max_pending:
+                elif (
+                    len(self._pending) + len(self._inflight) < self.max_pending
+                    or key in self._inflight_keys
+                ):
+                    # (A newer value for a key being written is no new assignment: it fits.)
                     self._pending[key] = op.variant
                 else:
                     dropped += 1
@@ -269,11 +274,13 @@ class MaterializationWriteQueue:
                     if len(keys) >= self.batch_size:
                         break
                 self._inflight = [VariantWriteOp(*key, self._pending.pop(key)) for key in keys]
+                self._inflight_keys = frozenset(keys)
             return list(self._inflight)
 
     def _record_success(self, batch: list[VariantWriteOp]) -> None:
         with self._lock:
             self._inflight = []
+            self._inflight_keys = frozenset()
             self._written += len(batch)
             recovered = self._consecutive_failures
             since = self._failing_since
@@ -316,6 +323,7 @@ class MaterializationWriteQueue:
     def _give_up(self, batch: list[VariantWriteOp], exc: Exception) -> None:
         with self._lock:
             self._inflight = []
+            self._inflight_keys = frozenset()
             self._dropped += len(batch)
             self._last_error = f"{type(exc).__name__}: {exc}"
         logger.warning(
