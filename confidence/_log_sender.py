@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import io
 import logging
 import math
 import random
@@ -59,6 +60,7 @@ _EDGE_CONTENT_TYPE = "application/x-protobuf"
 _CLOUDFLARE_CONTENT_TYPE = "application/protobuf"
 
 _RETRYABLE_STATUSES = frozenset({408, 429})
+_RAW_BODY_LIMIT = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,15 @@ class LogSender:
         return False  # pragma: no cover - the loop always returns
 
     async def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        # aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB, and batches reach
+        # ~4 MiB; a fresh BytesIO per attempt is streamed instead (a consumed one can't be resent).
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
         try:
             with anyio.fail_after(self._retry.attempt_timeout):
                 # No redirects: following one would resend the Authorization header somewhere
                 # we did not choose, and the endpoints never legitimately redirect.
                 async with self._session.post(
-                    url, data=body, headers=headers, allow_redirects=False
+                    url, data=data, headers=headers, allow_redirects=False
                 ) as resp:
                     status = resp.status
                     retry_after = resp.headers.get("Retry-After")
@@ -240,6 +245,10 @@ class LogSender:
             raise _Retryable(f"network error: {self._describe(exc)}") from None
         except OSError as exc:
             raise _Retryable(f"network error: {self._describe(exc)}") from None
+        except Exception as exc:
+            # A closed session, an invalid URL...: retrying will not help, but the caller still
+            # gets a plain False (and can re-queue) instead of an exception from a flush task.
+            raise _Permanent(f"unexpected error: {self._describe(exc)}") from None
 
         if 200 <= status < 300:
             return

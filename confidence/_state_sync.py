@@ -279,6 +279,11 @@ class StateSyncer:
             except _FetchFailure as exc:
                 self._record_failure(str(exc))
                 return False
+            except Exception as exc:
+                # E.g. a closed session (RuntimeError) or an invalid base URL (ValueError): still
+                # a failed attempt, and the loop must survive it. Cancellation is not caught.
+                self._record_failure(f"unexpected error: {self._describe(exc)}")
+                return False
             self._record_success()
             return changed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from confidence.testing.emulator import (
     Hang,
     Route,
     Status,
+    TruncatedBody,
     _load_state_file,
 )
 
@@ -174,7 +176,7 @@ async def test_large_flag_log_batch_is_accepted(anyio_backend: str) -> None:
     assert len(body) > 1024 * 1024  # over aiohttp's default request limit
     async with ConfidenceEmulator(client_secret=SECRET) as emu, aiohttp.ClientSession() as s:
         url = f"{emu.api_base_url}/v1/clientFlagLogs:write"
-        async with s.post(url, data=body, headers=_auth()) as resp:
+        async with s.post(url, data=io.BytesIO(body), headers=_auth()) as resp:
             assert resp.status == 200
         assert emu.exposure_count("big") == 20_000
 
@@ -362,6 +364,7 @@ def test_run_in_thread_for_sync_code() -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(running.state_url(), timeout=10)
         assert info.value.code == 503
+        info.value.close()  # an HTTPError holds the open response
         assert len(running.requests_for(Route.STATE)) == 2
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(emu.state_url(), timeout=2)
@@ -465,3 +468,16 @@ def test_cli_rejects_bad_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "64 hexadecimal" in result.stderr and "not-a-key" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_truncation_leaves_bodiless_responses_alone(anyio_backend: str) -> None:
+    async with ConfidenceEmulator(state=b"s") as emu, aiohttp.ClientSession() as s:
+        etag = emu.current_etag()
+        assert etag is not None
+        emu.inject(Route.STATE, TruncatedBody())
+        async with s.get(emu.state_url(), headers={"If-None-Match": etag}) as resp:
+            assert resp.status == 304
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with s.get(emu.state_url()) as resp:
+                await resp.read()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -357,3 +358,29 @@ async def test_secret_only_in_authorization_header_and_never_logged(
         assert SECRET.encode() not in request.body
         carrying = [name for name, value in request.headers if SECRET in value]
         assert carrying == ["Authorization"]
+
+
+async def test_closed_session_is_a_failure_not_a_crash(emulator: ConfidenceEmulator) -> None:
+    session = aiohttp.ClientSession()
+    await session.close()
+    sleep = RecordingSleep()
+    sender = make_sender(emulator, session, sleep=sleep)
+    assert await sender.send(b"") is False
+    assert sleep.delays == []  # not retried
+
+
+async def test_large_batches_are_sent_without_warnings(
+    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+) -> None:
+    request = api_pb2.WriteFlagLogsRequest()
+    for i in range(20_000):
+        request.flag_assigned.add(resolve_id=f"resolve-{i:032d}").flags.add(flag="flags/big")
+    body = request.SerializeToString()
+    assert len(body) > 1024 * 1024
+    emulator.inject(Route.FLAG_LOGS, Status(503), times=1)  # the retry must resend the body
+    sender = make_sender(emulator, session)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert await sender.send(body) is True
+    assert [len(r.body) for r in emulator.requests_for(Route.FLAG_LOGS)] == [len(body)] * 2
+    assert emulator.exposure_count("big") == 20_000

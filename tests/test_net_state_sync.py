@@ -61,15 +61,15 @@ class SteppedSleep:
 
     def __init__(self) -> None:
         self.delays: list[float] = []
-        self._send, self._receive = anyio.create_memory_object_stream[None](1000)
+        self._permits = anyio.Semaphore(0)
 
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
-        await self._receive.receive()
+        await self._permits.acquire()
 
     def release(self, n: int = 1) -> None:
         for _ in range(n):
-            self._send.send_nowait(None)
+            self._permits.release()
 
     async def wait_for(self, count: int) -> None:
         with anyio.fail_after(20):
@@ -767,3 +767,14 @@ class _adhoc_server:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+async def test_unexpected_errors_are_failures_not_crashes(emulator: ConfidenceEmulator) -> None:
+    emulator.set_state(STATE_V1)
+    session = aiohttp.ClientSession()
+    await session.close()  # using a closed session raises RuntimeError inside aiohttp
+    errors: list[str] = []
+    syncer = make_syncer(emulator, session, Applier(), on_error=errors.append)
+    assert await syncer.fetch_once() is False
+    assert syncer.consecutive_failures == 1
+    assert errors and errors[0].startswith("unexpected error: RuntimeError")

@@ -562,6 +562,8 @@ class ConfidenceEmulator:
     async def _truncated(
         request: web.Request, full: web.Response, fraction: float
     ) -> web.StreamResponse:
+        if full.status < 200 or full.status in (204, 304):
+            return full  # no body to truncate
         payload = full.body if isinstance(full.body, bytes) else b""
         if len(payload) < 2:
             payload += b"\x00" * 16  # an empty response cannot be truncated; promise more
