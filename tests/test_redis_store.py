@@ -245,7 +245,9 @@ async def test_async_store_concurrent_tasks(redis_server: RedisServer) -> None: 
         async with anyio.create_task_group() as tg:
             for t in range(10):
                 tg.start_soon(writer, t)
-        ops = [VariantReadOp(f"u{i % 5}", MAT, f"rule-{t}-{i}") for t in range(10) for i in range(50)]
+        ops = [
+            VariantReadOp(f"u{i % 5}", MAT, f"rule-{t}-{i}") for t in range(10) for i in range(50)
+        ]
         results = await store.read(ops)
         assert [r.variant for r in results] == [f"v{t}" for t in range(10) for _ in range(50)]
         check = redis.Redis.from_url(redis_server.url)

@@ -43,7 +43,9 @@ async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
 
 def _store(emulator: ConfidenceEmulator, **kwargs: object) -> RemoteMaterializationStore:
     return RemoteMaterializationStore(
-        SECRET, api_base_url=emulator.api_base_url, **kwargs  # type: ignore[arg-type]
+        SECRET,
+        api_base_url=emulator.api_base_url,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -143,7 +145,9 @@ async def test_transient_failures_are_retried(emulator: ConfidenceEmulator) -> N
     emulator.set_inclusion("u1", MAT)
     emulator.inject(Route.MATERIALIZATION_READ, Status(503), times=1)
     emulator.inject(Route.MATERIALIZATION_READ, DropConnection(), times=1)
-    emulator.inject(Route.MATERIALIZATION_READ, Status(429, headers=(("Retry-After", "0"),)), times=1)
+    emulator.inject(
+        Route.MATERIALIZATION_READ, Status(429, headers=(("Retry-After", "0"),)), times=1
+    )
     async with _store(emulator, attempts=4, backoff=0.01) as store:
         assert await store.read([InclusionReadOp("u1", MAT)]) == [
             InclusionReadResult("u1", MAT, True)
