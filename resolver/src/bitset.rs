@@ -4,7 +4,7 @@ use miniz_oxide::inflate::decompress_to_vec_with_limit;
 /// Upper bound on an inflated bitset (a bitset covers 1,000,000 units = 125,000 bytes).
 const MAX_INFLATED: usize = 16 * 1024 * 1024;
 
-fn crc32(data: &[u8]) -> u32 {
+pub(crate) fn crc32(data: &[u8]) -> u32 {
     let mut table = [0u32; 256];
     for (i, slot) in table.iter_mut().enumerate() {
         let mut c = i as u32;

@@ -16,3 +16,6 @@ pub mod rng;
 pub const RESOLVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod abi;
 pub mod instance;
+mod testutil;
+#[cfg(test)]
+mod tests_resolve;

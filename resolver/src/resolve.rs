@@ -122,13 +122,20 @@ pub fn resolve<'s>(
     mode: Mode,
     records: &[MaterializationRecord],
 ) -> Result<Outcome<'s>, String> {
-    let selected: Vec<&'s Flag> = state
-        .flags
-        .iter()
-        .filter(|f| f.state == FlagState::Active as i32)
-        .filter(|f| f.clients.iter().any(|c| *c == client.client))
-        .filter(|f| flag_names.is_empty() || flag_names.iter().any(|n| *n == f.name))
-        .collect();
+    let enabled = |f: &&'s Flag| f.state == FlagState::Active as i32 && f.clients.iter().any(|c| *c == client.client);
+    let selected: Vec<&'s Flag> = if flag_names.is_empty() {
+        state.flags.iter().filter(enabled).collect()
+    } else {
+        // In request order, each flag once; unknown names are silently absent.
+        let mut seen = std::collections::HashSet::new();
+        flag_names
+            .iter()
+            .filter_map(|n| state.flag_index.get(n))
+            .filter(|i| seen.insert(**i))
+            .filter_map(|i| state.flags.get(*i))
+            .filter(enabled)
+            .collect()
+    };
     if selected.len() > MAX_FLAGS_PER_REQUEST {
         return Err(format!(
             "too many flags in one request: {} (at most {})",
@@ -261,7 +268,7 @@ pub fn resolve_flag<'s>(
             None => continue,
             Some(s) => s,
         };
-        let mut ev = Evaluator { state, ctx, mat: &mut *mat };
+        let mut ev = Evaluator { state, ctx, mat: &mut *mat, depth: 0 };
 
         // 6: materialization read
         let mut matched_by_mat = false;

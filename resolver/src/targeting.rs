@@ -53,6 +53,9 @@ impl From<MatError> for EvalError {
 
 /// Deepest chain of segment references we follow.
 const MAX_SEGMENT_DEPTH: usize = 64;
+/// Bound on nested expression + segment evaluation (keeps the wasm stack small even for
+/// adversarial states); deeper evaluation counts as an unrecognized rule.
+const MAX_EVAL_DEPTH: usize = 256;
 
 // ---------------------------------------------------------------------------------
 // Values after conversion to a rule's expected type
@@ -386,6 +389,8 @@ pub struct Evaluator<'s, 'm> {
     pub state: &'s State,
     pub ctx: &'s Context,
     pub mat: &'m mut Materializer,
+    /// Current nesting of expressions and segment references.
+    pub depth: usize,
 }
 
 impl<'s, 'm> Evaluator<'s, 'm> {
@@ -441,6 +446,22 @@ impl<'s, 'm> Evaluator<'s, 'm> {
     }
 
     fn expression(
+        &mut self,
+        e: &'s Expression,
+        criteria: &'s BTreeMap<String, Criterion>,
+        unit: Option<&str>,
+        path: &mut Vec<&'s str>,
+    ) -> Result<Tri, EvalError> {
+        if self.depth >= MAX_EVAL_DEPTH {
+            return Err(EvalError::Unrecognized);
+        }
+        self.depth += 1;
+        let r = self.expression_inner(e, criteria, unit, path);
+        self.depth -= 1;
+        r
+    }
+
+    fn expression_inner(
         &mut self,
         e: &'s Expression,
         criteria: &'s BTreeMap<String, Criterion>,
