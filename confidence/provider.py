@@ -233,9 +233,10 @@ class ConfidenceProvider(AbstractProvider):
             with anyio.move_on_after(self._init_timeout):
                 await runtime.wait_settled_async()
         except BaseException:
+            # (No shield here: the task group's scope must be exited as the innermost one.
+            # The runtime shields its own final flush.)
             runtime.stop()
-            with anyio.CancelScope(shield=True):
-                await stack.aclose()
+            await stack.aclose()
             self._forget(runtime)
             raise
         with self._lifecycle_lock:
@@ -258,8 +259,7 @@ class ConfidenceProvider(AbstractProvider):
         try:
             if owner is not None:
                 runtime.stop()
-                with anyio.CancelScope(shield=True):
-                    await owner.aclose()
+                await owner.aclose()  # waits for run(): loops cancelled, final flush done
             elif host is not None:
                 await anyio.to_thread.run_sync(host.stop, self._shutdown_timeout + 1.0)
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from openfeature import api
+from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
 
 from confidence import ConfidenceProvider
@@ -22,6 +23,7 @@ from confidence.testing.emulator import (
 )
 from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
 
+PROVIDER_NAME = "confidence-sdk-python-local"
 SECRET = DEFAULT_CLIENT_SECRET
 ACCOUNT = DEFAULT_ACCOUNT_ID
 REPO = Path(__file__).resolve().parent.parent
@@ -144,6 +146,10 @@ class EventRecorder:
 
     def _make_handler(self, event: ProviderEvent) -> Callable[[EventDetails], None]:
         def handler(details: EventDetails) -> None:
+            if details.provider_name != PROVIDER_NAME:
+                # e.g. the immediate READY for the NoOp default provider when a handler
+                # is added (spec 5.3.3): not ours.
+                return
             with self._cond:
                 self.events.append((event, details))
                 self._cond.notify_all()
@@ -181,7 +187,9 @@ class EventRecorder:
 
 @pytest.fixture
 def openfeature_api() -> Iterator[None]:
-    """Leave the global OpenFeature API as we found it (providers shut down, no handlers)."""
+    """A unit for every evaluation (API-level context); afterwards leave the global
+    OpenFeature API as we found it (providers shut down, no handlers, no context)."""
+    api.set_evaluation_context(EvaluationContext(targeting_key="test-user"))
     try:
         yield
     finally:

@@ -38,9 +38,12 @@ pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
 
 
 @pytest.fixture
-def emulator(confidence_emulator_sync: ConfidenceEmulator) -> ConfidenceEmulator:
+def emulator(
+    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
+) -> Iterator[ConfidenceEmulator]:
     confidence_emulator_sync.set_state(sample_state().build())
-    return confidence_emulator_sync
+    yield confidence_emulator_sync
+    api.shutdown()  # while the emulator still runs, so the final flush can land
 
 
 @contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -28,15 +29,22 @@ from provider_support import (
 from confidence.materialization import InMemoryMaterializationStore
 from confidence.testing.emulator import ConfidenceEmulator, Hang, Route
 
+USER = EvaluationContext("user-1")
+
 __all__ = ["openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.anyio, pytest.mark.usefixtures("openfeature_api")]
 
 
 @pytest.fixture
-async def emulator(confidence_emulator: ConfidenceEmulator) -> ConfidenceEmulator:
+async def emulator(
+    confidence_emulator: ConfidenceEmulator, openfeature_api: None
+) -> AsyncIterator[ConfidenceEmulator]:
     confidence_emulator.set_state(sample_state().build())
-    return confidence_emulator
+    yield confidence_emulator
+    # Off the loop (a sync-hosted provider's shutdown blocks until its final flush, which
+    # needs this loop's emulator), and while the emulator still runs.
+    await anyio.to_thread.run_sync(api.shutdown)
 
 
 async def wait_for_async(recorder: Any, event: ProviderEvent, count: int = 1) -> None:
@@ -65,7 +73,7 @@ async def test_async_with_and_set_provider_and_wait(emulator: ConfidenceEmulator
             assert events.kinds() == [ProviderEvent.PROVIDER_READY]
         # __aexit__ flushed the logs.
         assert emulator.exposure_count("feature") >= 1
-        after = await provider.resolve_boolean_details_async("feature.enabled", False)
+        after = await provider.resolve_boolean_details_async("feature.enabled", False, USER)
         assert after.error_code == ErrorCode.PROVIDER_NOT_READY
 
 
@@ -74,7 +82,7 @@ async def test_start_and_aclose(emulator: ConfidenceEmulator) -> None:
     assert await provider.start() is provider
     with pytest.raises(RuntimeError, match="already started"):
         await provider.start()
-    details = await provider.resolve_string_details_async("feature.color", "")
+    details = await provider.resolve_string_details_async("feature.color", "", USER)
     assert details.value == "blue"
     await provider.aclose()
     await provider.aclose()  # idempotent
@@ -84,7 +92,7 @@ async def test_start_and_aclose(emulator: ConfidenceEmulator) -> None:
 async def test_runtime_runs_in_the_callers_loop(emulator: ConfidenceEmulator) -> None:
     before = {t.name for t in threading.enumerate()}
     async with make_provider(emulator) as provider:
-        await provider.resolve_boolean_details_async("feature.enabled", False)
+        await provider.resolve_boolean_details_async("feature.enabled", False, USER)
         portal_threads = {
             t.name for t in threading.enumerate() if "portal" in t.name and t.name not in before
         }
@@ -144,10 +152,10 @@ async def test_shutdown_from_another_thread_stops_async_runtime(
     emulator: ConfidenceEmulator,
 ) -> None:
     async with make_provider(emulator) as provider:
-        await provider.resolve_boolean_details_async("feature.enabled", False)
+        await provider.resolve_boolean_details_async("feature.enabled", False, USER)
         await anyio.to_thread.run_sync(provider.shutdown)
         assert emulator.exposure_count("feature") == 1
-        details = await provider.resolve_boolean_details_async("feature.enabled", False)
+        details = await provider.resolve_boolean_details_async("feature.enabled", False, USER)
         assert details.error_code == ErrorCode.PROVIDER_NOT_READY
 
 
@@ -180,7 +188,9 @@ async def test_concurrent_async_evaluations_during_state_updates(
             tg.start_soon(update)
         # Worker threads resolving at the same time as the loop.
         results = await anyio.to_thread.run_sync(
-            lambda: [provider.resolve_boolean_details("feature.enabled", False) for _ in range(20)]
+            lambda: [
+                provider.resolve_boolean_details("feature.enabled", False, USER) for _ in range(20)
+            ]
         )
     assert errors == []
     assert "blue" in colors

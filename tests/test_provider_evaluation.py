@@ -18,6 +18,8 @@ from confidence import ConfidenceProvider
 from confidence.testing.emulator import ConfidenceEmulator
 from confidence.testing.state_builder import StateBuilder
 
+USER = EvaluationContext("user-1")
+
 pytestmark = requires_wasm
 
 _CYCLE: dict[str, Any] = {}
@@ -35,11 +37,11 @@ class Case:
     error_code: ErrorCode | None = None
     message: str | None = None
     variant: str | None = None
-    ctx: EvaluationContext | None = field(default=None)
+    ctx: EvaluationContext | None = field(default_factory=lambda: ctx("user-1"))
 
 
-def ctx(targeting_key: str | None = "user-1", **attributes: Any) -> EvaluationContext:
-    return EvaluationContext(targeting_key=targeting_key, attributes=attributes)
+def ctx(key: str | None = "user-1", **attributes: Any) -> EvaluationContext:
+    return EvaluationContext(targeting_key=key, attributes=attributes)
 
 
 ON = variant("feature", "blue")
@@ -284,7 +286,7 @@ async def test_split_assigns_by_targeting_key(async_provider: ConfidenceProvider
 
 
 def test_flag_metadata(sync_provider: ConfidenceProvider) -> None:
-    details = sync_provider.resolve_boolean_details("feature.enabled", False)
+    details = sync_provider.resolve_boolean_details("feature.enabled", False, USER)
     assert details.flag_metadata["rule"].startswith("flags/feature/rules/")
     assert details.flag_metadata["resolveId"]
     assert "assignmentId" in details.flag_metadata
@@ -297,7 +299,7 @@ def test_unknown_client_secret_is_general(tmp_path: Path) -> None:
     provider = ConfidenceProvider("my-own-secret", state_file=state, offline=True)
     provider.initialize(EvaluationContext())
     try:
-        details = provider.resolve_boolean_details("feature.enabled", False)
+        details = provider.resolve_boolean_details("feature.enabled", False, USER)
         assert (details.value, details.reason, details.error_code) == (
             False,
             Reason.ERROR,
@@ -339,10 +341,10 @@ def test_object_flag_value_kinds_round_trip(tmp_path: Path) -> None:
     provider = ConfidenceProvider("s", state_file=state, offline=True)
     provider.initialize(EvaluationContext())
     try:
-        assert provider.resolve_integer_details("kinds.i", 0).value == 1
-        assert provider.resolve_integer_details("kinds.neg", 0).value == -3
-        assert provider.resolve_integer_details("kinds.big", 0).value == 2**40
-        assert provider.resolve_float_details("kinds.i", 0.0).value == 1.0
-        assert provider.resolve_float_details("kinds.f", 0.0).value == 1.5
+        assert provider.resolve_integer_details("kinds.i", 0, USER).value == 1
+        assert provider.resolve_integer_details("kinds.neg", 0, USER).value == -3
+        assert provider.resolve_integer_details("kinds.big", 0, USER).value == 2**40
+        assert provider.resolve_float_details("kinds.i", 0.0, USER).value == 1.0
+        assert provider.resolve_float_details("kinds.f", 0.0, USER).value == 1.5
     finally:
         provider.shutdown()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,15 +34,20 @@ from provider_support import (
 from confidence import ConfidenceProvider
 from confidence.testing.emulator import ConfidenceEmulator, Hang, Route, Status
 
+USER = EvaluationContext("user-1")
+
 __all__ = ["openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
 
 
 @pytest.fixture
-def emulator(confidence_emulator_sync: ConfidenceEmulator) -> ConfidenceEmulator:
+def emulator(
+    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
+) -> Iterator[ConfidenceEmulator]:
     confidence_emulator_sync.set_state(sample_state().build())
-    return confidence_emulator_sync
+    yield confidence_emulator_sync
+    api.shutdown()  # while the emulator still runs, so the final flush can land
 
 
 def test_set_provider_and_wait_in_a_sync_app(emulator: ConfidenceEmulator) -> None:
@@ -95,7 +102,7 @@ def test_not_ready_until_state_then_recovers(emulator: ConfidenceEmulator) -> No
         assert error.error_code == ErrorCode.PROVIDER_NOT_READY
         assert client.get_provider_status() is ProviderStatus.ERROR
         # The provider itself answers PROVIDER_NOT_READY while it has no state.
-        direct = provider.resolve_boolean_details("feature.enabled", False)
+        direct = provider.resolve_boolean_details("feature.enabled", False, USER)
         assert (direct.value, direct.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
 
         emulator.clear_faults()
@@ -169,11 +176,13 @@ def test_configuration_changed_stale_and_recovery(emulator: ConfidenceEmulator) 
 
 
 def test_state_updates_while_threads_resolve(emulator: ConfidenceEmulator) -> None:
+    # 6 threads on 3 instances. (Workers pause briefly between evaluations: in a tight
+    # loop, threading.Semaphore's unfairness can starve one thread indefinitely.)
     provider = make_provider(emulator, pool_size=3)
     api.set_provider_and_wait(provider)
     client = api.get_client()
     stop = threading.Event()
-    seen: list[set[str]] = [set() for _ in range(4)]
+    seen: list[set[str]] = [set() for _ in range(6)]
     errors: list[Any] = []
 
     def worker(i: int) -> None:
@@ -184,8 +193,9 @@ def test_state_updates_while_threads_resolve(emulator: ConfidenceEmulator) -> No
                 errors.append((details.error_code, details.error_message))
                 continue
             seen[i].add(str(details.value["color"]))
+            time.sleep(0.001)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
     for thread in threads:
         thread.start()
     try:
@@ -235,15 +245,15 @@ def test_shutdown_is_idempotent_and_bounded(emulator: ConfidenceEmulator) -> Non
     emulator.inject(Route.FLAG_LOGS, Hang())
     provider = make_provider(emulator, shutdown_timeout=0.5)
     provider.initialize(EvaluationContext())
-    provider.resolve_boolean_details("feature.enabled", False)
+    provider.resolve_boolean_details("feature.enabled", False, USER)
     provider.shutdown()
     provider.shutdown()
-    after = provider.resolve_boolean_details("feature.enabled", False)
+    after = provider.resolve_boolean_details("feature.enabled", False, USER)
     assert (after.value, after.error_code) == (False, ErrorCode.PROVIDER_NOT_READY)
     # And it can be initialized again.
     emulator.clear_faults()
     provider.initialize(EvaluationContext())
-    assert provider.resolve_boolean_details("feature.enabled", False).value is True
+    assert provider.resolve_boolean_details("feature.enabled", False, USER).value is True
     provider.shutdown()
 
 
@@ -278,7 +288,7 @@ def test_constructor_validation() -> None:
 
 def test_never_started_provider_is_not_ready() -> None:
     provider = ConfidenceProvider("s")
-    details = provider.resolve_string_details("feature.color", "d")
+    details = provider.resolve_string_details("feature.color", "d", USER)
     assert (details.value, details.reason, details.error_code) == (
         "d",
         Reason.ERROR,

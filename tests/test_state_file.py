@@ -25,6 +25,8 @@ from confidence._crypto import encrypt_state, parse_encryption_key
 from confidence._state_file import StateFileError, parse_state_bytes
 from confidence.testing.emulator import ConfidenceEmulator, Route, Status
 
+USER = EvaluationContext("user-1")
+
 __all__ = ["openfeature_api"]
 
 KEY_HEX = "0f" * 32
@@ -95,7 +97,7 @@ async def test_offline_mode_async(tmp_path: Path) -> None:
     path = tmp_path / "state.pb"
     path.write_bytes(sample_state().build_client_state())
     async with ConfidenceProvider(SECRET, state_file=path, offline=True) as provider:
-        details = await provider.resolve_string_details_async("feature.color", "")
+        details = await provider.resolve_string_details_async("feature.color", "", USER)
         assert details.value == "blue"
 
 
