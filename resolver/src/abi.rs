@@ -99,3 +99,46 @@ pub extern "C" fn cr_flush_logs(len: i32) -> i64 {
         inst.flush_logs(req).encode(out).map_err(|e| e.to_string())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::abi::ConfigureResult;
+
+    fn write_input(bytes: &[u8]) {
+        cr_input(bytes.len() as i32);
+        INPUT.with(|b| b.borrow_mut()[..bytes.len()].copy_from_slice(bytes));
+    }
+
+    fn output() -> Vec<u8> {
+        OUTPUT.with(|o| o.borrow().clone())
+    }
+
+    #[test]
+    fn status_bytes() {
+        assert_eq!(cr_abi_version(), 1);
+        let req = Configure { rng_seed: 5, ..Default::default() }.encode_to_vec();
+        write_input(&req);
+        let packed = cr_configure(req.len() as i32);
+        let out = output();
+        assert_eq!(packed & 0xffff_ffff, out.len() as i64);
+        assert_eq!(out[0], STATUS_OK);
+        assert_eq!(ConfigureResult::decode(&out[1..]).unwrap().resolver_version, crate::RESOLVER_VERSION);
+
+        write_input(b"\xff\xff\xff");
+        cr_set_state(3);
+        let out = output();
+        assert_eq!(out[0], STATUS_ERROR);
+        assert!(std::str::from_utf8(&out[1..]).unwrap().contains("invalid"));
+
+        cr_resolve(1 << 30);
+        let out = output();
+        assert_eq!(out[0], STATUS_ERROR);
+        cr_flush_logs(-1);
+        assert_eq!(output()[0], STATUS_ERROR);
+
+        // an empty message is a valid FlushLogs
+        cr_flush_logs(0);
+        assert_eq!(output()[0], STATUS_OK);
+    }
+}

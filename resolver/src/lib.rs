@@ -19,3 +19,5 @@ pub mod instance;
 mod testutil;
 #[cfg(test)]
 mod tests_resolve;
+#[cfg(test)]
+mod tests_instance;

@@ -429,3 +429,42 @@ fn applied_flag(f: &FlagOutcome) -> AppliedFlag {
         apply_time: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn af(i: usize) -> AppliedFlag {
+        AppliedFlag { flag: format!("flags/f{}", i), targeting_key: "u".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn dedup_capacity_overflow_and_sweep() {
+        let mut logs = Logs::new(LogConfig { enable_apply_dedup: true, ..Default::default() });
+        for i in 0..DEDUP_CAPACITY {
+            assert!(!logs.is_duplicate(&af(i), 0));
+        }
+        assert_eq!(logs.dedup_size(), DEDUP_CAPACITY);
+        assert!(logs.is_duplicate(&af(7), 1), "known identities are still deduplicated");
+        // full: a new identity passes undeduplicated and is counted
+        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY), 2));
+        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY), 3));
+        assert_eq!(logs.counters().apply_dedup_overflow, 2);
+        // once the window passed, the full map is swept and new identities are tracked
+        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS));
+        assert_eq!(logs.dedup_size(), 1);
+        assert!(logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS + 1));
+    }
+
+    #[test]
+    fn apply_time_is_not_part_of_the_identity() {
+        let mut logs = Logs::new(LogConfig { enable_apply_dedup: true, ..Default::default() });
+        let mut a = af(1);
+        assert!(!logs.is_duplicate(&a, 0));
+        a.apply_time = None;
+        assert!(logs.is_duplicate(&a, 5));
+        let mut b = af(1);
+        b.targeting_key_selector = "other".into();
+        assert!(!logs.is_duplicate(&b, 5), "any other field makes a new identity");
+    }
+}
