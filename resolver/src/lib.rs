@@ -21,3 +21,5 @@ mod testutil;
 mod tests_resolve;
 #[cfg(test)]
 mod tests_instance;
+#[cfg(test)]
+mod tests_fuzz;

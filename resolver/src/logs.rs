@@ -180,6 +180,17 @@ pub struct Drained {
     pub flag_assigned_count: u32,
 }
 
+/// `map.entry(key.to_string()).or_default()` without allocating when the key exists.
+fn entry_for<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    match map.get_mut(key) {
+        Some(v) => v,
+        None => unreachable!("inserted above"),
+    }
+}
+
 fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
 }
@@ -208,25 +219,28 @@ impl Logs {
 
     /// Resolve info for one resolve (applied or not).
     pub fn record_resolve(&mut self, client: &ClientIdentity, ctx: &Context, flags: &[FlagOutcome]) {
-        let schema = context_schema(ctx);
-        let key = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
-        let entry = self.schemas.entry((client.client.clone(), client.credential.clone())).or_default();
-        if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL && entry.seen.insert(key) {
-            entry.list.push(schema);
+        let key = (client.client.clone(), client.credential.clone());
+        let entry = self.schemas.entry(key).or_default();
+        if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL {
+            let schema = context_schema(ctx);
+            let hash = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
+            if entry.seen.insert(hash) {
+                entry.list.push(schema);
+            }
         }
         for f in flags {
             *self.rates.entry(f.reason as i32).or_insert(0) += 1;
-            let agg = self.flags.entry(f.flag.name.clone()).or_default();
-            *agg.variants.entry(f.variant_name().to_string()).or_insert(0) += 1;
+            let agg = entry_for(&mut self.flags, &f.flag.name);
+            *entry_for(&mut agg.variants, f.variant_name()) += 1;
             if let Some(rule) = f.rule {
-                let r = agg.rules.entry(rule.name.clone()).or_default();
+                let r = entry_for(&mut agg.rules, &rule.name);
                 r.count += 1;
-                *r.assignments.entry(f.assignment_id.clone()).or_insert(0) += 1;
+                *entry_for(&mut r.assignments, &f.assignment_id) += 1;
             }
             for ft in &f.fallthroughs {
-                let r = agg.rules.entry(ft.rule.clone()).or_default();
+                let r = entry_for(&mut agg.rules, &ft.rule);
                 r.count += 1;
-                *r.assignments.entry(ft.assignment_id.clone()).or_insert(0) += 1;
+                *entry_for(&mut r.assignments, &ft.assignment_id) += 1;
             }
         }
     }

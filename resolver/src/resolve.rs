@@ -55,6 +55,15 @@ impl<'s> FlagOutcome<'s> {
         }
     }
 
+    /// Stops rule evaluation with a reason. While materialization reads are missing
+    /// (discovery) an earlier rule might still match once they are known, so the flag is
+    /// deferred instead of final.
+    fn stop(self, reason: ResolveReason, missing_reads: bool) -> Self {
+        let mut out = self.reason_only(reason);
+        out.deferred = missing_reads;
+        out
+    }
+
     /// A reason-only result: clears variant, rule, segment, assignment id and unit.
     fn reason_only(mut self, reason: ResolveReason) -> Self {
         self.reason = reason;
@@ -260,7 +269,7 @@ pub fn resolve_flag<'s>(
             Some(v) => match unit_from(v) {
                 Some(u) => Some(u),
                 None if is_default && full_rollout => None,
-                None => return Ok(out.reason_only(ResolveReason::TargetingKeyError)),
+                None => return Ok(out.stop(ResolveReason::TargetingKeyError, missing_reads)),
             },
         };
         // 5
@@ -283,7 +292,7 @@ pub fn resolve_flag<'s>(
             let answer = match mat_step(ev.mat.read_variant(u, &ms.read_materialization, &rule.name))? {
                 Step::Go(a) => a,
                 Step::Skip => continue,
-                Step::Stop(r) => return Ok(out.reason_only(r)),
+                Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
             };
             match answer {
                 ReadAnswer::NotRecorded => {
@@ -298,7 +307,7 @@ pub fn resolve_flag<'s>(
                         match eval_step(ev.segment_targeting(&rule.segment, Some(u))) {
                             Step::Go(t) => t,
                             Step::Skip => continue,
-                            Step::Stop(r) => return Ok(out.reason_only(r)),
+                            Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
                         }
                     };
                     match targeted {
@@ -327,7 +336,7 @@ pub fn resolve_flag<'s>(
                     missing_reads = true;
                     continue;
                 }
-                Step::Stop(r) => return Ok(out.reason_only(r)),
+                Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
             }
         }
         if missing_reads {
@@ -349,7 +358,7 @@ pub fn resolve_flag<'s>(
             if !ms.write_materialization.is_empty() {
                 match mat_step(mat.write(u, &ms.write_materialization, &rule.name, variant_name))? {
                     Step::Go(()) | Step::Skip => {}
-                    Step::Stop(r) => return Ok(out.reason_only(r)),
+                    Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
                 }
             }
         }

@@ -478,3 +478,27 @@ fn values_are_backfilled_from_the_schema() {
     assert_eq!(value_json(None, None), "{}");
     assert_eq!(value_json(Some(&v), None), r#"{"extra":[1,2.5,"s\"q"],"m":"x","n":{"z":"q"}}"#);
 }
+
+#[test]
+fn an_early_stop_while_reads_are_missing_defers_the_flag() {
+    let st = load(resolver_state(
+        vec![flag(
+            "flags/x",
+            vec![variant("on", "{}")],
+            vec![
+                with_mat(rule("r1", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]), "m", "", false, false),
+                rule("r2", "segments/all", "customKey", 2, vec![to_variant("b", "on", vec![range(0, 1)])]),
+            ],
+        )],
+        vec![catch_all("segments/all")],
+    ));
+    let ctx = r#"{"targeting_key":"u","customKey":1.5}"#;
+    match run(&st, ctx, &[], Mode::Discovery, &[]).unwrap() {
+        Outcome::Suspended { reads } => assert_eq!(reads.len(), 2),
+        other => panic!("{other:?}"),
+    }
+    let (f, _) = resolved(run(&st, ctx, &[], Mode::Complete, &[rec("u", "m", "r1", "on")]).unwrap());
+    assert_eq!(f[0].rule_name(), "r1");
+    let (f, _) = resolved(run(&st, ctx, &[], Mode::Complete, &[]).unwrap());
+    assert_eq!(f[0].reason, R::Match, "r1 matches by normal segment matching");
+}
