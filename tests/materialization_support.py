@@ -9,6 +9,7 @@ import inspect
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -83,6 +84,17 @@ def _wait_for_redis(proc: subprocess.Popen[bytes], port: int, timeout: float) ->
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when pytest dies, so a killed test
+    run leaves no redis-server behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A throwaway redis-server on 127.0.0.1 (random port, no persistence) for the session."""
@@ -112,6 +124,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         if _wait_for_redis(proc, port, timeout=10.0):
             break
