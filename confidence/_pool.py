@@ -123,12 +123,15 @@ class ResolverPool:
                 instance = self._new_instance()
                 instance.set_state(state, account_id)
                 with self._lock:
-                    if self._generation != generation or len(self._slots) >= self.size:
+                    if self._generation != generation or self._current_locked() >= self.size:
                         break
                     stale = self._take_idle_stale_locked(limit=1)
                     self._slots.append(_Slot(instance, generation))
                 self._retire(stale)
             return summary
+
+    def _current_locked(self) -> int:
+        return sum(1 for slot in self._slots if slot.generation == self._generation)
 
     def _take_idle_stale_locked(self, limit: int | None = None) -> list[_Slot]:
         taken: list[_Slot] = []
@@ -167,7 +170,7 @@ class ResolverPool:
         try:
             yield slot.instance
         except WasmTrap:
-            self._drop(slot)
+            self.drop(slot)
             slot = None  # type: ignore[assignment]
             raise
         finally:
@@ -210,7 +213,10 @@ class ResolverPool:
     def release(self, slot: _Slot) -> None:
         retire = False
         with self._lock:
-            if slot.generation != self._generation and slot in self._slots:
+            # Retire instances of an old state, and extras beyond `size` (a swap and a
+            # burst of borrowers may both have created one).
+            stale = slot.generation != self._generation
+            if slot in self._slots and (stale or self._current_locked() > self.size):
                 self._slots.remove(slot)
                 retire = True
         if retire:
