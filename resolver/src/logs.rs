@@ -43,7 +43,20 @@ fn is_country_code(s: &str) -> bool {
     if b.len() != 2 || !b.iter().all(|c| c.is_ascii_uppercase()) {
         return false;
     }
-    COUNTRY_CODES.split(' ').any(|c| c == s)
+    // COUNTRY_CODES is sorted, one code every 3 bytes
+    let table = COUNTRY_CODES.as_bytes();
+    let n = (table.len() + 1) / 3;
+    let (mut lo, mut hi) = (0usize, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let code = &table[mid * 3..mid * 3 + 2];
+        match code.cmp(b) {
+            std::cmp::Ordering::Equal => return true,
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+        }
+    }
+    false
 }
 
 fn is_date(s: &str) -> bool {
@@ -74,6 +87,52 @@ fn semantic_type(s: &str) -> Option<SemType> {
     }
 }
 
+fn semantic_code(t: &Option<SemType>) -> u8 {
+    match t {
+        None => 0,
+        Some(SemType::Country(_)) => 1,
+        Some(SemType::Date(_)) => 2,
+        Some(SemType::Timestamp(_)) => 3,
+        Some(SemType::Version(_)) => 4,
+        Some(_) => 5,
+    }
+}
+
+/// The list's element kind, when every element shares one scalar kind.
+fn list_kind(items: &[Value]) -> Option<Kind> {
+    let mut kinds = items.iter().map(scalar_kind);
+    match kinds.next() {
+        Some(Some(first)) if kinds.all(|k| k == Some(first)) => Some(first),
+        _ => None,
+    }
+}
+
+/// A cheap, allocation-free fingerprint of the context's schema (the same schema gives
+/// the same bytes), so a repeated schema is recognized without building it.
+fn fingerprint(fields: &BTreeMap<String, Value>, buf: &mut Vec<u8>) {
+    for (k, v) in fields {
+        buf.extend_from_slice(k.as_bytes());
+        buf.push(0);
+        match v {
+            Value::Struct(m) => {
+                buf.push(b'{');
+                fingerprint(m, buf);
+                buf.push(b'}');
+            }
+            Value::List(items) => {
+                buf.push(b'[');
+                buf.push(list_kind(items).map(|k| k as u8).unwrap_or(0));
+            }
+            scalar => {
+                buf.push(scalar_kind(scalar).map(|k| k as u8).unwrap_or(0));
+                if let Value::String(s) = scalar {
+                    buf.push(semantic_code(&semantic_type(s)));
+                }
+            }
+        }
+    }
+}
+
 fn scalar_kind(v: &Value) -> Option<Kind> {
     match v {
         Value::Null => Some(Kind::NullKind),
@@ -90,12 +149,8 @@ fn collect_schema(prefix: &str, fields: &BTreeMap<String, Value>, out: &mut Eval
         match v {
             Value::Struct(m) => collect_schema(&path, m, out),
             Value::List(items) => {
-                // The element kind, when every element shares one.
-                let mut kinds = items.iter().map(scalar_kind);
-                if let Some(Some(first)) = kinds.next() {
-                    if kinds.all(|k| k == Some(first)) {
-                        out.schema.insert(path, first as i32);
-                    }
+                if let Some(kind) = list_kind(items) {
+                    out.schema.insert(path, kind as i32);
                 }
             }
             scalar => {
@@ -125,6 +180,9 @@ pub fn context_schema(ctx: &Context) -> EvaluationContextSchemaInstance {
 
 #[derive(Default, Debug)]
 struct ClientSchemas {
+    /// fingerprints of contexts already accounted for
+    fingerprints: HashSet<u64>,
+    /// hashes of the schemas in `list`
     seen: HashSet<u64>,
     list: Vec<EvaluationContextSchemaInstance>,
 }
@@ -169,6 +227,8 @@ pub struct Logs {
     counters: DedupCounters,
     rates: BTreeMap<i32, u32>,
     dropped_assigned: u64,
+    /// reusable buffer for schema fingerprints
+    scratch: Vec<u8>,
 }
 
 /// One drained batch.
@@ -222,10 +282,15 @@ impl Logs {
         let key = (client.client.clone(), client.credential.clone());
         let entry = self.schemas.entry(key).or_default();
         if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL {
-            let schema = context_schema(ctx);
-            let hash = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
-            if entry.seen.insert(hash) {
-                entry.list.push(schema);
+            self.scratch.clear();
+            fingerprint(&ctx.fields, &mut self.scratch);
+            let fp = murmur3_x64_128(&self.scratch, 0).0;
+            if entry.fingerprints.len() < 16 * MAX_SCHEMAS_PER_CREDENTIAL && entry.fingerprints.insert(fp) {
+                let schema = context_schema(ctx);
+                let hash = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
+                if entry.seen.insert(hash) {
+                    entry.list.push(schema);
+                }
             }
         }
         for f in flags {
@@ -468,6 +533,31 @@ mod tests {
         assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS));
         assert_eq!(logs.dedup_size(), 1);
         assert!(logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS + 1));
+    }
+
+    #[test]
+    fn country_codes() {
+        for c in ["AD", "SE", "US", "ZW", "GB", "MX"] {
+            assert!(is_country_code(c), "{c}");
+        }
+        for c in ["AA", "ZZ", "se", "S", "SWE", "UK", ""] {
+            assert!(!is_country_code(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn fingerprint_matches_schema_identity() {
+        let ctx = |s: &str| crate::json::parse_context(s.as_bytes()).unwrap();
+        let fp = |s: &str| {
+            let mut b = Vec::new();
+            fingerprint(&ctx(s).fields, &mut b);
+            b
+        };
+        assert_eq!(fp(r#"{"a":1,"b":"x"}"#), fp(r#"{"b":"y","a":2}"#));
+        assert_ne!(fp(r#"{"a":1}"#), fp(r#"{"a":"1"}"#));
+        assert_ne!(fp(r#"{"c":"SE"}"#), fp(r#"{"c":"XX"}"#));
+        assert_ne!(fp(r#"{"a":{"b":1}}"#), fp(r#"{"a":{"c":1}}"#));
+        assert_eq!(fp(r#"{"l":[1,2]}"#), fp(r#"{"l":[3]}"#));
     }
 
     #[test]

@@ -120,3 +120,42 @@ fn garbage_context_bytes_never_panic() {
         let _ = inst.resolve(&call);
     }
 }
+
+/// Timing probe (not a test): `CR_BENCH_STATE=/path/state.pb cargo test --release -- --ignored bench --nocapture`
+#[test]
+#[ignore]
+fn bench_resolve() {
+    let path = match std::env::var("CR_BENCH_STATE") {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let state = std::fs::read(path).unwrap();
+    let mut inst = Instance::new();
+    inst.configure(Configure { rng_seed: 1, enable_apply_dedup: true, ..Default::default() });
+    inst.set_state(SetState { state, account_id: "test-account".into() }).unwrap();
+    for (label, flags, apply, skip) in [
+        ("one flag apply", vec!["flags/simple-flag".to_string()], true, false),
+        ("one flag", vec!["flags/simple-flag".to_string()], false, false),
+        ("one flag skip_logging", vec!["flags/simple-flag".to_string()], false, true),
+        ("all flags", vec![], false, false),
+    ] {
+        let call = ResolveCall {
+            flags,
+            context_json: br#"{"targeting_key":"user1","country":"SE","age":30}"#.to_vec(),
+            client_secret: "test-secret".into(),
+            apply,
+            now_unix_millis: 1,
+            materialization_mode: 1,
+            skip_logging: skip,
+            ..Default::default()
+        };
+        let n = 20000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            let r = inst.resolve(&call).unwrap();
+            assert!(!r.encode_to_vec().is_empty());
+        }
+        println!("{label}: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        let _ = inst.flush_logs(FlushLogs::default());
+    }
+}
