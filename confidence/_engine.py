@@ -177,6 +177,8 @@ class WasmInstance:
         self._input_func = exports["cr_input"]
         self._funcs: dict[str, Any] = {name: exports[name] for name in Export.ALL}
         abi = exports["cr_abi_version"]
+        if not isinstance(abi, wasmtime.Func):
+            raise TypeError("resolver.wasm exports no cr_abi_version function")
         self.abi_version: int = int(abi(store))
         self._input_ptr = 0
         self._input_cap = 0

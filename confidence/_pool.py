@@ -70,7 +70,9 @@ class ResolverPool:
         memory_limit: int | None = None,
     ) -> None:
         self.size = default_pool_size() if size is None else max(1, size)
-        self._compiled = compiled if compiled is not None else CompiledResolver.load(cache_dir=cache_dir)
+        self._compiled = (
+            compiled if compiled is not None else CompiledResolver.load(cache_dir=cache_dir)
+        )
         self._instance_kwargs = {
             "sdk_version": sdk_version,
             "enable_apply_dedup": enable_apply_dedup,

@@ -18,8 +18,8 @@ import anyio.to_thread
 from confidence._abi import (
     MaterializationMode,
     MaterializationRecord,
-    ResolveRequest,
     Resolved,
+    ResolveRequest,
     Suspended,
     WasmTrap,
 )
@@ -66,9 +66,8 @@ def records_from_results(results: Iterable[ReadResult]) -> tuple[Materialization
                 records.append(
                     MaterializationRecord(res.unit, res.materialization, res.rule, res.variant)
                 )
-        elif isinstance(res, InclusionReadResult):
-            if res.included:
-                records.append(MaterializationRecord(res.unit, res.materialization, "", ""))
+        elif isinstance(res, InclusionReadResult) and res.included:
+            records.append(MaterializationRecord(res.unit, res.materialization, "", ""))
     return tuple(records)
 
 
@@ -85,7 +84,7 @@ class FlagResolver:
         write_sink: WriteSink | None = None,
     ) -> None:
         self.pool = pool
-        self.store = store
+        self.store: Any = store
         self._async_store = store is not None and inspect.iscoroutinefunction(
             getattr(store, "read", None)
         )
@@ -96,9 +95,7 @@ class FlagResolver:
     @property
     def mode(self) -> MaterializationMode:
         return (
-            MaterializationMode.UNSUPPORTED
-            if self.store is None
-            else MaterializationMode.DISCOVERY
+            MaterializationMode.UNSUPPORTED if self.store is None else MaterializationMode.DISCOVERY
         )
 
     # -- sync ------------------------------------------------------------------------------
@@ -125,7 +122,9 @@ class FlagResolver:
             with self.pool.borrow() as instance:
                 return instance.resolve(request)
 
-    def _read_sync(self, reads: Sequence[MaterializationRecord]) -> tuple[MaterializationRecord, ...]:
+    def _read_sync(
+        self, reads: Sequence[MaterializationRecord]
+    ) -> tuple[MaterializationRecord, ...]:
         if self._async_store:
             raise MaterializationError(
                 "an async materialization store can only be used from the async API"

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from confidence._abi import ResolverError, ResolveReason, ResolveRequest, WasmTrap
+from confidence._abi import ResolveReason, ResolveRequest, ResolverError, WasmTrap
 from confidence._pool import ResolverPool
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._resolve import FlagResolver

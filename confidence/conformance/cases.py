@@ -50,9 +50,7 @@ def case_request(case: Mapping[str, Any]) -> ResolveRequest:
 def is_materialization_case(case: Mapping[str, Any]) -> bool:
     """Whether a case exercises materializations: it states records, or it is a `mat_`
     case (no records: discovery mode, where writes and unit-less reads are the point)."""
-    return case.get("materializations") is not None or str(case.get("name", "")).startswith(
-        "mat_"
-    )
+    return case.get("materializations") is not None or str(case.get("name", "")).startswith("mat_")
 
 
 def _reason_name(reason: int) -> str:

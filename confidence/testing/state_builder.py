@@ -104,7 +104,9 @@ def _value(v: Any) -> dict[str, Any]:
 def attribute_eq(attribute: str, value: Any) -> dict[str, Any]:
     """Targeting: `attribute == value`."""
     return {
-        "criteria": {"c": {"attribute": {"attributeName": attribute, "eqRule": {"value": _value(value)}}}},
+        "criteria": {
+            "c": {"attribute": {"attributeName": attribute, "eqRule": {"value": _value(value)}}}
+        },
         "expression": {"ref": "c"},
     }
 
@@ -251,7 +253,8 @@ class StateBuilder:
             "clients": list(clients if clients is not None else self._client_names),
             "variants": [{"name": v, "value": dict(value)} for v, value in variants.items()],
             "rules": [
-                {"name": r.get("name") or f"{name}/rules/rule-{i}", **r} for i, r in enumerate(rules)
+                {"name": r.get("name") or f"{name}/rules/rule-{i}", **r}
+                for i, r in enumerate(rules)
             ],
         }
         if schema is not None:
@@ -261,10 +264,12 @@ class StateBuilder:
 
     def build(self) -> bytes:
         """The serialized ResolverState."""
-        return self._state.SerializeToString()
+        return bytes(self._state.SerializeToString())
 
     def build_client_state(self, log_destinations: Sequence[int] = ()) -> bytes:
         """The serialized ClientResolverState, as the CDN serves it (before encryption)."""
-        return resolver_pb2.ClientResolverState(
-            state=self.build(), account=self.account_id, log_destinations=list(log_destinations)
-        ).SerializeToString()
+        return bytes(
+            resolver_pb2.ClientResolverState(
+                state=self.build(), account=self.account_id, log_destinations=list(log_destinations)
+            ).SerializeToString()
+        )
