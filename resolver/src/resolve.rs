@@ -253,8 +253,13 @@ pub fn resolve_flag<'s>(
         if !state.segments.contains_key(&rule.segment) {
             continue;
         }
-        // 4: the unit. A blank selector is the default (`targeting_key`); only the
-        // default tolerates a missing key or (for a full rollout) an invalid one.
+        // 4: the unit. A blank selector is "the default selector" of resolve.md §3.4: it
+        // reads `targeting_key`, and only it tolerates a missing key or (for a full
+        // rollout) an invalid one. Spec vs conformance: an explicit "targeting_key"
+        // selector behaves like a custom one (missing -> skip the rule; invalid ->
+        // TARGETING_KEY_ERROR even on a full rollout); the suite's cases
+        // targeting_key_null_value / targeting_key_fractional vs
+        // full_rollout_invalid_key_type / mat_write_no_unit require it. The suite wins.
         let is_default = rule.targeting_key_selector.is_empty();
         let selector: &str = if is_default { DEFAULT_SELECTOR } else { &rule.targeting_key_selector };
         let full_rollout = rule.assignment_spec.as_ref().map(is_full_rollout).unwrap_or(false);
