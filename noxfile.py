@@ -24,7 +24,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")
-    session.run("ruff", "check", "confidence", "tests", "bench", "noxfile.py")
+    session.run("ruff", "check", "confidence", "tests", "noxfile.py")
 
 
 @nox.session
@@ -55,7 +55,8 @@ def wasm_check(session: nox.Session) -> None:
         fresh = Path(built).read_bytes()
         if committed != fresh:
             session.error(
-                f"resolver.wasm differs from a fresh build ({len(committed)} vs {len(fresh)} bytes):"
+                f"resolver.wasm differs from a fresh build"
+                f" ({len(committed)} vs {len(fresh)} bytes):"
                 " run `nox -s wasm` and commit it"
             )
         session.log(f"resolver.wasm is reproducible ({len(fresh)} bytes)")
