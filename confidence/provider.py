@@ -165,7 +165,8 @@ class ConfidenceProvider(AbstractProvider):
         self._lifecycle_lock = threading.Lock()
         self._runtime: Runtime | None = None
         self._host: PortalHost | None = None  # sync-hosted runtime
-        self._owner: AsyncExitStack | None = None  # async-hosted runtime's task group
+        # The async-hosted runtime and the task group (entered in start()) that owns it.
+        self._owner: tuple[AsyncExitStack, Runtime] | None = None
         # What the OpenFeature SDK currently believes, to emit only real transitions.
         self._event_lock = threading.Lock()
         self._initialized = False  # initialize() has returned or raised
@@ -211,13 +212,15 @@ class ConfidenceProvider(AbstractProvider):
         `ProviderNotReadyError` (no state within `init_timeout`); nothing is left running then.
         """
         with self._lifecycle_lock:
+            if self._owner is not None:
+                raise RuntimeError("ConfidenceProvider is already started")
             existing = self._live_runtime()
             if existing is None:
                 runtime = self._new_runtime()
                 self._runtime = runtime
+            elif self._host is None or self._host.runtime is not existing:
+                raise RuntimeError("ConfidenceProvider is already starting")
         if existing is not None:
-            if self._owner is not None or self._host is None:
-                raise RuntimeError("ConfidenceProvider is already started")
             # Started earlier by the sync initialize() in its background thread: use it.
             await anyio.to_thread.run_sync(
                 existing.wait_settled, self._init_timeout, abandon_on_cancel=True
@@ -240,7 +243,7 @@ class ConfidenceProvider(AbstractProvider):
             self._forget(runtime)
             raise
         with self._lifecycle_lock:
-            self._owner = stack
+            self._owner = (stack, runtime)
         if not runtime.has_state:
             error = self._not_ready_error(runtime)
             await self.aclose()
@@ -248,22 +251,25 @@ class ConfidenceProvider(AbstractProvider):
         return self
 
     async def aclose(self) -> None:
-        """Stop the provider: cancel its loops and flush logs (bounded). Idempotent."""
+        """Stop the provider: cancel its loops and flush logs (bounded). Idempotent.
+
+        Must run in the task that called `start()` when the runtime is async-hosted.
+        """
         with self._lifecycle_lock:
-            runtime, host, owner = self._runtime, self._host, self._owner
-            self._owner = None
-            self._host = None
+            owner, self._owner = self._owner, None
+            host, self._host = self._host, None
+            runtime = self._runtime
         self._reset_event_state()
-        if runtime is None:
-            return
         try:
-            if owner is not None:
-                runtime.stop()
-                await owner.aclose()  # waits for run(): loops cancelled, final flush done
-            elif host is not None:
+            if host is not None:
                 await anyio.to_thread.run_sync(host.stop, self._shutdown_timeout + 1.0)
+            if owner is not None:
+                stack, owned = owner
+                owned.stop()
+                await stack.aclose()  # waits for run(): loops cancelled, final flush done
         finally:
-            self._forget(runtime)
+            if runtime is not None:
+                self._forget(runtime)
 
     # -- lifecycle: sync (the OpenFeature SDK's entry points) ------------------------------------
 
@@ -299,34 +305,40 @@ class ConfidenceProvider(AbstractProvider):
         """Stop the runtime, flushing logs within `shutdown_timeout`. Idempotent."""
         with self._lifecycle_lock:
             runtime, host = self._runtime, self._host
-            if runtime is None:
-                self._reset_event_state()
-                return
-            if host is None and runtime.on_loop_thread():
-                # Async-hosted and we are on its loop: the owner's aclose() (the `async with`
-                # exit) does the real work; blocking here would stall the loop.
-                self._reset_event_state()
-                return
             if host is not None:
-                self._runtime = self._host = None
+                self._host = None
+                if runtime is host.runtime:
+                    self._runtime = None
+            elif runtime is None or runtime.on_loop_thread():
+                # Nothing running; or async-hosted and we are on its loop, where blocking
+                # would stall the loop: the owner's aclose() (the `async with` exit) closes
+                # it right after.
+                self._reset_event_state()
+                return
         self._reset_event_state()
         if host is not None:
             host.stop(self._shutdown_timeout + 1.0)
-        else:
-            # Async-hosted, called from another thread (e.g. the SDK replacing the provider):
-            # stop it; the owner's aclose() then finds it finished.
+        elif runtime is not None:
+            # Async-hosted, called from another thread (e.g. the SDK replacing the
+            # provider): stop it here; the owner's aclose() then finds it finished.
             runtime.stop()
             runtime.wait_finished(self._shutdown_timeout + 1.0)
 
     # -- lifecycle helpers ----------------------------------------------------------------------
 
     def _live_runtime(self) -> Runtime | None:
+        """The running runtime, if any (call with `_lifecycle_lock` held)."""
         runtime = self._runtime
-        if runtime is not None and runtime.finished:
-            # Ended on its own (e.g. resolver.wasm missing): a new start begins afresh.
-            self._runtime = self._host = self._owner = None
-            return None
-        return runtime
+        if runtime is None or not runtime.finished:
+            return runtime
+        # It ended on its own (e.g. resolver.wasm missing, or stopped from another thread):
+        # a new start begins afresh. An async owner keeps its task group until aclose().
+        self._runtime = None
+        host = self._host
+        if host is not None and host.runtime is runtime:
+            self._host = None
+            host.stop(0.0)  # run() is over: this only releases the loop thread
+        return None
 
     def _new_runtime(self) -> Runtime:
         self._reset_event_state()
@@ -335,7 +347,7 @@ class ConfidenceProvider(AbstractProvider):
     def _forget(self, runtime: Runtime) -> None:
         with self._lifecycle_lock:
             if self._runtime is runtime:
-                self._runtime = self._host = self._owner = None
+                self._runtime = None
 
     def _not_ready_error(self, runtime: Runtime) -> OpenFeatureError:
         if runtime.fatal_error is not None:

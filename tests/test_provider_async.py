@@ -225,3 +225,28 @@ async def test_custom_sync_materialization_store(emulator: ConfidenceEmulator) -
         assert (await provider.resolve_boolean_details_async("sticky.enabled", False, ctx)).value
         assert provider.resolve_boolean_details("sticky.enabled", False, ctx).value is True
     assert store.snapshot()  # writes drained into the store
+
+
+async def test_sdk_replacing_and_re_registering_inside_async_with(
+    emulator: ConfidenceEmulator,
+) -> None:
+    from openfeature.provider.no_op_provider import NoOpProvider
+
+    with recording_events() as events:
+        async with make_provider(emulator) as provider:
+            api.set_provider(provider)  # the SDK's init thread attaches to our runtime
+            await wait_for_async(events, ProviderEvent.PROVIDER_READY)
+            # Replaced: the SDK shuts ours down on one of its threads.
+            api.set_provider(NoOpProvider())
+            with anyio.fail_after(10):
+                while provider.is_ready:
+                    await anyio.sleep(0.02)
+            # Registered again (blocking, from a worker thread): a fresh runtime starts.
+            await anyio.to_thread.run_sync(api.set_provider_and_wait, provider)
+            assert provider.is_ready
+            details = await provider.resolve_boolean_details_async("feature.enabled", False, USER)
+            assert details.value is True
+        # The `async with` exit closed everything it and the SDK started.
+        assert not provider.is_ready
+        # ...including the background loop thread that the sync registration started.
+        assert [t for t in threading.enumerate() if t.name.startswith("asyncio-portal")] == []
