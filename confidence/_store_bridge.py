@@ -14,6 +14,7 @@ async store a *sync* face whose calls run on the runtime's event loop:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from typing import Any
@@ -52,6 +53,6 @@ class LoopBoundStore:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
         try:
             return future.result(self._timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the builtin TimeoutError on 3.10
             future.cancel()
-            raise
+            raise TimeoutError("materialization store call timed out") from None
