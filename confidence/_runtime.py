@@ -66,6 +66,9 @@ logger = logging.getLogger("confidence.runtime")
 MAX_BACKLOG_BATCHES: Final = 256
 MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 
+#: Consecutive failed state fetches after which a loaded state is reported STALE.
+STALE_AFTER_FAILURES: Final = 3
+
 # The syncer reports failures as safe strings; these ones will not heal by waiting.
 _FATAL_PREFIXES: Final = ("HTTP 401", "HTTP 403", "HTTP 404", "could not decrypt state")
 
@@ -171,6 +174,7 @@ class Runtime:
         self._status = _Status.STARTING
         self._digests: Mapping[str, int] | None = None
         self.fatal_error: str | None = None
+        self._syncer: Any = None
         self.last_error: str | None = None
         self.dropped_log_batches = 0
         self.delivered_log_batches = 0
@@ -317,7 +321,7 @@ class Runtime:
 
             syncer = None
             if settings.sync_state and session is not None:
-                syncer = self._make_syncer(session)
+                syncer = self._syncer = self._make_syncer(session)
 
             async with anyio.create_task_group() as tg:
                 if syncer is not None:
@@ -386,6 +390,7 @@ class Runtime:
             encryption_key=settings.encryption_key,
             cdn_base_url=settings.cdn_base_url,
             poll_interval=settings.state_poll_interval,
+            stale_after_failures=STALE_AFTER_FAILURES,
             on_ready=self._on_sync_ready,
             on_stale=self._on_sync_stale,
             on_error=self._on_sync_error,
@@ -444,6 +449,12 @@ class Runtime:
 
     def _on_sync_error(self, message: str) -> None:
         self.last_error = message
+        syncer = self._syncer
+        failures = syncer.consecutive_failures if syncer is not None else 0
+        if self._digests is not None and failures >= STALE_AFTER_FAILURES:
+            # The syncer only goes STALE from its own READY; a state that came from a
+            # state_file and was never refreshed is just as stale.
+            self._on_sync_stale()
         if self._digests is None and message.startswith(_FATAL_PREFIXES):
             # Wrong secret or key: say so now instead of letting initialize() time out.
             self._fatal(message)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEvent
 from openfeature.exception import ProviderFatalError
 from openfeature.flag_evaluation import Reason
 from provider_support import (
@@ -15,9 +17,10 @@ from provider_support import (
     SHARED,
     make_provider,
     openfeature_api,
+    recording_events,
     requires_wasm,
     sample_state,
-    wait_until,
+    settle_events,
 )
 
 from confidence import ConfidenceProvider
@@ -126,12 +129,26 @@ def test_bootstrap_when_the_cdn_is_down_then_sync(
     path = tmp_path / "bootstrap.pb"
     path.write_bytes(sample_state(color="blue").build_client_state())
     provider = make_provider(emulator, state_file=path)
-    api.set_provider_and_wait(provider)  # ready from the file, CDN down
-    client = api.get_client()
-    assert client.get_string_value("feature.color", "") == "blue"
-    emulator.clear_faults()
-    # Once the CDN answers, its state replaces the bootstrap one.
-    wait_until(lambda: client.get_string_value("feature.color", "") == "green")
+    with recording_events() as events:
+        api.set_provider_and_wait(provider)  # ready from the file, CDN down
+        client = api.get_client()
+        assert client.get_string_value("feature.color", "") == "blue"
+        # A bootstrap state that cannot be refreshed is stale.
+        events.wait_for(ProviderEvent.PROVIDER_STALE)
+        assert client.get_string_value("feature.color", "") == "blue"
+        emulator.clear_faults()
+        # Once the CDN answers, its state replaces the bootstrap one.
+        changed = events.wait_for(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)[0]
+        assert changed.flags_changed == ["feature"]
+        assert client.get_string_value("feature.color", "") == "green"
+        settle_events()
+        # (The SDK runs handlers on a thread pool: events emitted together may be
+        # delivered in either order.)
+        assert Counter(events.kinds()) == {
+            ProviderEvent.PROVIDER_READY: 2,  # the SDK's, then the recovery
+            ProviderEvent.PROVIDER_STALE: 1,
+            ProviderEvent.PROVIDER_CONFIGURATION_CHANGED: 1,
+        }
 
 
 @pytest.mark.skipif(not (SHARED / "data").is_dir(), reason="../shared/data is not available")
