@@ -323,25 +323,26 @@ class Runtime:
             if settings.sync_state and session is not None:
                 syncer = self._syncer = self._make_syncer(session)
 
-            async with anyio.create_task_group() as tg:
-                if syncer is not None:
-                    await tg.start(syncer.run)
-                if not self._settled.is_set() and syncer is None:
-                    # Nothing will ever bring a state: settle so waiters get an answer.
-                    self._fatal("no state source: no state_file and state sync disabled")
-                tg.start_soon(self._flush_loop)
-                if writes is not None:
-                    await tg.start(writes.run)
-                assert self._stop_event is not None
-                await self._stop_event.wait()
-                tg.cancel_scope.cancel()
-
-            # Final flush: shielded so a cancelled owner still delivers, bounded so a dead
-            # endpoint cannot hang shutdown.
-            with anyio.move_on_after(settings.shutdown_timeout, shield=True) as scope:
-                if writes is not None:
-                    await writes.flush(scope.deadline)
-                await self._flush(final=True)
+            try:
+                async with anyio.create_task_group() as tg:
+                    if syncer is not None:
+                        await tg.start(syncer.run)
+                    if not self._settled.is_set() and syncer is None:
+                        # Nothing will ever bring a state: settle so waiters get an answer.
+                        self._fatal("no state source: no state_file and state sync disabled")
+                    tg.start_soon(self._flush_loop)
+                    if writes is not None:
+                        await tg.start(writes.run)
+                    assert self._stop_event is not None
+                    await self._stop_event.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                # Final flush, also when the owner was cancelled: shielded so it still
+                # delivers, bounded so a dead endpoint cannot hang shutdown.
+                with anyio.move_on_after(settings.shutdown_timeout, shield=True) as scope:
+                    if writes is not None:
+                        await writes.flush(scope.deadline)
+                    await self._flush(final=True)
             if len(self._backlog):
                 logger.warning(
                     "Shutdown: %d flag log batch(es) could not be delivered in time",

@@ -250,3 +250,14 @@ async def test_sdk_replacing_and_re_registering_inside_async_with(
         assert not provider.is_ready
         # ...including the background loop thread that the sync registration started.
         assert [t for t in threading.enumerate() if t.name.startswith("asyncio-portal")] == []
+
+
+async def test_cancelled_owner_still_flushes_logs(emulator: ConfidenceEmulator) -> None:
+    with anyio.CancelScope() as scope:
+        async with make_provider(emulator) as provider:
+            await provider.resolve_boolean_details_async("feature.enabled", False, USER)
+            scope.cancel()
+            await anyio.sleep(30)  # cancelled right here
+    assert scope.cancelled_caught
+    assert emulator.exposure_count("feature") == 1
+    assert not provider.is_ready
