@@ -132,7 +132,7 @@ def rollout(
     *,
     name: str | None = None,
     bucket_count: int = 100,
-    targeting_key_selector: str = "targeting_key",
+    targeting_key_selector: str = "",
     environments: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A rule splitting `segment` between variants by weight (buckets out of bucket_count).
@@ -154,9 +154,12 @@ def rollout(
     rule: dict[str, Any] = {
         "segment": segment,
         "enabled": True,
-        "targetingKeySelector": targeting_key_selector,
         "assignmentSpec": {"bucketCount": bucket_count, "assignments": assignments},
     }
+    if targeting_key_selector:
+        # Blank means the default selector (targeting_key) with its lenient rules; an
+        # explicit selector, even "targeting_key", is strict (as the conformance suite has it).
+        rule["targetingKeySelector"] = targeting_key_selector
     if name:
         rule["name"] = name
     if environments:
