@@ -7,7 +7,9 @@ One aiohttp server plays all the roles (protocol §1):
 * flag-log ingest: ``POST /v1/clientFlagLogs:write`` (Edge REST) and ``POST /v1/flagLogs:ingest``
   (Cloudflare), decoded and kept for assertions;
 * the remote materialization store: ``POST /v1/materialization:readMaterializedOperations`` and
-  ``:writeMaterializedOperations`` (§5.2), backed by a dict.
+  ``:writeMaterializedOperations`` (§5.2), backed by a dict;
+* event tracking: ``POST /v1/events:publish`` (§4.5, proto-JSON ``PublishEventsRequest``), decoded
+  and kept; ``reject_event_definitions()`` makes it answer per-event ``errors[]``.
 
 Every request is recorded with its raw headers, and faults can be injected per route (delay,
 status, garbage, truncation, dropped connection, hang) to exercise the client's failure paths
@@ -48,6 +50,7 @@ from typing import Any, Final, TypeAlias
 import anyio
 import anyio.from_thread
 from aiohttp import web
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from confidence._crypto import (
@@ -58,6 +61,7 @@ from confidence._crypto import (
     encrypt_state,
     parse_encryption_key,
 )
+from confidence._proto.confidence.events.v1 import events_pb2
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._protowire import (
     ProtoDecodeError,
@@ -89,6 +93,7 @@ FLAG_LOGS_PATH: Final = "/v1/clientFlagLogs:write"
 CLOUDFLARE_INGEST_PATH: Final = "/v1/flagLogs:ingest"
 MATERIALIZATION_READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
 MATERIALIZATION_WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
+EVENTS_PUBLISH_PATH: Final = "/v1/events:publish"
 
 _PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 # Flag-log batches reach ~4 MiB plus resolve info (§3.1); aiohttp's default cap is 1 MiB.
@@ -103,6 +108,7 @@ class Route(str, enum.Enum):
     INGEST = "ingest"
     MATERIALIZATION_READ = "materialization_read"
     MATERIALIZATION_WRITE = "materialization_write"
+    EVENTS = "events"
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -256,6 +262,8 @@ class ConfidenceEmulator:
         self._materialization_writes: list[Any] = []
         self._variants: dict[tuple[str, str, str], str] = {}
         self._inclusions: set[tuple[str, str]] = set()
+        self._event_requests: list[Any] = []  # events_pb2.PublishEventsRequest
+        self._rejected_event_definitions: set[str] = set()
 
         self._runner: web.AppRunner | None = None
         self._shutdown: anyio.Event | None = None
@@ -288,6 +296,7 @@ class ConfidenceEmulator:
         app.router.add_post(CLOUDFLARE_INGEST_PATH, self._handle_ingest)
         app.router.add_post(MATERIALIZATION_READ_PATH, self._handle_materialization_read)
         app.router.add_post(MATERIALIZATION_WRITE_PATH, self._handle_materialization_write)
+        app.router.add_post(EVENTS_PUBLISH_PATH, self._handle_events)
         # A short shutdown timeout: handlers still delayed when a test ends are cancelled
         # instead of holding teardown for aiohttp's default 60 s.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -476,6 +485,40 @@ class ConfidenceEmulator:
             self._ingested.clear()
             self._materialization_reads.clear()
             self._materialization_writes.clear()
+            self._event_requests.clear()
+
+    # -- events -----------------------------------------------------------------------------
+
+    @property
+    def event_publish_requests(self) -> list[Any]:
+        """Decoded ``PublishEventsRequest``s accepted on the events route."""
+        with self._lock:
+            return list(self._event_requests)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Every accepted event as ``{"event_definition", "payload", "event_time"}`` (payload
+        as a plain dict, event_time as RFC 3339), optionally only ``eventDefinitions/<name>``."""
+        wanted = None if name is None else f"eventDefinitions/{name}"
+        out: list[dict[str, Any]] = []
+        for request in self.event_publish_requests:
+            for event in request.events:
+                if wanted is None or event.event_definition == wanted:
+                    out.append(
+                        {
+                            "event_definition": event.event_definition,
+                            "payload": json_format.MessageToDict(event.payload),
+                            "event_time": event.event_time.ToJsonString(),
+                        }
+                    )
+        return out
+
+    def reject_event_definitions(self, *names: str) -> None:
+        """Answer events of these names (bare or ``eventDefinitions/…``) with a per-event
+        ``EVENT_DEFINITION_NOT_FOUND`` error (the request itself still succeeds)."""
+        with self._lock:
+            self._rejected_event_definitions = {
+                n if n.startswith("eventDefinitions/") else f"eventDefinitions/{n}" for n in names
+            }
 
     # -- materialization store --------------------------------------------------------------
 
@@ -685,6 +728,34 @@ class ConfidenceEmulator:
                 self._variants[(op.unit, op.materialization, op.rule)] = op.variant
                 self._inclusions.add((op.unit, op.materialization))
         return self._protobuf_response(api_pb2.WriteOperationsResult())
+
+    async def _handle_events(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(Route.EVENTS, request, self._events_response)
+
+    async def _events_response(self, request: web.Request, body: bytes) -> web.Response:
+        # The JSON endpoint authenticates with the secret in the body, not a header (§4.5).
+        if request.content_type != "application/json":
+            return web.Response(status=415, text="expected a JSON body")
+        try:
+            message = json_format.Parse(body.decode("utf-8"), events_pb2.PublishEventsRequest())
+        except (json_format.ParseError, UnicodeDecodeError):
+            return web.Response(status=400, text="invalid PublishEventsRequest")
+        if message.client_secret != self.client_secret:
+            return web.Response(status=401, text="missing or invalid client secret")
+        response = events_pb2.PublishEventsResponse()
+        with self._lock:
+            self._event_requests.append(message)
+            rejected = self._rejected_event_definitions
+            for index, event in enumerate(message.events):
+                if event.event_definition in rejected:
+                    response.errors.add(
+                        index=index,
+                        reason=events_pb2.EventError.EVENT_DEFINITION_NOT_FOUND,
+                        message=f"{event.event_definition} not found",
+                    )
+        return web.Response(
+            text=json_format.MessageToJson(response, indent=None), content_type="application/json"
+        )
 
     @staticmethod
     def _protobuf_response(message: Any) -> web.Response:
