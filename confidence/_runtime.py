@@ -34,6 +34,7 @@ import contextlib
 import enum
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -103,6 +104,11 @@ class RuntimeSettings:
     materialization_store: object | None = field(default=None, repr=False)
     use_remote_materialization_store: bool = False
     cache_dir: Path | None = None
+    # track(): the provider's _tracking.EventQueue, published to events_base_url.
+    event_queue: Any = field(default=None, repr=False)
+    events_base_url: str = "https://events.confidence.dev"
+    # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
+    state_cache: Any = field(default=None, repr=False)
 
 
 class TransitionKind(enum.Enum):
@@ -188,6 +194,10 @@ class Runtime:
         self._stop_event: anyio.Event | None = None
         self._settled_event: anyio.Event | None = None
         self._backlog = _Backlog()
+        # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE).
+        self.serving_cached_state = False
+        self.state_loaded_at: float | None = None  # wall clock; for stats
+        self.events: Any = None  # _tracking.EventPublisher while running
 
     # -- read-only view (any thread) ---------------------------------------------------------
 
@@ -319,6 +329,18 @@ class Runtime:
                     self._fatal(f"could not load state_file: {exc}")
                     return
 
+            if settings.event_queue is not None and settings.send_logs and session is not None:
+                from confidence._tracking import EventPublisher
+
+                self.events = EventPublisher(
+                    settings.event_queue,
+                    client_secret=settings.client_secret,
+                    session=session,
+                    events_base_url=settings.events_base_url,
+                    interval=settings.log_poll_interval,
+                    sdk_version=__version__,
+                )
+
             syncer = None
             if settings.sync_state and session is not None:
                 syncer = self._syncer = self._make_syncer(session)
@@ -327,6 +349,10 @@ class Runtime:
                 async with anyio.create_task_group() as tg:
                     if syncer is not None:
                         await tg.start(syncer.run)
+                        if settings.state_cache is not None and self._digests is None:
+                            tg.start_soon(self._start_from_cache, syncer)
+                    if self.events is not None:
+                        tg.start_soon(self.events.run)
                     if not self._settled.is_set() and syncer is None:
                         # Nothing will ever bring a state: settle so waiters get an answer.
                         self._fatal("no state source: no state_file and state sync disabled")
@@ -343,6 +369,8 @@ class Runtime:
                     if writes is not None:
                         await writes.flush(scope.deadline)
                     await self._flush(final=True)
+                    if self.events is not None:
+                        await self.events.flush(final=True)
             if len(self._backlog):
                 logger.warning(
                     "Shutdown: %d flag log batch(es) could not be delivered in time",
@@ -400,18 +428,62 @@ class Runtime:
     # -- state ---------------------------------------------------------------------------------
 
     async def _apply_fetched(self, fetched: Any) -> bool:
-        return await self._apply(fetched.state, fetched.account_id, fetched.log_destinations)
+        changed = await self._apply(fetched.state, fetched.account_id, fetched.log_destinations)
+        self.serving_cached_state = False
+        cache = self._settings.state_cache
+        if cache is not None and fetched.body:
+            await anyio.to_thread.run_sync(cache.save, fetched.body)
+        return changed
+
+    async def _start_from_cache(self, syncer: Any) -> None:
+        """Cold start with state_cache_dir: if the CDN fails (or is silent for the grace
+        period) before any state is loaded, serve the cached state as STALE."""
+        cache = self._settings.state_cache
+        with anyio.move_on_after(cache.grace):
+            while (
+                self._digests is None
+                and syncer.consecutive_failures == 0
+                and self.fatal_error is None
+            ):
+                await anyio.sleep(0.02)
+        if self._digests is not None or self.fatal_error is not None:
+            return  # the CDN answered, or credentials are wrong: not a case for the cache
+        cached = await anyio.to_thread.run_sync(cache.load)
+        if cached is None or self._digests is not None:
+            return
+        from confidence._state_cache import age_text
+
+        boot = cached.state
+        self.serving_cached_state = True  # before _apply: it settles as STALE, not READY
+        try:
+            await self._apply(boot.state, boot.account_id, boot.log_destinations)
+        except Exception as exc:
+            self.serving_cached_state = False
+            logger.warning("Ignoring the cached resolver state: %s", exc)
+            return
+        self.state_loaded_at = cached.saved_at
+        logger.warning(
+            "Confidence is unreachable (%s): serving the cached resolver state from %s ago "
+            "as STALE until the first successful sync",
+            self.last_error or "no answer yet",
+            age_text(cached.saved_at),
+        )
+        self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
+
+    def _cached_message(self) -> str:
+        return f"serving a cached resolver state; Confidence unreachable: {self.last_error}"
 
     async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
         pool = self._pool
         # ~10 ms per instance: off the loop. The pool drains the logs of the instances it
         # retires, so no exposure is lost across the swap.
         summary = await anyio.to_thread.run_sync(pool.set_state, state, account_id)
+        self.state_loaded_at = time.time()
         if self._sender is not None:
             self._sender.set_routing(account_id, destinations)
         previous, self._digests = self._digests, summary.flag_digests
         if previous is None:
-            self._status = _Status.READY
+            self._status = _Status.STALE if self.serving_cached_state else _Status.READY
             self.fatal_error = None
             self.last_error = None
             self._settle()
@@ -450,6 +522,10 @@ class Runtime:
 
     def _on_sync_error(self, message: str) -> None:
         self.last_error = message
+        if self.serving_cached_state:
+            # Announced again on every failure (the provider drops repeats): the SDK only
+            # believes STALE once it has processed initialize()'s READY.
+            self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
         syncer = self._syncer
         failures = syncer.consecutive_failures if syncer is not None else 0
         if self._digests is not None and failures >= STALE_AFTER_FAILURES:

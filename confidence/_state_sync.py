@@ -26,8 +26,9 @@ import enum
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
@@ -81,6 +82,8 @@ class FetchedState:
     log_destinations: tuple[int, ...]
     """``LogDestination`` numbers: ``[0]`` primary, ``[1]`` fallback; empty means Spotify Edge."""
     etag: str | None
+    body: bytes = field(default=b"", repr=False, compare=False)
+    """The response body as received (still encrypted), e.g. for the on-disk state cache."""
 
 
 ApplyStateFn = Callable[[FetchedState], Awaitable[bool]]
@@ -195,6 +198,8 @@ class StateSyncer:
         self._applied_digest: bytes | None = None
         self._consecutive_failures = 0
         self._last_error: str | None = None
+        self.last_success_at: float | None = None  # wall clock of the latest good fetch
+        self.last_failure_at: float | None = None
         # Created lazily inside the event loop (anyio primitives are loop-bound).
         self._lock: anyio.Lock | None = None
         self._ready_event: anyio.Event | None = None
@@ -334,6 +339,7 @@ class StateSyncer:
             account_id=decoded.account,
             log_destinations=decoded.log_destinations,
             etag=etag,
+            body=body,
         )
         try:
             changed = await self._apply(fetched)
@@ -381,6 +387,7 @@ class StateSyncer:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _record_success(self) -> None:
+        self.last_success_at = time.time()
         self._consecutive_failures = 0
         self._last_error = None
         if self.has_state and self._status is not SyncStatus.READY:
@@ -393,6 +400,7 @@ class StateSyncer:
             self._notify(self._on_ready)
 
     def _record_failure(self, message: str) -> None:
+        self.last_failure_at = time.time()
         self._consecutive_failures += 1
         self._last_error = message
         logger.warning(

@@ -1,0 +1,252 @@
+"""Evaluation counters and the `provider.stats()` snapshot.
+
+The hot path pays for a few integer increments and one `perf_counter_ns()` pair, nothing
+more: no lock and no shared counter. Each thread that evaluates gets its own shard (found
+through a `threading.local`), so increments never race, neither under the GIL (where
+`d[k] += 1` is a read-modify-write that a thread switch can split) nor on free-threaded
+builds. A snapshot sums the shards; shards of threads that have ended are folded into one
+"retired" shard so that apps that spawn many short-lived threads do not grow the list.
+
+Latency is kept as an exponential histogram (4 buckets per power of two of nanoseconds,
+i.e. at most 25 % relative error), from which the snapshot derives percentiles.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+__all__ = [
+    "EventStats",
+    "LatencySummary",
+    "ProviderStats",
+    "StatsRecorder",
+]
+
+# Index = 4 * bit_length + the two bits below the leading one; 64-bit ns covers ~584 years.
+_BUCKETS: Final = 4 * 65
+
+
+def _bucket(ns: int) -> int:
+    bits = ns.bit_length()
+    if bits < 3:
+        return bits
+    return 4 * bits + ((ns >> (bits - 3)) & 3)
+
+
+def _bucket_upper_ns(index: int) -> int:
+    """Exclusive upper bound (ns) of a bucket."""
+    bits, sub = divmod(index, 4)
+    if bits < 3:
+        return 1 << index if index < 3 else 8
+    return (5 + sub) << (bits - 3)
+
+
+class _Shard:
+    """One thread's counters. Written only by that thread."""
+
+    __slots__ = ("buckets", "count", "errors", "max_ns", "reasons", "thread", "total_ns")
+
+    def __init__(self, thread: threading.Thread | None) -> None:
+        self.thread = thread
+        self.reasons: dict[Any, int] = {}
+        self.errors: dict[Any, int] = {}
+        self.count = 0
+        self.total_ns = 0
+        self.max_ns = 0
+        self.buckets = [0] * _BUCKETS
+
+    def fold_into(self, other: _Shard) -> None:
+        for key, n in dict(self.reasons).items():
+            other.reasons[key] = other.reasons.get(key, 0) + n
+        for key, n in dict(self.errors).items():
+            other.errors[key] = other.errors.get(key, 0) + n
+        other.count += self.count
+        other.total_ns += self.total_ns
+        other.max_ns = max(other.max_ns, self.max_ns)
+        buckets = other.buckets
+        for i, n in enumerate(list(self.buckets)):
+            if n:
+                buckets[i] += n
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Resolve latency (seconds) over the provider's lifetime. Percentiles are bucket upper
+    bounds (at most 25 % above the true value); all zero when nothing was resolved."""
+
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p90: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventStats:
+    """`track()` events: queued, delivered, rejected by Confidence, dropped, pending."""
+
+    tracked: int = 0
+    published: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    backlog: int = 0
+    failed_batches: int = 0
+
+
+def _proxy(d: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStats:
+    """A point-in-time snapshot of the provider (`ConfidenceProvider.stats()`).
+
+    Counters are cumulative over the provider object's lifetime (they survive restarts).
+    """
+
+    #: Evaluations by OpenFeature reason ("TARGETING_MATCH", "DEFAULT", "ERROR", "STALE", ...).
+    resolves_by_reason: Mapping[str, int] = field(default_factory=lambda: _proxy({}))
+    #: Evaluations that returned an error, by OpenFeature error code ("FLAG_NOT_FOUND", ...).
+    errors_by_code: Mapping[str, int] = field(default_factory=lambda: _proxy({}))
+    resolve_latency: LatencySummary = LatencySummary()
+    #: "NOT_STARTED", "STARTING", "READY", "STALE", "ERROR" or "STOPPED".
+    status: str = "NOT_STARTED"
+    #: Seconds since the served state was last confirmed current (a successful sync), or
+    #: since it was loaded if it never was; None without a state.
+    state_age_seconds: float | None = None
+    #: True while serving a state from `state_cache_dir` that no sync has confirmed yet.
+    serving_cached_state: bool = False
+    #: "success" or "failure" for the latest state fetch; None before the first one.
+    last_sync_outcome: str | None = None
+    last_sync_error: str | None = None
+    #: Seconds since the latest state fetch finished; None before the first one.
+    last_sync_seconds_ago: float | None = None
+    sync_consecutive_failures: int = 0
+    log_backlog_batches: int = 0
+    log_dropped_batches: int = 0
+    log_delivered_batches: int = 0
+    events: EventStats = EventStats()
+    #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
+    pool: Any = None
+
+    @property
+    def resolves(self) -> int:
+        return sum(self.resolves_by_reason.values())
+
+
+def _key(value: Any) -> str:
+    # Reason/ErrorCode are StrEnums; the backport's str() on 3.10 would say "Reason.X".
+    return str(getattr(value, "value", value))
+
+
+class StatsRecorder:
+    """The hot-path counters of one provider."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards the shard list; never taken by record()
+        self._shards: list[_Shard] = []
+        self._retired = _Shard(None)
+        #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
+        #: histogram. None (the default) costs one attribute read.
+        self.latency_observer: Callable[[int, Any], None] | None = None
+
+    def _new_shard(self) -> _Shard:
+        shard = _Shard(threading.current_thread())
+        with self._lock:
+            self._shards.append(shard)
+        self._local.shard = shard
+        return shard
+
+    def record(self, reason: Any, error_code: Any, elapsed_ns: int) -> None:
+        """Count one evaluation. Called on the hot path: keep it to increments."""
+        try:
+            shard: _Shard = self._local.shard
+        except AttributeError:
+            shard = self._new_shard()
+        reasons = shard.reasons
+        reasons[reason] = reasons.get(reason, 0) + 1
+        if error_code is not None:
+            errors = shard.errors
+            errors[error_code] = errors.get(error_code, 0) + 1
+        shard.count += 1
+        shard.total_ns += elapsed_ns
+        if elapsed_ns > shard.max_ns:
+            shard.max_ns = elapsed_ns
+        index = _bucket(elapsed_ns)
+        shard.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
+        observer = self.latency_observer
+        if observer is not None:
+            try:
+                observer(elapsed_ns, reason)
+            except Exception:  # an observer must never break an evaluation
+                self.latency_observer = None
+
+    def totals(self) -> _Shard:
+        """Sum of all shards (folding the shards of finished threads away)."""
+        total = _Shard(None)
+        with self._lock:
+            alive: list[_Shard] = []
+            for shard in self._shards:
+                thread = shard.thread
+                if thread is not None and not thread.is_alive():
+                    # The thread is gone, so nothing writes this shard any more.
+                    shard.fold_into(self._retired)
+                else:
+                    alive.append(shard)
+            self._shards = alive
+            self._retired.fold_into(total)
+            for shard in alive:
+                shard.fold_into(total)
+        return total
+
+    def counts(self) -> tuple[Mapping[str, int], Mapping[str, int], LatencySummary]:
+        total = self.totals()
+        reasons: dict[str, int] = {}
+        for key, n in total.reasons.items():
+            name = _key(key)
+            reasons[name] = reasons.get(name, 0) + n
+        errors: dict[str, int] = {}
+        for key, n in total.errors.items():
+            name = _key(key)
+            errors[name] = errors.get(name, 0) + n
+        return _proxy(reasons), _proxy(errors), _summary(total)
+
+
+def _summary(total: _Shard) -> LatencySummary:
+    count = total.count
+    if count == 0:
+        return LatencySummary()
+    # Shards are read without stopping their writers, so the bucket sum may differ from
+    # `count` by an in-flight increment: rank against the buckets' own total.
+    in_buckets = sum(total.buckets) or 1
+    targets = [(0.50, "p50"), (0.90, "p90"), (0.99, "p99")]
+    found: dict[str, float] = {}
+    cumulative = 0
+    for index, n in enumerate(total.buckets):
+        if not n:
+            continue
+        cumulative += n
+        while targets and cumulative >= targets[0][0] * in_buckets:
+            _q, name = targets.pop(0)
+            found[name] = min(_bucket_upper_ns(index), total.max_ns) / 1e9
+        if not targets:
+            break
+    return LatencySummary(
+        count=count,
+        mean=total.total_ns / count / 1e9,
+        p50=found.get("p50", 0.0),
+        p90=found.get("p90", 0.0),
+        p99=found.get("p99", 0.0),
+        max=total.max_ns / 1e9,
+    )
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
