@@ -25,6 +25,7 @@ __all__ = [
     "LatencySummary",
     "ProviderStats",
     "StatsRecorder",
+    "snapshot",
 ]
 
 # Index = 4 * bit_length + the two bits below the leading one; 64-bit ns covers ~584 years.
@@ -250,3 +251,72 @@ def _summary(total: _Shard) -> LatencySummary:
 
 def now_ns() -> int:
     return time.perf_counter_ns()
+
+
+def _status(runtime: Any) -> str:
+    if runtime is None:
+        return "NOT_STARTED"
+    if runtime.finished:
+        return "STOPPED"
+    if runtime.fatal_error is not None and not runtime.has_state:
+        return "ERROR"
+    if not runtime.has_state:
+        return "STARTING"
+    return "STALE" if runtime.is_stale else "READY"
+
+
+def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStats:
+    """Assemble `ProviderStats` from the recorder, the live runtime (if any) and the event
+    queue. Reads runtime fields without locks: each is a single attribute read."""
+    reasons, errors, latency = recorder.counts()
+    event_stats = events.stats() if events is not None else EventStats()
+    if runtime is None:
+        return ProviderStats(
+            resolves_by_reason=reasons,
+            errors_by_code=errors,
+            resolve_latency=latency,
+            events=event_stats,
+        )
+    now = time.time()
+    syncer = getattr(runtime, "_syncer", None)
+    last_success = getattr(syncer, "last_success_at", None)
+    last_failure = getattr(syncer, "last_failure_at", None)
+    outcome: str | None = None
+    last_at: float | None = None
+    if last_success is not None and (last_failure is None or last_success >= last_failure):
+        outcome, last_at = "success", last_success
+    elif last_failure is not None:
+        outcome, last_at = "failure", last_failure
+    has_state = runtime.has_state
+    age: float | None = None
+    if has_state:
+        loaded = runtime.state_loaded_at
+        fresh = last_success if not runtime.serving_cached_state else None
+        # A 304 confirms the loaded state is current, so the later of the two counts.
+        base = max((t for t in (loaded, fresh) if t is not None), default=None)
+        age = max(0.0, now - base) if base is not None else None
+    pool = getattr(runtime, "_pool", None)
+    pool_stats = None
+    if pool is not None:
+        try:
+            pool_stats = pool.stats()
+        except Exception:
+            pool_stats = None
+    backlog = getattr(runtime, "_backlog", None)
+    return ProviderStats(
+        resolves_by_reason=reasons,
+        errors_by_code=errors,
+        resolve_latency=latency,
+        status=_status(runtime),
+        state_age_seconds=age,
+        serving_cached_state=bool(runtime.serving_cached_state),
+        last_sync_outcome=outcome,
+        last_sync_error=getattr(syncer, "last_error", None),
+        last_sync_seconds_ago=max(0.0, now - last_at) if last_at is not None else None,
+        sync_consecutive_failures=getattr(syncer, "consecutive_failures", 0) or 0,
+        log_backlog_batches=len(backlog) if backlog is not None else 0,
+        log_dropped_batches=getattr(runtime, "dropped_log_batches", 0),
+        log_delivered_batches=getattr(runtime, "delivered_log_batches", 0),
+        events=event_stats,
+        pool=pool_stats,
+    )

@@ -179,6 +179,7 @@ class EventQueue:
         self.rejected = 0
         self.failed_batches = 0
         self._overflowed = 0  # queue-full drops not yet reported in a WARNING
+        self._in_flight = 0  # taken by the publisher, not yet settled
 
     def __len__(self) -> int:
         return len(self._items)
@@ -211,11 +212,13 @@ class EventQueue:
                 self._bytes -= len(event)
                 batch.append(event)
                 size += n
+            self._in_flight += len(batch)
         return batch
 
     def requeue(self, batch: list[bytes]) -> None:
         """Put an undelivered batch back at the front, oldest first."""
         with self._lock:
+            self._in_flight -= len(batch)
             for event in reversed(batch):
                 self._items.appendleft(event)
                 self._bytes += len(event)
@@ -235,10 +238,18 @@ class EventQueue:
             return new
 
     def count(
-        self, *, published: int = 0, rejected: int = 0, dropped: int = 0, failed_batches: int = 0
+        self,
+        *,
+        settled: int = 0,
+        published: int = 0,
+        rejected: int = 0,
+        dropped: int = 0,
+        failed_batches: int = 0,
     ) -> None:
-        """Record a delivery outcome (under the lock: `put()` runs on other threads)."""
+        """Record a delivery outcome (under the lock: `put()` runs on other threads);
+        `settled` events taken by `take_batch` are no longer in flight."""
         with self._lock:
+            self._in_flight -= settled
             self.published += published
             self.rejected += rejected
             self.dropped += dropped
@@ -250,7 +261,7 @@ class EventQueue:
             published=self.published,
             rejected=self.rejected,
             dropped=self.dropped,
-            backlog=len(self._items),
+            backlog=len(self._items) + self._in_flight,
             failed_batches=self.failed_batches,
         )
 
@@ -353,7 +364,7 @@ class EventPublisher:
             try:
                 response = await self._attempt(body)
             except _Permanent as exc:
-                self._queue.count(dropped=len(batch), failed_batches=1)
+                self._queue.count(settled=len(batch), dropped=len(batch), failed_batches=1)
                 logger.warning("Event publish refused (%s): dropped %d event(s)", exc, len(batch))
                 return True
             except _Retryable as exc:
@@ -385,7 +396,7 @@ class EventPublisher:
         except ValueError:
             pass  # a 2xx is success; an unreadable body only loses the per-event errors
         rejected = min(len(errors), len(batch))
-        self._queue.count(published=len(batch) - rejected, rejected=rejected)
+        self._queue.count(settled=len(batch), published=len(batch) - rejected, rejected=rejected)
         if errors:
             shown = "; ".join(
                 f"#{e.get('index')} {e.get('reason')}: {e.get('message')}"

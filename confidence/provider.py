@@ -32,13 +32,16 @@ content changed) for real transitions only.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from os import PathLike
 from pathlib import Path
+from time import perf_counter_ns
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.to_thread
@@ -50,7 +53,7 @@ from openfeature.exception import (
     ProviderFatalError,
     ProviderNotReadyError,
 )
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
 from confidence._abi import ResolveRequest, ResolverError
@@ -66,6 +69,13 @@ from confidence._runtime import (
     Transition,
     TransitionKind,
 )
+from confidence._stats import ProviderStats, StatsRecorder, snapshot
+from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
+
+if TYPE_CHECKING:
+    from openfeature.track import TrackingEventDetails
+
+logger = logging.getLogger("confidence.provider")
 
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
 
@@ -95,6 +105,11 @@ class ConfidenceProvider(AbstractProvider):
     - `shutdown_timeout`: budget for the final log flush at shutdown (seconds).
     - `account_id`: the account of a raw `ResolverState` given as `state_file`.
     - `offline`: with `state_file`, use no network at all (no state polling, no log upload).
+    - `events_base_url`: where `track()` events are published (`/v1/events:publish`).
+    - `state_cache_dir`: keep the last applied state on disk there, and start from it (as
+      STALE) when Confidence is unreachable at a cold start.
+    - `otel_metrics`: publish `stats()` as OpenTelemetry metrics when `opentelemetry-api`
+      is installed (`confidence.otel`).
     """
 
     def __init__(
@@ -114,6 +129,9 @@ class ConfidenceProvider(AbstractProvider):
         shutdown_timeout: float = 5.0,
         account_id: str | None = None,
         offline: bool = False,
+        events_base_url: str = DEFAULT_EVENTS_BASE_URL,
+        state_cache_dir: str | PathLike[str] | None = None,
+        otel_metrics: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(client_secret, str) or not client_secret:
@@ -144,6 +162,23 @@ class ConfidenceProvider(AbstractProvider):
             from confidence._state_file import load_state_file
 
             bootstrap = partial(load_state_file, path, encryption_key=key, account_id=account_id)
+        # Evaluation counters and track() events belong to the provider, not to one runtime:
+        # they survive restarts, and events tracked before start() are kept.
+        self._stats = StatsRecorder()
+        self._event_queue = None if offline else EventQueue()
+        self._otel_metrics = otel_metrics
+        self._otel_instrumented = False
+        state_cache = None
+        if state_cache_dir is not None and not offline:
+            from confidence._state_cache import DEFAULT_GRACE, StateCache
+
+            state_cache = StateCache(
+                Path(state_cache_dir),
+                client_secret,
+                key,
+                # The cache must be in use before initialize() gives up.
+                grace=min(DEFAULT_GRACE, float(init_timeout) / 2),
+            )
         self._settings = RuntimeSettings(
             client_secret=client_secret,
             encryption_key=key,
@@ -158,6 +193,9 @@ class ConfidenceProvider(AbstractProvider):
             bootstrap=bootstrap,
             materialization_store=materialization_store,
             use_remote_materialization_store=use_remote_materialization_store,
+            event_queue=self._event_queue,
+            events_base_url=events_base_url,
+            state_cache=state_cache,
         )
 
         # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
@@ -192,6 +230,48 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         return runtime is not None and runtime.has_state
 
+    # -- observability --------------------------------------------------------------------------
+
+    def stats(self) -> ProviderStats:
+        """A snapshot of counters and status (cheap; safe from any thread)."""
+        return snapshot(self._stats, self._runtime, self._event_queue)
+
+    def _instrument_otel(self) -> None:
+        if not self._otel_metrics or self._otel_instrumented:
+            return
+        self._otel_instrumented = True
+        try:
+            from confidence.otel import instrument_if_available
+
+            instrument_if_available(self)
+        except Exception:  # metrics must never stop the provider from starting
+            logger.warning("Could not set up OpenTelemetry metrics", exc_info=True)
+
+    # -- OpenFeature: tracking ------------------------------------------------------------------
+
+    def track(
+        self,
+        tracking_event_name: str,
+        evaluation_context: EvaluationContext | None = None,
+        tracking_event_details: TrackingEventDetails | None = None,
+    ) -> None:
+        """Queue a Confidence event (sent with the next flush). Never raises, never blocks.
+
+        The payload is `tracking_event_details.attributes`, then `value`, then `context`
+        (the evaluation context); the reserved keys win over attributes of the same name.
+        Offline providers drop events.
+        """
+        queue = self._event_queue
+        if queue is None:
+            return
+        try:
+            event = build_event(tracking_event_name, evaluation_context, tracking_event_details)
+            queue.put(encode_event(event))
+        except Exception as exc:
+            logger.warning(
+                "Dropped tracking event %r: %s", tracking_event_name, self._redact(str(exc))
+            )
+
     # -- lifecycle: async ------------------------------------------------------------------------
 
     async def __aenter__(self) -> ConfidenceProvider:
@@ -211,6 +291,7 @@ class ConfidenceProvider(AbstractProvider):
         Raises `ProviderFatalError` (bad credentials, unusable state file) or
         `ProviderNotReadyError` (no state within `init_timeout`); nothing is left running then.
         """
+        self._instrument_otel()
         with self._lifecycle_lock:
             if self._owner is not None:
                 raise RuntimeError("ConfidenceProvider is already started")
@@ -280,6 +361,7 @@ class ConfidenceProvider(AbstractProvider):
         the background then, and the provider emits PROVIDER_READY once a state arrives.
         """
         on_loop = _on_event_loop()
+        self._instrument_otel()
         with self._lifecycle_lock:
             runtime = self._live_runtime()
             if runtime is None:
@@ -456,15 +538,28 @@ class ConfidenceProvider(AbstractProvider):
         kind: FlagKind,
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
+        start = perf_counter_ns()
         try:
             prepared = self._prepare(flag_key, default_value, evaluation_context)
             if isinstance(prepared, FlagResolutionDetails):
-                return prepared
-            resolver, lookup, request = prepared
-            resolved = resolver.resolve(request)
-            return interpret(resolved, lookup, kind, default_value)
+                details = prepared
+            else:
+                resolver, lookup, request = prepared
+                resolved = resolver.resolve(request)
+                details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
-            return self._failure(default_value, exc)
+            details = self._failure(default_value, exc)
+        return self._finish(details, start)
+
+    def _finish(
+        self, details: FlagResolutionDetails[Any], start: int
+    ) -> FlagResolutionDetails[Any]:
+        runtime = self._runtime
+        if runtime is not None and runtime.serving_cached_state and details.error_code is None:
+            # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
+            details = dataclasses.replace(details, reason=Reason.STALE)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
+        return details
 
     async def _evaluate_async(
         self,
@@ -473,15 +568,18 @@ class ConfidenceProvider(AbstractProvider):
         kind: FlagKind,
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
+        start = perf_counter_ns()
         try:
             prepared = self._prepare(flag_key, default_value, evaluation_context)
             if isinstance(prepared, FlagResolutionDetails):
-                return prepared
-            resolver, lookup, request = prepared
-            resolved = await resolver.resolve_async(request)
-            return interpret(resolved, lookup, kind, default_value)
+                details = prepared
+            else:
+                resolver, lookup, request = prepared
+                resolved = await resolver.resolve_async(request)
+                details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
-            return self._failure(default_value, exc)
+            details = self._failure(default_value, exc)
+        return self._finish(details, start)
 
     def resolve_boolean_details(
         self,

@@ -107,6 +107,7 @@ def make_provider(emulator: ConfidenceEmulator, **overrides: Any) -> ConfidenceP
         "encryption_key": emulator.encryption_key_hex,
         "cdn_base_url": emulator.cdn_base_url,
         "api_base_url": emulator.api_base_url,
+        "events_base_url": emulator.base_url,
         "state_poll_interval": 0.2,
         "log_poll_interval": 60.0,  # only the shutdown flush sends, unless a test asks
         "init_timeout": 10.0,

@@ -352,6 +352,10 @@ class ConfidenceEmulator:
         return self.base_url
 
     @property
+    def events_base_url(self) -> str:
+        return self.base_url
+
+    @property
     def encryption_key_hex(self) -> str:
         return self.encryption_key.hex()
 
