@@ -7,9 +7,10 @@ byte-level call convention of resolver/README.md).
 
 Speed: wasmtime-py's `Func.__call__` re-reads the function type through ctypes on every
 call (~25-40 µs here). We call exports through `wasmtime_func_call_unchecked` with a
-preallocated raw-value buffer and move bytes with `ctypes.memmove` on the memory base,
-which costs a few µs. ctypes releases the GIL for the duration of the foreign call, so
-instances in different threads run wasm in parallel.
+preallocated raw-value buffer, through our own integer-only ctypes prototype, and move bytes
+through a memoryview over linear memory; see `WasmInstance`. ctypes releases the GIL for the
+duration of the wasm call (and only that one), so instances in different threads run wasm in
+parallel.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import wasmtime
+from wasmtime import _bindings as _wbindings
 from wasmtime import _ffi as _wffi
 
 __all__ = [
@@ -159,7 +161,19 @@ def _write_cache(path: Path, module: wasmtime.Module) -> None:
 
 
 class WasmInstance:
-    """One Store + instance. Not thread-safe: the pool hands it to one caller at a time."""
+    """One Store + instance. Not thread-safe: the pool hands it to one caller at a time.
+
+    The call path is tuned for the GIL (see the module docstring and bench/README.md):
+
+    - exports are called through `wasmtime_func_call_unchecked` via our own ctypes
+      prototype taking plain integers (no per-call argument conversion objects); it is the
+      only foreign call per resolve that releases the GIL, so a second thread runs Python
+      while this one runs wasm, and there is one GIL hand-off per call instead of five;
+    - guest memory is a `memoryview` over the linear memory: the request is copied in
+      with a slice assignment and the response out with `tobytes()`, no ctypes calls;
+    - the memory size is read (GIL held, ~0.3 µs) after each call; when it changed the view
+      is rebuilt, because growing may move the memory.
+    """
 
     def __init__(self, module: wasmtime.Module, engine: wasmtime.Engine, *, memory_limit: int):
         store = wasmtime.Store(engine)
@@ -173,13 +187,17 @@ class WasmInstance:
         self._instance = instance
         self._memory = memory
         self._context = store._context()
-        self._memory_ref = ctypes.byref(memory._memory)
+        self._context_addr: int = ctypes.cast(self._context, ctypes.c_void_p).value or 0
+        self._memory_addr: int = ctypes.addressof(memory._memory)
         self._input_func = exports["cr_input"]
         self._funcs: dict[str, Any] = {name: exports[name] for name in Export.ALL}
         abi = exports["cr_abi_version"]
         if not isinstance(abi, wasmtime.Func):
             raise TypeError("resolver.wasm exports no cr_abi_version function")
         self.abi_version: int = int(abi(store))
+        self._view = memoryview(b"")
+        self._view_size = -1
+        self._refresh_view()
         self._input_ptr = 0
         self._input_cap = 0
         self._call_input = self._make_caller(self._input_func)
@@ -198,29 +216,35 @@ class WasmInstance:
         if n > self._input_cap:
             self._input_ptr = self._call_input(n) & 0xFFFFFFFF
             self._input_cap = n
-        ctypes.memmove(self._base() + self._input_ptr, payload, n)
-        packed = self._calls[export](n) & 0xFFFFFFFFFFFFFFFF
-        ptr, length = packed >> 32, packed & 0xFFFFFFFF
-        # Re-read the base: the call may have grown (and moved) linear memory.
-        if ptr + length > self._data_size():
+            self._refresh_view()
+        ptr = self._input_ptr
+        self._view[ptr : ptr + n] = payload
+        packed = self._calls[export](n)
+        out = (packed >> 32) & 0xFFFFFFFF
+        end = out + (packed & 0xFFFFFFFF)
+        if _memory_size(self._context_addr, self._memory_addr) != self._view_size:
+            self._refresh_view()  # the call grew (and may have moved) linear memory
+        if end > self._view_size:
             raise WasmTrap(f"{export} returned an out-of-bounds response")
-        return ctypes.string_at(self._base() + ptr, length)
+        return self._view[out:end].tobytes()
 
     def memory_size(self) -> int:
-        return self._data_size()
+        return int(_memory_size(self._context_addr, self._memory_addr))
 
     # -- internals -------------------------------------------------------------------------
 
-    def _base(self) -> int:
-        ptr = _wffi.wasmtime_memory_data(self._context, self._memory_ref)
-        return ctypes.cast(ptr, ctypes.c_void_p).value or 0
-
-    def _data_size(self) -> int:
-        return int(_wffi.wasmtime_memory_data_size(self._context, self._memory_ref))
+    def _refresh_view(self) -> None:
+        size = int(_memory_size(self._context_addr, self._memory_addr))
+        base = _memory_data(self._context_addr, self._memory_addr) or 0
+        self._view.release()
+        if size and base:
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(base)).cast("B")
+        else:  # pragma: no cover - resolver.wasm always has memory
+            self._view = memoryview(bytearray(0))
+        self._view_size = size
 
     def _make_caller(self, func: Any) -> Callable[[int], int]:
-        unchecked = getattr(_wffi, "wasmtime_func_call_unchecked", None)
-        if unchecked is None:  # pragma: no cover - a wasmtime-py without the raw call
+        if _call_unchecked is None:  # pragma: no cover - a wasmtime-py without the raw call
             store = self._store
 
             def slow_call(arg: int) -> int:
@@ -230,37 +254,66 @@ class WasmInstance:
                     raise WasmTrap(str(exc)) from None
 
             return slow_call
-        raw = (_wffi.wasmtime_val_raw_t * 1)()
-        trap = ctypes.POINTER(_wffi.wasm_trap_t)()
-        trap_ref = ctypes.byref(trap)
-        context = self._context
-        func_ref = ctypes.byref(func._func)
-        slot = raw[0]
+        # One wasmtime_val_raw_t (16 bytes) holds the i32 argument and the i64 result.
+        raw = (ctypes.c_int64 * 2)()
+        trap = ctypes.c_void_p()
+        keep = (raw, trap, func)  # the addresses below must stay valid
+        args = (
+            self._context_addr,
+            ctypes.addressof(func._func),
+            ctypes.addressof(raw),
+            1,
+            ctypes.addressof(trap),
+        )
+        unchecked = _call_unchecked
 
         def call(arg: int) -> int:
-            slot.i64 = arg
-            error = unchecked(context, func_ref, raw, 1, trap_ref)
+            raw[0] = arg
+            error = unchecked(*args)
             if error:
                 raise WasmTrap(_error_message(error))
-            if trap:
-                raise WasmTrap(_trap_message(trap))
-            return int(slot.i64)
+            if trap.value:
+                raise WasmTrap(_trap_message(trap.value))
+            return raw[0] & 0xFFFFFFFFFFFFFFFF
 
+        call.keep = keep  # type: ignore[attr-defined]
         return call
 
 
-def _trap_message(trap: Any) -> str:
+def _function(name: str, factory: Any, restype: Any, *argtypes: Any) -> Any:
+    """`name` from wasmtime-py's loaded library, with our own (integer) prototype."""
+    bound = getattr(_wbindings, f"_{name}", None)
+    if bound is None:  # pragma: no cover - very old or new wasmtime-py
+        return None
+    address = ctypes.cast(bound, ctypes.c_void_p).value
+    return factory(restype, *argtypes)(address)
+
+
+_P = ctypes.c_void_p
+#: Runs wasm: CFUNCTYPE releases the GIL for the duration of the call.
+_call_unchecked: Final = _function(
+    "wasmtime_func_call_unchecked", ctypes.CFUNCTYPE, _P, _P, _P, _P, ctypes.c_size_t, _P
+)
+#: Trivial getters: PYFUNCTYPE keeps the GIL (releasing it would invite a thread switch).
+_memory_data: Final = _function("wasmtime_memory_data", ctypes.PYFUNCTYPE, _P, _P, _P)
+_memory_size: Final = _function(
+    "wasmtime_memory_data_size", ctypes.PYFUNCTYPE, ctypes.c_size_t, _P, _P
+)
+
+
+def _trap_message(trap: int) -> str:
     # The Trap object takes ownership of the pointer (and frees it); the instance that
     # trapped is never called again, so its trap slot need not be reset.
     try:
-        owned = ctypes.cast(trap, ctypes.POINTER(_wffi.wasm_trap_t))
+        owned = ctypes.cast(ctypes.c_void_p(trap), ctypes.POINTER(_wffi.wasm_trap_t))
         return str(wasmtime.Trap._from_ptr(owned))
     except Exception:  # pragma: no cover - defensive
         return "wasm trap"
 
 
-def _error_message(error: Any) -> str:
+def _error_message(error: int) -> str:
     try:
-        return str(wasmtime.WasmtimeError._from_ptr(error))
+        owned = ctypes.cast(ctypes.c_void_p(error), ctypes.POINTER(_wffi.wasmtime_error_t))
+        return str(wasmtime.WasmtimeError._from_ptr(owned))
     except Exception:  # pragma: no cover - defensive
         return "wasmtime error"

@@ -1,17 +1,24 @@
 """The pool of resolver instances.
 
 A wasmtime Store must never be used by two threads at once, and a resolve must never wait
-for a state swap. So: each instance has its own lock; a resolve takes any free instance
-(creating one, up to `size`, when all are busy); a state swap builds a *fresh* instance
-with the new state off to the side, then retires old instances as they become idle, after
-draining their logs (nothing is lost, and the old heap is freed instead of growing).
-A trapped instance is dropped and replaced on demand.
+for a state swap. So: an instance belongs to one borrower at a time; a resolve takes any idle
+instance (creating one, up to `size`, when none is idle); a state swap builds a *fresh*
+instance with the new state off to the side, then retires old instances as they become
+idle, after draining their logs (nothing is lost, and the old heap is freed instead of
+growing). A trapped instance is dropped and replaced on demand.
+
+Hot path (bench/README.md): borrowing is `list.pop()` from the idle list and returning is
+`list.append()`, both atomic under the GIL, with no lock, semaphore or context manager on
+the way; the lock and a condition are only taken when no instance is idle (create one or
+wait), for stale instances after a swap, and by flushes. Instances are created lazily: one
+at the first state, more only when resolves actually overlap.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,12 +51,11 @@ class PoolStats:
 
 
 class _Slot:
-    __slots__ = ("generation", "instance", "lock")
+    __slots__ = ("generation", "instance")
 
     def __init__(self, instance: ResolverInstance, generation: int) -> None:
         self.instance = instance
         self.generation = generation
-        self.lock = threading.Lock()
 
 
 def default_pool_size() -> int:
@@ -79,9 +85,12 @@ class ResolverPool:
             "disable_exposure_collection": disable_exposure_collection,
             "memory_limit": memory_limit,
         }
-        self._lock = threading.Lock()  # guards the slot list and the state
-        self._slots: list[_Slot] = []
-        self._available = threading.Semaphore(self.size)
+        self._lock = threading.Lock()  # guards the slot list, counters and the state
+        self._released = threading.Condition(self._lock)  # an instance came back
+        self._waiting = 0  # borrowers (and waiting flushes) parked on _released
+        self._slots: list[_Slot] = []  # every live instance, idle or borrowed
+        self._idle: list[_Slot] = []  # pop/append without the lock (atomic under the GIL)
+        self._creating = 0  # instances being created for borrowers (count towards size)
         self._state: tuple[bytes, str] | None = None
         self._generation = 0
         self._swap_lock = threading.Lock()  # one swap at a time
@@ -118,7 +127,10 @@ class ResolverPool:
                 self._state = (state, account_id)
                 previous = len(self._slots)
                 stale = self._take_idle_stale_locked()
-                self._slots.append(_Slot(fresh, generation))
+                slot = _Slot(fresh, generation)
+                self._slots.append(slot)
+                self._idle.append(slot)
+                self._released.notify_all()
             self._retire(stale)
             # Rebuild the rest off the hot path so resolves never pay instance creation.
             for _ in range(max(0, previous - 1)):
@@ -128,20 +140,29 @@ class ResolverPool:
                     if self._generation != generation or self._current_locked() >= self.size:
                         break
                     stale = self._take_idle_stale_locked(limit=1)
-                    self._slots.append(_Slot(instance, generation))
+                    slot = _Slot(instance, generation)
+                    self._slots.append(slot)
+                    self._idle.append(slot)
+                    self._released.notify()
                 self._retire(stale)
             return summary
 
     def _current_locked(self) -> int:
-        return sum(1 for slot in self._slots if slot.generation == self._generation)
+        generation = self._generation
+        return self._creating + sum(1 for slot in self._slots if slot.generation == generation)
 
     def _take_idle_stale_locked(self, limit: int | None = None) -> list[_Slot]:
         taken: list[_Slot] = []
-        for slot in list(self._slots):
+        for slot in list(self._idle):
             if limit is not None and len(taken) >= limit:
                 break
-            if slot.generation != self._generation and slot.lock.acquire(blocking=False):
-                self._slots.remove(slot)
+            if slot.generation != self._generation:
+                try:
+                    self._idle.remove(slot)
+                except ValueError:  # a borrower popped it meanwhile; it retires on release
+                    continue
+                if slot in self._slots:
+                    self._slots.remove(slot)
                 taken.append(slot)
         return taken
 
@@ -180,83 +201,143 @@ class ResolverPool:
                 self.release(slot)
 
     def try_acquire(self) -> _Slot | None:
-        """A free instance without waiting, or None (the event loop must never block)."""
-        if not self._available.acquire(blocking=False):
-            return None
-        return self._claim()
+        """An instance without waiting for another borrower, or None (for the event loop).
+
+        May create an instance (a few ms, once) when none is idle and the pool has room.
+        """
+        return self._acquire(blocking=False, timeout=None)
 
     def acquire(self, *, timeout: float | None = None) -> _Slot:
-        if not self._available.acquire(timeout=timeout):
-            raise TimeoutError("no resolver instance became free in time")
-        return self._claim()
+        slot = self._acquire(blocking=True, timeout=timeout)
+        assert slot is not None
+        return slot
 
-    def _claim(self) -> _Slot:
-        # The semaphore guarantees a free slot exists or may be created.
+    def _acquire(self, *, blocking: bool, timeout: float | None) -> _Slot | None:
+        idle = self._idle
+        while idle:
+            try:
+                slot = idle.pop()
+            except IndexError:
+                break
+            if slot.generation == self._generation:
+                return slot
+            self._retire_stale(slot)
+        return self._acquire_slow(blocking, timeout)
+
+    def _retire_stale(self, slot: _Slot) -> None:
+        with self._lock:
+            if slot in self._slots:
+                self._slots.remove(slot)
+        self._retire([slot])
+
+    def _acquire_slow(self, blocking: bool, timeout: float | None) -> _Slot | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        stale: list[_Slot] = []
         try:
             with self._lock:
-                if self._state is None:
-                    raise NoStateError("no resolver state loaded yet")
-                for slot in self._slots:
-                    if slot.generation == self._generation and slot.lock.acquire(blocking=False):
-                        return slot
-                state, account_id = self._state
-                generation = self._generation
+                while True:
+                    if self._state is None:
+                        raise NoStateError("no resolver state loaded yet")
+                    while self._idle:
+                        try:
+                            slot = self._idle.pop()
+                        except IndexError:
+                            break
+                        if slot.generation == self._generation:
+                            return slot
+                        if slot in self._slots:
+                            self._slots.remove(slot)
+                        stale.append(slot)
+                    if self._current_locked() < self.size:
+                        self._creating += 1
+                        state, account_id = self._state
+                        generation = self._generation
+                        break
+                    if not blocking:
+                        return None
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError("no resolver instance became free in time")
+                    self._waiting += 1
+                    try:
+                        self._released.wait(remaining)
+                    finally:
+                        self._waiting -= 1
+        finally:
+            if stale:
+                self._retire(stale)
+        try:
             instance = self._new_instance()
             instance.set_state(state, account_id)
-            slot = _Slot(instance, generation)
-            slot.lock.acquire()
-            with self._lock:
-                self._slots.append(slot)
-            return slot
         except BaseException:
-            self._available.release()
+            with self._lock:
+                self._creating -= 1
+                self._released.notify()
             raise
+        slot = _Slot(instance, generation)
+        with self._lock:
+            self._creating -= 1
+            self._slots.append(slot)
+        return slot
 
     def release(self, slot: _Slot) -> None:
-        retire = False
+        if slot.generation == self._generation and not self._closed:
+            self._idle.append(slot)
+            if self._waiting:
+                with self._lock:
+                    self._released.notify()
+            return
+        # An instance of an old state (or a closed pool): retire it.
         with self._lock:
-            # Retire instances of an old state, and extras beyond `size` (a swap and a
-            # burst of borrowers may both have created one).
-            stale = slot.generation != self._generation
-            if slot in self._slots and (stale or self._current_locked() > self.size):
+            if slot in self._slots:
                 self._slots.remove(slot)
-                retire = True
-        if retire:
-            self._retire([slot])
-        else:
-            slot.lock.release()
-        self._available.release()
+            self._released.notify()
+        self._retire([slot])
 
     def drop(self, slot: _Slot) -> None:
         """Discard a trapped instance (try to rescue its logs first)."""
-        self._drop(slot)
-        self._available.release()
-
-    def _drop(self, slot: _Slot) -> None:
         with self._lock:
             if slot in self._slots:
                 self._slots.remove(slot)
             self._traps += 1
+            self._released.notify()
         self._drain_into_retired(slot.instance)
-        if slot.lock.locked():
-            slot.lock.release()  # so a waiting flush does not block on a dead slot
 
     # -- logs ------------------------------------------------------------------------------
+
+    def _take_for_flush(self, slot: _Slot, wait: bool) -> bool:
+        """Take `slot` out of the idle list (waiting for its borrower when `wait`)."""
+        with self._lock:
+            while True:
+                if slot not in self._slots:
+                    return False  # retired or dropped: its logs went to _retired_logs
+                try:
+                    self._idle.remove(slot)
+                    return True
+                except ValueError:
+                    pass
+                if not wait:
+                    return False
+                self._waiting += 1
+                try:
+                    self._released.wait(0.05)
+                finally:
+                    self._waiting -= 1
 
     def flush_logs(self, *, wait: bool = False, max_assigned_bytes: int = 0) -> list[bytes]:
         """Drain every instance's accumulated logs as serialized WriteFlagLogsRequests.
 
-        Busy instances are skipped unless `wait` (then each is waited for in turn).
+        Busy instances are skipped unless `wait` (then each is waited for in turn). An idle
+        instance is taken out of the idle list while it is drained, so a resolver never
+        waits for a flush: it takes another instance (or creates one, up to `size`).
         """
         with self._lock:
             batches, self._retired_logs = self._retired_logs, []
             slots = list(self._slots)
         for slot in slots:
-            if not slot.lock.acquire(blocking=wait):
+            if not self._take_for_flush(slot, wait):
                 continue
             try:
-                if slot not in self._slots:
-                    continue  # retired meanwhile; its logs went to _retired_logs
                 while True:
                     flushed: FlushedLogs = slot.instance.flush_logs(
                         max_assigned_bytes=max_assigned_bytes
@@ -271,9 +352,7 @@ class ResolverPool:
                         self._slots.remove(slot)
                     self._traps += 1
                 continue
-            finally:
-                if slot.lock.locked():
-                    slot.lock.release()
+            self.release(slot)
         with self._lock:
             batches.extend(self._retired_logs)
             self._retired_logs = []
@@ -292,5 +371,7 @@ class ResolverPool:
     def close(self) -> None:
         with self._lock:
             self._slots.clear()
+            self._idle.clear()
             self._state = None
             self._closed = True
+            self._released.notify_all()

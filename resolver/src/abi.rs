@@ -8,7 +8,7 @@ use crate::proto::abi::{Configure, FlushLogs, ResolveCall, SetState};
 use prost::Message;
 use std::cell::RefCell;
 
-pub const ABI_VERSION: i32 = 1;
+pub const ABI_VERSION: i32 = 2;
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
 
@@ -84,11 +84,17 @@ pub extern "C" fn cr_set_state(len: i32) -> i64 {
     })
 }
 
+/// The answer is JSON (see `Instance::resolve_json`), not a protobuf message: the host
+/// decodes it with one `json.loads`, several times cheaper in Python than a protobuf
+/// `ResolveResult` plus a `json.loads` per value.
 #[no_mangle]
 pub extern "C" fn cr_resolve(len: i32) -> i64 {
     call(len, |inst, input, out| {
         let req: ResolveCall = decode(input, "ResolveCall")?;
-        inst.resolve(&req)?.encode(out).map_err(|e| e.to_string())
+        let mut json = String::with_capacity(256);
+        inst.resolve_json(&req, &mut json)?;
+        out.extend_from_slice(json.as_bytes());
+        Ok(())
     })
 }
 
@@ -116,7 +122,7 @@ mod tests {
 
     #[test]
     fn status_bytes() {
-        assert_eq!(cr_abi_version(), 1);
+        assert_eq!(cr_abi_version(), 2);
         let req = Configure { rng_seed: 5, ..Default::default() }.encode_to_vec();
         write_input(&req);
         let packed = cr_configure(req.len() as i32);

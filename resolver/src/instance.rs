@@ -9,7 +9,10 @@ use crate::proto::abi::{
 };
 use crate::proto::api::ResolveReason;
 use crate::proto::types::flag_schema::StructFlagSchema;
-use crate::resolve::{client_for, resolve, value_json, FlagOutcome, Outcome};
+use crate::json::write_string;
+use crate::proto::api::MaterializationRecord;
+use crate::resolve::{client_for, resolve, FlagOutcome, Outcome};
+use std::fmt::Write as _;
 use crate::rng::Rng;
 use crate::state::State;
 
@@ -73,7 +76,38 @@ impl Instance {
         self.state.is_some()
     }
 
+    /// Resolves `call` as a `ResolveResult` message (tests and tools; the ABI answers with
+    /// the JSON form of `resolve_json`, which carries no flag schema).
     pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, String> {
+        self.resolve_with(call, |state, resolution| {
+            let result = match resolution {
+                Resolution::Suspended(reads) => {
+                    resolve_result::Result::Suspended(Suspended { materializations_to_read: reads })
+                }
+                Resolution::Resolved { flags, writes, resolve_id } => resolve_result::Result::Resolved(Resolved {
+                    flags: flags.iter().map(|f| flag_result(state, f)).collect(),
+                    resolve_id,
+                    materializations_to_write: writes,
+                }),
+            };
+            ResolveResult { result: Some(result) }
+        })
+    }
+
+    /// Resolves `call` and writes the answer as JSON (the `cr_resolve` response, ABI 2):
+    /// `{"r":resolve_id,"f":[[flag,variant,value,reason,should_apply,rule,assignment_id],..],
+    /// "w":[[unit,materialization,rule,variant],..]}` or `{"s":[[unit,materialization,rule,
+    /// variant],..]}` when suspended. `value` is the variant's value object (precomputed at
+    /// state load), `{}` for a client default, `null` without a variant.
+    pub fn resolve_json(&mut self, call: &ResolveCall, out: &mut String) -> Result<(), String> {
+        self.resolve_with(call, |state, resolution| write_resolution(out, state, resolution))
+    }
+
+    fn resolve_with<R>(
+        &mut self,
+        call: &ResolveCall,
+        answer: impl FnOnce(&State, Resolution<'_, '_>) -> R,
+    ) -> Result<R, String> {
         let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
         let client = client_for(state, &call.client_secret)?;
         let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
@@ -85,12 +119,8 @@ impl Instance {
         };
         let outcome = resolve(state, client, &ctx, &call.flags, mode, &call.materializations)?;
         let (flags, writes) = match outcome {
-            Outcome::Suspended { reads } => {
-                // Nothing is logged for a suspended resolve; the host resolves again.
-                return Ok(ResolveResult {
-                    result: Some(resolve_result::Result::Suspended(Suspended { materializations_to_read: reads })),
-                });
-            }
+            // Nothing is logged for a suspended resolve; the host resolves again.
+            Outcome::Suspended { reads } => return Ok(answer(state, Resolution::Suspended(reads))),
             Outcome::Resolved { flags, writes } => (flags, writes),
         };
         let resolve_id = self.rng.resolve_id();
@@ -100,14 +130,7 @@ impl Instance {
                 self.logs.record_apply(&resolve_id, client, &flags, call.now_unix_millis);
             }
         }
-        let results = flags.iter().map(flag_result).collect();
-        Ok(ResolveResult {
-            result: Some(resolve_result::Result::Resolved(Resolved {
-                flags: results,
-                resolve_id,
-                materializations_to_write: writes,
-            })),
-        })
+        Ok(answer(state, Resolution::Resolved { flags: &flags, writes, resolve_id }))
     }
 
     pub fn flush_logs(&mut self, req: FlushLogs) -> FlushLogsResult {
@@ -124,10 +147,73 @@ impl Instance {
     }
 }
 
-fn flag_result(f: &FlagOutcome) -> FlagResult {
+/// A resolve's answer before it is encoded.
+enum Resolution<'a, 's> {
+    Suspended(Vec<MaterializationRecord>),
+    Resolved { flags: &'a [FlagOutcome<'s>], writes: Vec<MaterializationRecord>, resolve_id: String },
+}
+
+fn write_records(out: &mut String, records: &[MaterializationRecord]) {
+    out.push('[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        write_string(out, &r.unit);
+        out.push(',');
+        write_string(out, &r.materialization);
+        out.push(',');
+        write_string(out, &r.rule);
+        out.push(',');
+        write_string(out, &r.variant);
+        out.push(']');
+    }
+    out.push(']');
+}
+
+fn write_resolution(out: &mut String, state: &State, resolution: Resolution<'_, '_>) {
+    match resolution {
+        Resolution::Suspended(reads) => {
+            out.push_str("{\"s\":");
+            write_records(out, &reads);
+            out.push('}');
+        }
+        Resolution::Resolved { flags, writes, resolve_id } => {
+            out.push_str("{\"r\":");
+            write_string(out, &resolve_id);
+            out.push_str(",\"f\":[");
+            for (i, f) in flags.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('[');
+                write_string(out, &f.flag.name);
+                out.push(',');
+                write_string(out, f.variant_name());
+                out.push(',');
+                match f.variant {
+                    Some(v) => out.push_str(&state.variant_json(f.flag, v)),
+                    None if f.reason == ResolveReason::Match => out.push_str("{}"),
+                    None => out.push_str("null"),
+                }
+                let _ = write!(out, ",{},{},", f.reason as i32, f.should_apply() as u8);
+                write_string(out, f.rule_name());
+                out.push(',');
+                write_string(out, &f.assignment_id);
+                out.push(']');
+            }
+            out.push_str("],\"w\":");
+            write_records(out, &writes);
+            out.push('}');
+        }
+    }
+}
+
+fn flag_result(state: &State, f: &FlagOutcome) -> FlagResult {
     let (value_json, flag_schema) = match f.variant {
         Some(v) => (
-            value_json(v.value.as_ref(), f.flag.schema.as_ref()).into_bytes(),
+            state.variant_json(f.flag, v).into_owned().into_bytes(),
             Some(f.flag.schema.clone().unwrap_or_default()),
         ),
         // client default: an empty value and an empty schema

@@ -289,7 +289,20 @@ pub fn format_number(n: f64) -> String {
 
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for ch in s.chars() {
+    // Copy runs of characters that need no escape in one go (the common case is a
+    // plain ASCII name: one push_str).
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let special = b == b'"' || b == b'\\' || b < 0x20 || (b == 0xe2 && bytes[i..].starts_with(&[0xe2, 0x80]) && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
+        if !special {
+            i += 1;
+            continue;
+        }
+        out.push_str(&s[run..i]);
+        let ch = s[i..].chars().next().unwrap_or('\u{0}');
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
@@ -298,12 +311,14 @@ pub fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{8}' => out.push_str("\\b"),
             '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+            c => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
         }
+        i += ch.len_utf8();
+        run = i;
     }
+    out.push_str(&s[run..]);
     out.push('"');
 }
 

@@ -1,7 +1,10 @@
 //! Loading and indexing a `ResolverState` (resolve.md §1).
 use crate::bitset::{Bitset, Bloom};
 use crate::hash::murmur3_x64_128;
+use crate::proto::admin::flag::Variant;
 use crate::proto::admin::{resolver_state, Flag, ResolverState, Segment};
+use crate::resolve::value_json;
+use std::borrow::Cow;
 use crate::proto::iam::client_credential;
 use prost::Message;
 use std::collections::HashMap;
@@ -32,6 +35,9 @@ pub struct State {
     pub secrets: HashMap<String, ClientIdentity>,
     /// (flag name, digest of the flag's serialized bytes), in state order.
     pub digests: Vec<(String, u64)>,
+    /// Each flag's variant values as JSON (schema-backfilled), aligned with `flags` and
+    /// their `variants`: computed once here instead of on every resolve.
+    pub variant_json: Vec<Vec<String>>,
     pub client_count: u32,
 }
 
@@ -60,6 +66,11 @@ impl State {
             flag_index.insert(f.name.clone(), flags.len());
             flags.push(f);
         }
+
+        let variant_json = flags
+            .iter()
+            .map(|f: &Flag| f.variants.iter().map(|v| value_json(v.value.as_ref(), f.schema.as_ref())).collect())
+            .collect();
 
         let mut segments = HashMap::with_capacity(rs.segments_no_bitsets.len());
         for s in rs.segments_no_bitsets {
@@ -124,12 +135,40 @@ impl State {
             blooms,
             secrets,
             digests,
+            variant_json,
             client_count: rs.clients.len() as u32,
         })
     }
 
+    /// A variant's value as JSON, precomputed at load (`flag` and `variant` must belong to
+    /// this state; anything else is computed on the spot).
+    pub fn variant_json<'a>(&'a self, flag: &Flag, variant: &Variant) -> Cow<'a, str> {
+        let found = position(&self.flags, flag)
+            .and_then(|fi| position(&self.flags[fi].variants, variant).map(|vi| (fi, vi)))
+            .and_then(|(fi, vi)| self.variant_json.get(fi).and_then(|v| v.get(vi)));
+        match found {
+            Some(json) => Cow::Borrowed(json.as_str()),
+            None => Cow::Owned(value_json(variant.value.as_ref(), flag.schema.as_ref())),
+        }
+    }
+
     pub fn segment_count(&self) -> u32 {
         self.segments.len() as u32
+    }
+}
+
+/// The index of `item` in `items` when it is one of its elements (by address), in O(1).
+fn position<T>(items: &[T], item: &T) -> Option<usize> {
+    let size = std::mem::size_of::<T>();
+    let base = items.as_ptr() as usize;
+    let addr = item as *const T as usize;
+    if size == 0 || addr < base {
+        return None;
+    }
+    let i = (addr - base) / size;
+    match items.get(i) {
+        Some(x) if std::ptr::eq(x, item) => Some(i),
+        _ => None,
     }
 }
 

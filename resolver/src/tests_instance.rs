@@ -300,3 +300,78 @@ fn semantic_types() {
         assert!(kind(k).is_none(), "{k}");
     }
 }
+
+/// `resolve_json` (the ABI's answer) says what `resolve` says, minus the flag schema.
+#[test]
+fn json_answer_matches_the_message() {
+    use crate::json::parse_value;
+    use crate::value::Value;
+    let mut a = instance(true);
+    let mut b = instance(true);
+    let calls = [
+        call(&["flags/a", "flags/ft", "flags/cd"], r#"{"targeting_key":"u1","country":"SE"}"#, true, 1_000),
+        call(&["flags/a"], r#"{"targeting_key":"u\"2\n","country":"NO"}"#, false, 2_000),
+        call(&["flags/sticky"], r#"{"targeting_key":"u3"}"#, true, 3_000),
+        call(&[], r#"{}"#, true, 4_000),
+    ];
+    for c in &calls {
+        let msg = a.resolve(c).unwrap();
+        let mut json = String::new();
+        b.resolve_json(c, &mut json).unwrap();
+        let doc = match parse_value(json.as_bytes()).unwrap() {
+            Value::Struct(m) => m,
+            other => panic!("not an object: {:?}", other),
+        };
+        let records = |v: &Value| -> Vec<Vec<String>> {
+            match v {
+                Value::List(l) => l
+                    .iter()
+                    .map(|r| match r {
+                        Value::List(f) => f.iter().map(|x| match x { Value::String(s) => s.clone(), _ => panic!() }).collect(),
+                        _ => panic!(),
+                    })
+                    .collect(),
+                _ => panic!(),
+            }
+        };
+        match msg.result.unwrap() {
+            resolve_result::Result::Suspended(s) => {
+                let want: Vec<Vec<String>> = s
+                    .materializations_to_read
+                    .iter()
+                    .map(|r| vec![r.unit.clone(), r.materialization.clone(), r.rule.clone(), r.variant.clone()])
+                    .collect();
+                assert_eq!(records(&doc["s"]), want);
+            }
+            resolve_result::Result::Resolved(r) => {
+                assert_eq!(doc["r"], Value::String(r.resolve_id.clone()));
+                let flags = match &doc["f"] { Value::List(l) => l.clone(), _ => panic!() };
+                assert_eq!(flags.len(), r.flags.len());
+                for (got, want) in flags.iter().zip(&r.flags) {
+                    let got = match got { Value::List(l) => l, _ => panic!() };
+                    assert_eq!(got[0], Value::String(want.flag.clone()));
+                    assert_eq!(got[1], Value::String(want.variant.clone()));
+                    let value = if want.value_json.is_empty() { Value::Null } else { parse_value(&want.value_json).unwrap() };
+                    assert_eq!(got[2], value);
+                    assert_eq!(got[3], Value::Number(want.reason as f64));
+                    assert_eq!(got[4], Value::Number(if want.should_apply { 1.0 } else { 0.0 }));
+                    assert_eq!(got[5], Value::String(want.assignment_origin.clone()));
+                    assert_eq!(got[6], Value::String(want.assignment_id.clone()));
+                }
+                let want: Vec<Vec<String>> = r
+                    .materializations_to_write
+                    .iter()
+                    .map(|w| vec![w.unit.clone(), w.materialization.clone(), w.rule.clone(), w.variant.clone()])
+                    .collect();
+                assert_eq!(records(&doc["w"]), want);
+            }
+        }
+    }
+}
+
+#[test]
+fn json_strings_are_escaped() {
+    let mut out = String::new();
+    crate::json::write_string(&mut out, "a\"b\\c\nd\u{1}e\u{2028}f-é");
+    assert_eq!(out, "\"a\\\"b\\\\c\\nd\\u0001e\\u2028f-é\"");
+}
