@@ -8,6 +8,7 @@ the async twin runs inline on the event loop and awaits async stores natively.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -82,9 +83,14 @@ class FlagResolver:
         store: Any | None = None,
         *,
         write_sink: WriteSink | None = None,
+        native_store: Any | None = None,
     ) -> None:
         self.pool = pool
         self.store: Any = store
+        # An async store bound to one event loop (e.g. the runtime's aiohttp session):
+        # async evaluations on that loop await it directly, with no thread hop; `store` is
+        # its sync face for every other caller.
+        self._native_store = native_store
         self._async_store = store is not None and inspect.iscoroutinefunction(
             getattr(store, "read", None)
         )
@@ -197,7 +203,10 @@ class FlagResolver:
     ) -> tuple[MaterializationRecord, ...]:
         ops = read_ops(reads)
         try:
-            if self._async_store:
+            native = self._native_for_this_loop()
+            if native is not None:
+                results = await native.read(ops)
+            elif self._async_store:
                 results = await self.store.read(ops)
             else:
                 results = await anyio.to_thread.run_sync(self.store.read, ops)
@@ -219,6 +228,17 @@ class FlagResolver:
             raise MaterializationError(f"failed to write materializations: {exc}") from exc
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _native_for_this_loop(self) -> Any | None:
+        native = self._native_store
+        if native is None:
+            return None
+        loop = getattr(native, "loop", None)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return native.store if loop is running else None
 
     def _initial_mode(self, request: ResolveRequest) -> MaterializationMode:
         if request.materialization_mode == MaterializationMode.COMPLETE:

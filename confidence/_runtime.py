@@ -307,10 +307,12 @@ class Runtime:
                 writes = MaterializationWriteQueue(store)
             from confidence._resolve import FlagResolver
 
+            sync_face = self._sync_face(store)
             self.resolver = FlagResolver(
                 self._pool,
-                self._sync_face(store),
+                sync_face,
                 write_sink=writes.enqueue if writes is not None else None,
+                native_store=sync_face if sync_face is not store else None,
             )
             if settings.send_logs and session is not None:
                 from confidence._log_sender import LogSender

@@ -5,8 +5,8 @@ OpenFeature SDK's sync client, i.e. most evaluations) would fail. This adapter g
 async store a *sync* face whose calls run on the runtime's event loop:
 
 - a sync evaluation on any non-loop thread submits the coroutine to the loop and waits;
-- an async evaluation reaches it through `FlagResolver`'s worker-thread path, which does
-  the same (a thread hop of tens of µs next to a network round trip of milliseconds);
+- an async evaluation on the runtime's own loop awaits the store directly (no thread
+  hop); on any other loop it goes through the same sync face in a worker thread;
 - a sync evaluation *on* the loop thread cannot wait for its own loop: it fails with a
   clear message instead of deadlocking.
 """
@@ -35,6 +35,15 @@ class LoopBoundStore:
 
     def __repr__(self) -> str:
         return f"LoopBoundStore({self._store!r})"
+
+    @property
+    def store(self) -> Any:
+        """The async store itself (awaited directly by evaluations on `loop`)."""
+        return self._store
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
 
     def read(self, ops: list[ReadOp]) -> list[ReadResult]:
         result: list[ReadResult] = self._run(self._store.read(ops))

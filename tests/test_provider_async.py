@@ -3,6 +3,7 @@ initialize() on the loop thread, materialization stores."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -261,3 +262,30 @@ async def test_cancelled_owner_still_flushes_logs(emulator: ConfidenceEmulator) 
     assert scope.cancelled_caught
     assert emulator.exposure_count("feature") == 1
     assert not provider.is_ready
+
+
+async def test_async_store_is_awaited_on_the_loop_without_a_thread_hop(
+    emulator: ConfidenceEmulator,
+) -> None:
+    """An AsyncMaterializationStore is awaited natively by async evaluations (issue #4)."""
+
+    class RecordingAsyncStore:
+        def __init__(self) -> None:
+            self.inner = InMemoryMaterializationStore()
+            self.read_tasks: list[object] = []
+
+        async def read(self, ops: Any) -> Any:
+            # The evaluating task itself awaits us: no worker thread, no bridged task.
+            self.read_tasks.append(asyncio.current_task())
+            return self.inner.read(ops)
+
+        async def write(self, ops: Any) -> None:
+            self.inner.write(ops)
+
+    store = RecordingAsyncStore()
+    ctx = EvaluationContext("native-unit")
+    async with make_provider(emulator, materialization_store=store) as provider:
+        details = await provider.resolve_boolean_details_async("sticky.enabled", False, ctx)
+        assert details.value is True and details.error_code is None
+    assert store.read_tasks and set(store.read_tasks) == {asyncio.current_task()}
+    assert store.inner.snapshot()  # the sticky write reached the store
