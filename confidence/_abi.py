@@ -134,6 +134,10 @@ class FlushedLogs:
     write_flag_logs_request: bytes  # serialized WriteFlagLogsRequest (b"" when nothing)
     more_pending: bool
     flag_assigned_count: int
+    # Exposures the instance dropped since the previous flush because its pending queue was
+    # full (FlagAssigned events, applied flags): the host reports them as lost.
+    dropped_flag_assigned: int = 0
+    dropped_applied_flags: int = 0
 
 
 def _sdk(version: str) -> api_pb2.Sdk:
@@ -214,6 +218,7 @@ class ResolverInstance:
         enable_apply_dedup: bool = True,
         disable_exposure_collection: bool = False,
         memory_limit: int | None = None,
+        max_pending_exposure_bytes: int = 0,
     ) -> None:
         self._wasm: WasmInstance = (
             compiled.instantiate()
@@ -232,6 +237,7 @@ class ResolverInstance:
             sdk=_sdk(sdk_version),
             enable_apply_dedup=enable_apply_dedup,
             disable_exposure_collection=disable_exposure_collection,
+            max_pending_assigned_bytes=max_pending_exposure_bytes,  # 0 = the guest's default
         )
         result = abi_pb2.ConfigureResult.FromString(
             self._call(Export.CONFIGURE, configure.SerializeToString())
@@ -316,6 +322,8 @@ class ResolverInstance:
             write_flag_logs_request=result.write_flag_logs_request,
             more_pending=result.more_pending,
             flag_assigned_count=result.flag_assigned_count,
+            dropped_flag_assigned=result.dropped_flag_assigned,
+            dropped_applied_flags=result.dropped_applied_flags,
         )
 
     def memory_size(self) -> int:

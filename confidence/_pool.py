@@ -74,6 +74,7 @@ class ResolverPool:
         cache_dir: Path | None = None,
         compiled: CompiledResolver | None = None,
         memory_limit: int | None = None,
+        max_pending_exposure_bytes: int = 0,
     ) -> None:
         self.size = default_pool_size() if size is None else max(1, size)
         self._compiled = (
@@ -84,6 +85,7 @@ class ResolverPool:
             "enable_apply_dedup": enable_apply_dedup,
             "disable_exposure_collection": disable_exposure_collection,
             "memory_limit": memory_limit,
+            "max_pending_exposure_bytes": max_pending_exposure_bytes,
         }
         self._lock = threading.Lock()  # guards the slot list, counters and the state
         self._released = threading.Condition(self._lock)  # an instance came back
@@ -95,6 +97,9 @@ class ResolverPool:
         self._generation = 0
         self._swap_lock = threading.Lock()  # one swap at a time
         self._retired_logs: list[bytes] = []  # drained from retired/trapped instances
+        # Exposures instances dropped (pending queue full): FlagAssigned events, applied
+        # flags; taken by the log flush, which reports them.
+        self._dropped_exposures = (0, 0)
         self._traps = 0
         self._retired = 0
         self._closed = False
@@ -176,6 +181,7 @@ class ResolverPool:
         try:
             while True:
                 flushed = instance.flush_logs()
+                self._count_dropped(flushed)
                 if flushed.write_flag_logs_request:
                     with self._lock:
                         self._retired_logs.append(flushed.write_flag_logs_request)
@@ -342,6 +348,7 @@ class ResolverPool:
                     flushed: FlushedLogs = slot.instance.flush_logs(
                         max_assigned_bytes=max_assigned_bytes
                     )
+                    self._count_dropped(flushed)
                     if flushed.write_flag_logs_request:
                         batches.append(flushed.write_flag_logs_request)
                     if not flushed.more_pending:
@@ -357,6 +364,22 @@ class ResolverPool:
             batches.extend(self._retired_logs)
             self._retired_logs = []
         return batches
+
+    def _count_dropped(self, flushed: FlushedLogs) -> None:
+        if flushed.dropped_flag_assigned or flushed.dropped_applied_flags:
+            with self._lock:
+                events, flags = self._dropped_exposures
+                self._dropped_exposures = (
+                    events + flushed.dropped_flag_assigned,
+                    flags + flushed.dropped_applied_flags,
+                )
+
+    def take_dropped_exposures(self) -> tuple[int, int]:
+        """(FlagAssigned events, applied flags) that instances dropped because their pending
+        queue was full, since the previous call."""
+        with self._lock:
+            dropped, self._dropped_exposures = self._dropped_exposures, (0, 0)
+        return dropped
 
     def stats(self) -> PoolStats:
         with self._lock:

@@ -56,6 +56,7 @@ impl Instance {
             enable_apply_dedup: req.enable_apply_dedup,
             disable_exposure_collection: req.disable_exposure_collection,
         };
+        self.logs.set_pending_cap(req.max_pending_assigned_bytes as usize);
         ConfigureResult { resolver_version: crate::RESOLVER_VERSION.to_string() }
     }
 
@@ -139,6 +140,8 @@ impl Instance {
             write_flag_logs_request: d.request,
             more_pending: d.more_pending,
             flag_assigned_count: d.flag_assigned_count,
+            dropped_flag_assigned: d.dropped.flag_assigned,
+            dropped_applied_flags: d.dropped.applied_flags,
         }
     }
 

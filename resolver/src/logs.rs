@@ -23,7 +23,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 pub const MAX_SCHEMAS_PER_CREDENTIAL: usize = 50;
 pub const DEDUP_WINDOW_MS: i64 = 120_000;
 pub const DEDUP_CAPACITY: usize = 100_000;
-/// Exposures kept while the host does not drain (beyond this, new ones are dropped).
+/// Exposures kept while the host does not drain (beyond this, new ones are dropped and
+/// counted: the host reports the count, so a drop is never silent).
 pub const MAX_PENDING_ASSIGNED_BYTES: usize = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------
@@ -226,9 +227,19 @@ pub struct Logs {
     dedup: HashMap<u128, i64>,
     counters: DedupCounters,
     rates: BTreeMap<i32, u32>,
-    dropped_assigned: u64,
+    /// what the pending cap refused since the last drain: events and the flags they held
+    dropped: Dropped,
+    /// the pending cap (MAX_PENDING_ASSIGNED_BYTES; lowered by tests)
+    pending_cap: usize,
     /// reusable buffer for schema fingerprints
     scratch: Vec<u8>,
+}
+
+/// Exposures refused by the pending cap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub flag_assigned: u64,
+    pub applied_flags: u64,
 }
 
 /// One drained batch.
@@ -238,6 +249,8 @@ pub struct Drained {
     pub request: Vec<u8>,
     pub more_pending: bool,
     pub flag_assigned_count: u32,
+    /// Dropped by the pending cap since the previous drain (reported once).
+    pub dropped: Dropped,
 }
 
 /// `map.entry(key.to_string()).or_default()` without allocating when the key exists.
@@ -274,7 +287,12 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 impl Logs {
     pub fn new(config: LogConfig) -> Self {
-        Logs { config, ..Default::default() }
+        Logs { config, pending_cap: MAX_PENDING_ASSIGNED_BYTES, ..Default::default() }
+    }
+
+    /// Caps the bytes of exposures kept between drains (0 = MAX_PENDING_ASSIGNED_BYTES).
+    pub fn set_pending_cap(&mut self, bytes: usize) {
+        self.pending_cap = if bytes == 0 { MAX_PENDING_ASSIGNED_BYTES } else { bytes };
     }
 
     /// Resolve info for one resolve (applied or not).
@@ -339,8 +357,11 @@ impl Logs {
             flags: applied,
         };
         let bytes = event.encode_to_vec();
-        if self.pending_bytes + bytes.len() > MAX_PENDING_ASSIGNED_BYTES {
-            self.dropped_assigned += 1;
+        if self.pending_bytes + bytes.len() > self.pending_cap {
+            // The host stopped draining (or cannot keep up): memory stays bounded, and the
+            // loss is counted for the host to report.
+            self.dropped.flag_assigned += 1;
+            self.dropped.applied_flags += event.flags.len() as u64;
             return;
         }
         self.pending_bytes += bytes.len();
@@ -424,6 +445,7 @@ impl Logs {
         }
         let rates = std::mem::take(&mut self.rates);
         let counters = std::mem::take(&mut self.counters);
+        let dropped = std::mem::take(&mut self.dropped);
 
         // exposures, bounded
         let mut assigned: Vec<Vec<u8>> = Vec::new();
@@ -446,7 +468,12 @@ impl Logs {
             && rates.is_empty()
             && counters == DedupCounters::default();
         if nothing {
-            return Drained { request: Vec::new(), more_pending: !self.pending.is_empty(), flag_assigned_count: 0 };
+            return Drained {
+                request: Vec::new(),
+                more_pending: !self.pending.is_empty(),
+                flag_assigned_count: 0,
+                dropped,
+            };
         }
         req.telemetry_data = Some(TelemetryData {
             sdk: self.config.sdk.clone(),
@@ -470,7 +497,12 @@ impl Logs {
             put_varint(&mut out, a.len() as u64);
             out.extend_from_slice(a);
         }
-        Drained { request: out, more_pending: !self.pending.is_empty(), flag_assigned_count: assigned.len() as u32 }
+        Drained {
+            request: out,
+            more_pending: !self.pending.is_empty(),
+            flag_assigned_count: assigned.len() as u32,
+            dropped,
+        }
     }
 }
 
@@ -533,6 +565,52 @@ mod tests {
         assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS));
         assert_eq!(logs.dedup_size(), 1);
         assert!(logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS + 1));
+    }
+
+    #[test]
+    fn pending_cap_drops_are_counted_and_reported_once() {
+        use crate::resolve::{FlagOutcome, Fallthrough};
+        let flag = crate::testutil::flag("flags/f", vec![], vec![]);
+        let client = ClientIdentity {
+            account: "accounts/a".into(),
+            client: "clients/c".into(),
+            credential: "clients/c/credentials/k".into(),
+            environments: vec![],
+        };
+        let outcome = |unit: &str| FlagOutcome {
+            flag: &flag,
+            reason: ResolveReason::NoSegmentMatch,
+            variant: None,
+            rule: None,
+            assignment_id: String::new(),
+            unit: Some(unit.to_string()),
+            selector: String::new(),
+            fallthroughs: vec![Fallthrough {
+                rule: "flags/f/rules/r".into(),
+                assignment_id: "a".into(),
+                unit: unit.to_string(),
+                selector: String::new(),
+            }],
+            deferred: false,
+        };
+        let mut logs = Logs::new(LogConfig::default());
+        logs.pending_cap = 1000;
+        let mut kept = 0;
+        for k in 0..100 {
+            let flags = [outcome(&format!("u{k}")), outcome(&format!("v{k}"))];
+            logs.record_apply(&format!("r{k}"), &client, &flags, 0);
+            kept = logs.pending_assigned();
+        }
+        assert!(kept > 0 && kept < 100);
+        let d = logs.drain(0, 0, 0);
+        assert_eq!(d.flag_assigned_count as usize, kept);
+        assert_eq!(d.dropped, Dropped { flag_assigned: (100 - kept) as u64, applied_flags: 2 * (100 - kept) as u64 });
+        assert_eq!(logs.drain(0, 0, 0).dropped, Dropped::default(), "reported once");
+        // a drop with nothing else pending is still reported
+        logs.pending_cap = 0;
+        logs.record_apply("r", &client, &[outcome("w")], 0);
+        let d = logs.drain(0, 0, 0);
+        assert_eq!(d.dropped, Dropped { flag_assigned: 1, applied_flags: 1 });
     }
 
     #[test]

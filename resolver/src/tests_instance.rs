@@ -40,7 +40,7 @@ fn sdk() -> Sdk {
 
 fn instance(dedup: bool) -> Instance {
     let mut i = Instance::new();
-    let r = i.configure(Configure { rng_seed: 99, sdk: Some(sdk()), enable_apply_dedup: dedup, disable_exposure_collection: false });
+    let r = i.configure(Configure { rng_seed: 99, sdk: Some(sdk()), enable_apply_dedup: dedup, ..Default::default() });
     assert_eq!(r.resolver_version, crate::RESOLVER_VERSION);
     i.set_state(SetState { state: state_bytes(), account_id: "acc".into() }).unwrap();
     i
@@ -244,13 +244,31 @@ fn apply_dedup_window() {
 #[test]
 fn exposure_collection_can_be_disabled() {
     let mut i = instance(false);
-    i.configure(Configure { rng_seed: 1, sdk: None, enable_apply_dedup: false, disable_exposure_collection: true });
+    i.configure(Configure { rng_seed: 1, sdk: None, enable_apply_dedup: false, disable_exposure_collection: true, ..Default::default() });
     resolved(&mut i, &call(&["flags/a"], r#"{"country":"SE"}"#, true, 0));
     let (req, _, n) = flush(&mut i, 0, 0);
     assert_eq!(n, 0);
     let req = req.unwrap();
     assert!(req.flag_assigned.is_empty());
     assert_eq!(req.flag_resolve_info.len(), 1);
+}
+
+#[test]
+fn pending_cap_drops_are_reported_by_the_flush() {
+    let mut i = instance(false);
+    i.configure(Configure { rng_seed: 1, sdk: Some(sdk()), max_pending_assigned_bytes: 600, ..Default::default() });
+    for k in 0..20 {
+        resolved(&mut i, &call(&["flags/a"], &format!(r#"{{"targeting_key":"u{k}","country":"SE"}}"#), true, 0));
+    }
+    let r = i.flush_logs(FlushLogs { now_unix_millis: 0, max_assigned_bytes: 0 });
+    assert!(r.flag_assigned_count > 0);
+    assert_eq!(r.flag_assigned_count as u64 + r.dropped_flag_assigned, 20);
+    assert_eq!(r.dropped_applied_flags, r.dropped_flag_assigned, "one flag per resolve");
+    let req = WriteFlagLogsRequest::decode(r.write_flag_logs_request.as_slice()).unwrap();
+    let resolves: i64 = req.flag_resolve_info[0].variant_resolve_info.iter().map(|v| v.count).sum();
+    assert_eq!(resolves, 20, "resolve counts are never capped");
+    let again = i.flush_logs(FlushLogs { now_unix_millis: 0, max_assigned_bytes: 0 });
+    assert_eq!((again.dropped_flag_assigned, again.dropped_applied_flags), (0, 0), "reported once");
 }
 
 #[test]

@@ -19,37 +19,37 @@ except AttributeError:
 from confidence._proto.confidence.flags.types.v1 import types_pb2 as confidence_dot_flags_dot_types_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onfidence/wasm/v1/abi.proto\x12\x12\x63onfidence.wasm.v1\x1a&confidence/flags/resolver/v1/api.proto\x1a%confidence/flags/types/v1/types.proto\"\x8e\x01\n\tConfigure\x12\x10\n\x08rng_seed\x18\x01 \x01(\x04\x12.\n\x03sdk\x18\x02 \x01(\x0b\x32!.confidence.flags.resolver.v1.Sdk\x12\x1a\n\x12\x65nable_apply_dedup\x18\x03 \x01(\x08\x12#\n\x1b\x64isable_exposure_collection\x18\x04 \x01(\x08\"+\n\x0f\x43onfigureResult\x12\x18\n\x10resolver_version\x18\x01 \x01(\t\"-\n\x08SetState\x12\r\n\x05state\x18\x01 \x01(\x0c\x12\x12\n\naccount_id\x18\x02 \x01(\t\"l\n\x0eSetStateResult\x12-\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x1e.confidence.wasm.v1.FlagDigest\x12\x15\n\rsegment_count\x18\x02 \x01(\r\x12\x14\n\x0c\x63lient_count\x18\x03 \x01(\r\"*\n\nFlagDigest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\"\x9d\x02\n\x0bResolveCall\x12\r\n\x05\x66lags\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\x0c\x12\x15\n\rclient_secret\x18\x03 \x01(\t\x12\r\n\x05\x61pply\x18\x04 \x01(\x08\x12\x17\n\x0fnow_unix_millis\x18\x05 \x01(\x03\x12\x45\n\x14materialization_mode\x18\x06 \x01(\x0e\x32\'.confidence.wasm.v1.MaterializationMode\x12M\n\x10materializations\x18\x07 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\x12\x14\n\x0cskip_logging\x18\x08 \x01(\x08\"\x7f\n\rResolveResult\x12\x30\n\x08resolved\x18\x01 \x01(\x0b\x32\x1c.confidence.wasm.v1.ResolvedH\x00\x12\x32\n\tsuspended\x18\x02 \x01(\x0b\x32\x1d.confidence.wasm.v1.SuspendedH\x00\x42\x08\n\x06result\"\xa5\x01\n\x08Resolved\x12-\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x1e.confidence.wasm.v1.FlagResult\x12\x12\n\nresolve_id\x18\x02 \x01(\t\x12V\n\x19materializations_to_write\x18\x03 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\"b\n\tSuspended\x12U\n\x18materializations_to_read\x18\x01 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\"\x91\x02\n\nFlagResult\x12\x0c\n\x04\x66lag\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x03 \x01(\x0c\x12;\n\x06reason\x18\x04 \x01(\x0e\x32+.confidence.flags.resolver.v1.ResolveReason\x12\x14\n\x0cshould_apply\x18\x05 \x01(\x08\x12\x19\n\x11\x61ssignment_origin\x18\x06 \x01(\t\x12\x15\n\rassignment_id\x18\x07 \x01(\t\x12K\n\x0b\x66lag_schema\x18\x08 \x01(\x0b\x32\x36.confidence.flags.types.v1.FlagSchema.StructFlagSchema\"@\n\tFlushLogs\x12\x17\n\x0fnow_unix_millis\x18\x01 \x01(\x03\x12\x1a\n\x12max_assigned_bytes\x18\x02 \x01(\r\"e\n\x0f\x46lushLogsResult\x12\x1f\n\x17write_flag_logs_request\x18\x01 \x01(\x0c\x12\x14\n\x0cmore_pending\x18\x02 \x01(\x08\x12\x1b\n\x13\x66lag_assigned_count\x18\x03 \x01(\r*\x82\x01\n\x13MaterializationMode\x12$\n MATERIALIZATION_MODE_UNSUPPORTED\x10\x00\x12\"\n\x1eMATERIALIZATION_MODE_DISCOVERY\x10\x01\x12!\n\x1dMATERIALIZATION_MODE_COMPLETE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63onfidence/wasm/v1/abi.proto\x12\x12\x63onfidence.wasm.v1\x1a&confidence/flags/resolver/v1/api.proto\x1a%confidence/flags/types/v1/types.proto\"\xb2\x01\n\tConfigure\x12\x10\n\x08rng_seed\x18\x01 \x01(\x04\x12.\n\x03sdk\x18\x02 \x01(\x0b\x32!.confidence.flags.resolver.v1.Sdk\x12\x1a\n\x12\x65nable_apply_dedup\x18\x03 \x01(\x08\x12#\n\x1b\x64isable_exposure_collection\x18\x04 \x01(\x08\x12\"\n\x1amax_pending_assigned_bytes\x18\x05 \x01(\r\"+\n\x0f\x43onfigureResult\x12\x18\n\x10resolver_version\x18\x01 \x01(\t\"-\n\x08SetState\x12\r\n\x05state\x18\x01 \x01(\x0c\x12\x12\n\naccount_id\x18\x02 \x01(\t\"l\n\x0eSetStateResult\x12-\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x1e.confidence.wasm.v1.FlagDigest\x12\x15\n\rsegment_count\x18\x02 \x01(\r\x12\x14\n\x0c\x63lient_count\x18\x03 \x01(\r\"*\n\nFlagDigest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x06\"\x9d\x02\n\x0bResolveCall\x12\r\n\x05\x66lags\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_json\x18\x02 \x01(\x0c\x12\x15\n\rclient_secret\x18\x03 \x01(\t\x12\r\n\x05\x61pply\x18\x04 \x01(\x08\x12\x17\n\x0fnow_unix_millis\x18\x05 \x01(\x03\x12\x45\n\x14materialization_mode\x18\x06 \x01(\x0e\x32\'.confidence.wasm.v1.MaterializationMode\x12M\n\x10materializations\x18\x07 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\x12\x14\n\x0cskip_logging\x18\x08 \x01(\x08\"\x7f\n\rResolveResult\x12\x30\n\x08resolved\x18\x01 \x01(\x0b\x32\x1c.confidence.wasm.v1.ResolvedH\x00\x12\x32\n\tsuspended\x18\x02 \x01(\x0b\x32\x1d.confidence.wasm.v1.SuspendedH\x00\x42\x08\n\x06result\"\xa5\x01\n\x08Resolved\x12-\n\x05\x66lags\x18\x01 \x03(\x0b\x32\x1e.confidence.wasm.v1.FlagResult\x12\x12\n\nresolve_id\x18\x02 \x01(\t\x12V\n\x19materializations_to_write\x18\x03 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\"b\n\tSuspended\x12U\n\x18materializations_to_read\x18\x01 \x03(\x0b\x32\x33.confidence.flags.resolver.v1.MaterializationRecord\"\x91\x02\n\nFlagResult\x12\x0c\n\x04\x66lag\x18\x01 \x01(\t\x12\x0f\n\x07variant\x18\x02 \x01(\t\x12\x12\n\nvalue_json\x18\x03 \x01(\x0c\x12;\n\x06reason\x18\x04 \x01(\x0e\x32+.confidence.flags.resolver.v1.ResolveReason\x12\x14\n\x0cshould_apply\x18\x05 \x01(\x08\x12\x19\n\x11\x61ssignment_origin\x18\x06 \x01(\t\x12\x15\n\rassignment_id\x18\x07 \x01(\t\x12K\n\x0b\x66lag_schema\x18\x08 \x01(\x0b\x32\x36.confidence.flags.types.v1.FlagSchema.StructFlagSchema\"@\n\tFlushLogs\x12\x17\n\x0fnow_unix_millis\x18\x01 \x01(\x03\x12\x1a\n\x12max_assigned_bytes\x18\x02 \x01(\r\"\xa3\x01\n\x0f\x46lushLogsResult\x12\x1f\n\x17write_flag_logs_request\x18\x01 \x01(\x0c\x12\x14\n\x0cmore_pending\x18\x02 \x01(\x08\x12\x1b\n\x13\x66lag_assigned_count\x18\x03 \x01(\r\x12\x1d\n\x15\x64ropped_flag_assigned\x18\x04 \x01(\x04\x12\x1d\n\x15\x64ropped_applied_flags\x18\x05 \x01(\x04*\x82\x01\n\x13MaterializationMode\x12$\n MATERIALIZATION_MODE_UNSUPPORTED\x10\x00\x12\"\n\x1eMATERIALIZATION_MODE_DISCOVERY\x10\x01\x12!\n\x1dMATERIALIZATION_MODE_COMPLETE\x10\x02\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'confidence.wasm.v1.abi_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
-  _MATERIALIZATIONMODE._serialized_start=1653
-  _MATERIALIZATIONMODE._serialized_end=1783
+  _MATERIALIZATIONMODE._serialized_start=1752
+  _MATERIALIZATIONMODE._serialized_end=1882
   _CONFIGURE._serialized_start=132
-  _CONFIGURE._serialized_end=274
-  _CONFIGURERESULT._serialized_start=276
-  _CONFIGURERESULT._serialized_end=319
-  _SETSTATE._serialized_start=321
-  _SETSTATE._serialized_end=366
-  _SETSTATERESULT._serialized_start=368
-  _SETSTATERESULT._serialized_end=476
-  _FLAGDIGEST._serialized_start=478
-  _FLAGDIGEST._serialized_end=520
-  _RESOLVECALL._serialized_start=523
-  _RESOLVECALL._serialized_end=808
-  _RESOLVERESULT._serialized_start=810
-  _RESOLVERESULT._serialized_end=937
-  _RESOLVED._serialized_start=940
-  _RESOLVED._serialized_end=1105
-  _SUSPENDED._serialized_start=1107
-  _SUSPENDED._serialized_end=1205
-  _FLAGRESULT._serialized_start=1208
-  _FLAGRESULT._serialized_end=1481
-  _FLUSHLOGS._serialized_start=1483
-  _FLUSHLOGS._serialized_end=1547
-  _FLUSHLOGSRESULT._serialized_start=1549
-  _FLUSHLOGSRESULT._serialized_end=1650
+  _CONFIGURE._serialized_end=310
+  _CONFIGURERESULT._serialized_start=312
+  _CONFIGURERESULT._serialized_end=355
+  _SETSTATE._serialized_start=357
+  _SETSTATE._serialized_end=402
+  _SETSTATERESULT._serialized_start=404
+  _SETSTATERESULT._serialized_end=512
+  _FLAGDIGEST._serialized_start=514
+  _FLAGDIGEST._serialized_end=556
+  _RESOLVECALL._serialized_start=559
+  _RESOLVECALL._serialized_end=844
+  _RESOLVERESULT._serialized_start=846
+  _RESOLVERESULT._serialized_end=973
+  _RESOLVED._serialized_start=976
+  _RESOLVED._serialized_end=1141
+  _SUSPENDED._serialized_start=1143
+  _SUSPENDED._serialized_end=1241
+  _FLAGRESULT._serialized_start=1244
+  _FLAGRESULT._serialized_end=1517
+  _FLUSHLOGS._serialized_start=1519
+  _FLUSHLOGS._serialized_end=1583
+  _FLUSHLOGSRESULT._serialized_start=1586
+  _FLUSHLOGSRESULT._serialized_end=1749
 # @@protoc_insertion_point(module_scope)
