@@ -1,0 +1,662 @@
+"""Side-by-side benchmark: our provider vs the official one (0.15.3) vs OpenFeature's
+InMemoryProvider (the floor), on this machine, in one invocation (`nox -s bench`).
+
+Every contender runs in its own process (`bench/worker.py`), the official one in its own
+virtualenv (`bench/.venv-official`, created here on first use) because it installs a
+package also named `confidence`. All of them talk to one `ConfidenceEmulator` on 127.0.0.1
+serving the real state (`../shared/data/resolver_state_current.pb`, account
+`confidence-test`) plus one large object flag (bench/state.py); the official provider's
+flag logs go to a loopback gRPC sink (bench/grpc_sink.py). Nothing leaves the machine.
+
+Measurements alternate between contenders in chunks, so a noisy neighbour hits all of
+them alike; only ratios measured within one repeat are compared. The whole set is repeated
+(3 times by default) and the spread of each ratio is reported.
+
+Output: a table on stdout, `bench/results/latest.json`, and the table in bench/README.md
+(between the `bench-table` markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+HERE: Final = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import state as bench_state  # noqa: E402  (bench/state.py)
+
+from confidence.testing.emulator import ConfidenceEmulator, Route  # noqa: E402
+
+OFFICIAL_VERSION: Final = "0.15.3"
+OFFICIAL_VENV: Final = HERE / ".venv-official"
+OFFICIAL_PY: Final = OFFICIAL_VENV / "bin" / "python"
+RESULTS: Final = HERE / "results"
+README: Final = HERE / "README.md"
+TABLE_START: Final = "<!-- bench-table:start -->"
+TABLE_END: Final = "<!-- bench-table:end -->"
+CONTENDERS: Final = ("ours", "official", "floor")
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def ensure_official_venv() -> None:
+    """bench/.venv-official with confidence-openfeature-provider==0.15.3 (pip, PyPI)."""
+    if OFFICIAL_PY.exists():
+        probe = subprocess.run(
+            [str(OFFICIAL_PY), "-c", "import confidence; print(confidence.__version__)"],
+            capture_output=True,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
+        if probe.stdout.strip() == OFFICIAL_VERSION:
+            return
+        shutil.rmtree(OFFICIAL_VENV)
+    print(f"creating {OFFICIAL_VENV} (confidence-openfeature-provider=={OFFICIAL_VERSION})")
+    subprocess.run([sys.executable, "-m", "venv", str(OFFICIAL_VENV)], check=True)
+    subprocess.run(
+        [
+            str(OFFICIAL_PY),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            f"confidence-openfeature-provider=={OFFICIAL_VERSION}",
+        ],
+        check=True,
+    )
+
+
+def python_for(contender: str) -> str:
+    return str(OFFICIAL_PY) if contender == "official" else sys.executable
+
+
+@dataclass
+class Setup:
+    emulator: ConfidenceEmulator
+    grpc_target: str
+    secret: str
+    key: str
+    large_value: str
+    state_a: bytes
+    state_b: bytes
+
+    def args(self, contender: str) -> list[str]:
+        args = [
+            "--contender",
+            contender,
+            "--base-url",
+            self.emulator.base_url,
+            "--grpc-target",
+            self.grpc_target,
+            "--secret",
+            self.secret,
+            "--key",
+            self.key,
+        ]
+        if contender == "floor":
+            args += ["--large-value", self.large_value]
+        return args
+
+
+@contextlib.contextmanager
+def grpc_sink() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [str(OFFICIAL_PY), str(HERE / "grpc_sink.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().split()
+        if not line or line[0] != "PORT":
+            raise RuntimeError("grpc sink did not start")
+        yield f"127.0.0.1:{line[1]}"
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class Worker:
+    """A contender process; `ask` sends one command and waits for its answer."""
+
+    def __init__(
+        self,
+        setup: Setup,
+        contender: str,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.contender = contender
+        self.proc = subprocess.Popen(
+            [python_for(contender), str(HERE / "worker.py"), *setup.args(contender), *extra],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),  # never import the repo's `confidence` by accident
+            env=env,
+        )
+        self.status = self._read()
+
+    def _read(self) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.contender} worker exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, **cmd: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write('{"cmd": "quit"}\n')
+            self.proc.stdin.flush()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def summarize(samples_ns: list[int]) -> dict[str, float]:
+    s = sorted(samples_ns)
+    n = len(s)
+    us = 1e-3
+    return {
+        "n": n,
+        "min_us": s[0] * us,
+        "median_us": s[n // 2] * us,
+        "p99_us": s[min(n - 1, int(n * 0.99))] * us,
+        "mean_us": statistics.fmean(s) * us,
+    }
+
+
+# -- one repeat -------------------------------------------------------------------------------
+
+#: figure -> (contenders, calls per contender, chunks)
+LATENCY_FIGURES: Final = {
+    "provider_sync": (("ours", "official", "floor"), 20_000, 4),
+    "client_sync": (("ours", "official", "floor"), 10_000, 2),
+    "client_async": (("ours", "official", "floor"), 10_000, 2),
+    "object": (("ours", "official", "floor"), 5_000, 2),
+}
+
+
+@dataclass
+class Repeat:
+    index: int
+    latency: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    throughput: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    startup: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    background: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    rss_loaded_kb: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+
+def rotate(seq: Sequence[str], k: int) -> list[str]:
+    k %= len(seq)
+    return list(seq[k:]) + list(seq[:k])
+
+
+def run_steady(setup: Setup, rep: Repeat, scale: float) -> None:
+    workers = {c: Worker(setup, c) for c in CONTENDERS}
+    try:
+        for c, w in workers.items():
+            rep.checks[c] = w.ask(cmd="check")
+        for figure, (who, n, chunks) in LATENCY_FIGURES.items():
+            n = max(1000, int(n * scale))
+            got: dict[str, list[int]] = {c: [] for c in who}
+            for chunk in range(chunks):
+                for c in rotate(who, chunk + rep.index):
+                    got[c] += workers[c].ask(
+                        cmd="latency", figure=figure, n=n // chunks, keys="cycle"
+                    )["samples"]
+            rep.latency[figure] = {c: summarize(s) for c, s in got.items()}
+            print(
+                f"  {figure:<14} "
+                + "  ".join(
+                    f"{c} {rep.latency[figure][c]['median_us']:.1f}"
+                    f"/{rep.latency[figure][c]['p99_us']:.1f}us"
+                    for c in who
+                ),
+                flush=True,
+            )
+        seconds = max(0.5, 2.0 * scale)
+        for figure in ("provider_sync", "client_sync"):
+            res: dict[str, dict[str, float]] = {}
+            for c in rotate(CONTENDERS, rep.index):
+                for threads in (1, 2, 1, 2):
+                    r = workers[c].ask(
+                        cmd="throughput", figure=figure, threads=threads, seconds=seconds / 2
+                    )
+                    key = f"t{threads}"
+                    prev = res.setdefault(c, {})
+                    prev[key] = prev.get(key, 0.0) + r["per_s"] / 2
+            for c in res:
+                res[c]["scaling"] = res[c]["t2"] / res[c]["t1"]
+            rep.throughput[figure] = res
+            print(
+                f"  throughput {figure}: "
+                + "  ".join(f"{c} {v['t1']:.0f}/s -> x{v['scaling']:.2f}" for c, v in res.items()),
+                flush=True,
+            )
+        for c, w in workers.items():
+            rep.rss_loaded_kb[c] = w.ask(cmd="rss")["rss_kb"]
+    finally:
+        for w in workers.values():
+            w.close()
+
+
+def run_startup(setup: Setup, rep: Repeat, runs: int) -> None:
+    """Construction -> READY in fresh processes: cold (empty caches) and warm."""
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as warm_home:
+        env_warm = dict(os.environ, HOME=warm_home, XDG_CACHE_HOME=f"{warm_home}/.cache")
+        for c in ("ours", "official"):  # prime the warm caches
+            Worker(setup, c, ["--startup"], env_warm).proc.wait()
+        for i in range(runs):
+            for c in rotate(("ours", "official"), i + rep.index):
+                with tempfile.TemporaryDirectory(prefix="bench-cold-") as cold_home:
+                    env_cold = dict(
+                        os.environ, HOME=cold_home, XDG_CACHE_HOME=f"{cold_home}/.cache"
+                    )
+                    for mode, env in (("cold", env_cold), ("warm", env_warm)):
+                        w = Worker(setup, c, ["--startup"], env)
+                        w.proc.wait()
+                        r = results.setdefault(c, {})
+                        r.setdefault(f"{mode}_ready_s", []).append(w.status["ready_s"])
+                        r.setdefault(f"{mode}_rss_kb", []).append(w.status["rss_kb"])
+                        r.setdefault(f"{mode}_import_s", []).append(w.status["import_s"])
+    rep.startup = {c: {k: statistics.median(v) for k, v in r.items()} for c, r in results.items()}
+    print(
+        "  startup: "
+        + "  ".join(
+            f"{c} cold {v['cold_ready_s'] * 1e3:.0f}ms warm {v['warm_ready_s'] * 1e3:.0f}ms "
+            f"rss {v['warm_rss_kb'] / 1024:.0f}MiB"
+            for c, v in rep.startup.items()
+        ),
+        flush=True,
+    )
+
+
+class Toggler:
+    """Swaps the emulator's served state every `period` s (A <-> B) while running."""
+
+    def __init__(self, setup: Setup, period: float = 0.1) -> None:
+        self.setup = setup
+        self.period = period
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.swaps = 0
+
+    def __enter__(self) -> Toggler:
+        def run() -> None:
+            flip = False
+            while not self._stop.wait(self.period):
+                flip = not flip
+                self.setup.emulator.set_state(
+                    self.setup.state_b if flip else self.setup.state_a,
+                    account_id=bench_state.ACCOUNT,
+                )
+                self.swaps += 1
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.setup.emulator.set_state(self.setup.state_a, account_id=bench_state.ACCOUNT)
+
+
+def run_background(setup: Setup, rep: Repeat, scale: float) -> None:
+    """p99 resolve latency while the state is swapped / logs are flushed every 100 ms."""
+    seconds = max(1.0, 3.0 * scale)
+    modes = {
+        # mode: (state poll s, log poll s, keys); "swaps" also toggles the served state
+        "quiet": (600.0, 600.0, "cycle"),
+        "swaps": (0.1, 600.0, "cycle"),
+        "quiet_unique": (600.0, 600.0, "unique"),
+        "flushes": (600.0, 0.1, "unique"),
+    }
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for c in rotate(("ours", "official"), rep.index):
+        for mode, (state_poll, log_poll, keys) in modes.items():
+            w = Worker(
+                setup,
+                c,
+                ["--state-poll", str(state_poll), "--log-poll", str(log_poll)],
+            )
+            try:
+                w.ask(cmd="latency", figure="provider_sync", n=2000, keys=keys)  # warm up
+                before = len(setup.emulator.requests_for(Route.STATE))
+                ctx = Toggler(setup) if mode == "swaps" else contextlib.nullcontext()
+                with ctx as toggler:
+                    samples = w.ask(
+                        cmd="latency_for", figure="provider_sync", seconds=seconds, keys=keys
+                    )["samples"]
+                stats = summarize(samples)
+                if toggler is not None:
+                    stats["state_swaps_served"] = toggler.swaps
+                    stats["state_fetches"] = len(setup.emulator.requests_for(Route.STATE)) - before
+                out.setdefault(c, {})[mode] = stats
+            finally:
+                w.close()
+    rep.background = out
+    print(
+        "  background: "
+        + "  ".join(
+            f"{c} p99 quiet {v['quiet']['p99_us']:.0f} swaps {v['swaps']['p99_us']:.0f} "
+            f"quiet/u {v['quiet_unique']['p99_us']:.0f} flushes {v['flushes']['p99_us']:.0f}us"
+            for c, v in out.items()
+        ),
+        flush=True,
+    )
+
+
+# -- ratios, targets, table ---------------------------------------------------------------------
+
+
+def ratios(rep: Repeat) -> dict[str, float]:
+    L, T, S, B = rep.latency, rep.throughput, rep.startup, rep.background
+    ps = L["provider_sync"]
+    return {
+        "provider_sync.median ours/official": ps["ours"]["median_us"] / ps["official"]["median_us"],
+        "provider_sync.p99 ours/official": ps["ours"]["p99_us"] / ps["official"]["p99_us"],
+        "provider_sync.median ours/floor": ps["ours"]["median_us"] / ps["floor"]["median_us"],
+        "client_sync.median ours/official": L["client_sync"]["ours"]["median_us"]
+        / L["client_sync"]["official"]["median_us"],
+        "client_sync.median ours/floor": L["client_sync"]["ours"]["median_us"]
+        / L["client_sync"]["floor"]["median_us"],
+        "client_async.median ours/official": L["client_async"]["ours"]["median_us"]
+        / L["client_async"]["official"]["median_us"],
+        "client_async.median ours/floor": L["client_async"]["ours"]["median_us"]
+        / L["client_async"]["floor"]["median_us"],
+        "client_async/client_sync median (ours)": L["client_async"]["ours"]["median_us"]
+        / L["client_sync"]["ours"]["median_us"],
+        "client_async/client_sync median (official)": L["client_async"]["official"]["median_us"]
+        / L["client_sync"]["official"]["median_us"],
+        "object.median ours/official": L["object"]["ours"]["median_us"]
+        / L["object"]["official"]["median_us"],
+        "object.p99 ours/official": L["object"]["ours"]["p99_us"]
+        / L["object"]["official"]["p99_us"],
+        "throughput provider 2t/1t (ours)": T["provider_sync"]["ours"]["scaling"],
+        "throughput provider 2t/1t (official)": T["provider_sync"]["official"]["scaling"],
+        "throughput provider 1t ours/official": T["provider_sync"]["ours"]["t1"]
+        / T["provider_sync"]["official"]["t1"],
+        "throughput client 2t/1t (ours)": T["client_sync"]["ours"]["scaling"],
+        "throughput client 2t/1t (official)": T["client_sync"]["official"]["scaling"],
+        "throughput client 2t/1t (floor)": T["client_sync"]["floor"]["scaling"],
+        "ready cold ours/official": S["ours"]["cold_ready_s"] / S["official"]["cold_ready_s"],
+        "ready warm ours/official": S["ours"]["warm_ready_s"] / S["official"]["warm_ready_s"],
+        "ready warm ours (ms)": S["ours"]["warm_ready_s"] * 1e3,
+        "rss after init ours/official": S["ours"]["warm_rss_kb"] / S["official"]["warm_rss_kb"],
+        "swaps p99/quiet p99 (ours)": B["ours"]["swaps"]["p99_us"] / B["ours"]["quiet"]["p99_us"],
+        "swaps p99/quiet p99 (official)": B["official"]["swaps"]["p99_us"]
+        / B["official"]["quiet"]["p99_us"],
+        "flushes p99/quiet p99 (ours)": B["ours"]["flushes"]["p99_us"]
+        / B["ours"]["quiet_unique"]["p99_us"],
+        "flushes p99/quiet p99 (official)": B["official"]["flushes"]["p99_us"]
+        / B["official"]["quiet_unique"]["p99_us"],
+    }
+
+
+#: (ratio key, comparison, bound, description)
+TARGETS: Final = (
+    ("provider_sync.median ours/official", "<=", 1 / 20, "provider sync median <= 1/20 official"),
+    ("provider_sync.p99 ours/official", "<=", 1 / 10, "provider sync p99 <= 1/10 official"),
+    ("client_sync.median ours/floor", "<=", 2.0, "client.get_boolean_details <= 2x floor"),
+    ("client_async/client_sync median (ours)", "<=", 1.2, "async <= 1.2x our sync"),
+    ("throughput provider 2t/1t (ours)", ">=", 1.3, "2 threads >= 1.3x one thread"),
+    ("ready cold ours/official", "<=", 0.5, "time to READY (cold) <= 1/2 official"),
+    ("ready warm ours/official", "<=", 0.5, "time to READY (warm) <= 1/2 official"),
+    ("ready warm ours (ms)", "<=", 100.0, "warm start with module cache <= 100 ms"),
+    ("rss after init ours/official", "<=", 1.0, "RSS after init <= official"),
+    ("swaps p99/quiet p99 (ours)", "<=", 3.0, "p99 during swaps <= 3x p99 without"),
+)
+
+
+def met(value: float, op: str, bound: float) -> bool:
+    return value <= bound if op == "<=" else value >= bound
+
+
+def spread(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3g}"
+    return f"{statistics.median(values):.3g} [{min(values):.3g}-{max(values):.3g}]"
+
+
+def fmt_us(v: float) -> str:
+    return f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def render(repeats: list[Repeat], meta: dict[str, Any]) -> str:
+    lines: list[str] = []
+    med = statistics.median
+    lines.append(
+        f"Run {meta['when']} on {meta['machine']}; {len(repeats)} repeat(s); values are the "
+        "median over repeats with [min-max] across repeats. Times in µs unless noted."
+    )
+    lines.append("")
+    lines.append(
+        "| figure | ours median / p99 | official median / p99 | floor median / p99 | "
+        "ours/official (median) | ours/floor (median) |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    names = {
+        "provider_sync": "provider `resolve_boolean_details` (sync)",
+        "client_sync": "`client.get_boolean_details`",
+        "client_async": "`client.get_boolean_details_async`",
+        "object": "provider `resolve_object_details`, ~8 KB value",
+    }
+    for fig, label in names.items():
+        cells = []
+        for c in CONTENDERS:
+            if c not in repeats[0].latency[fig]:
+                cells.append("-")
+                continue
+            m = [r.latency[fig][c]["median_us"] for r in repeats]
+            p = [r.latency[fig][c]["p99_us"] for r in repeats]
+            cells.append(f"{fmt_us(med(m))} / {fmt_us(med(p))}")
+        r_off = [
+            r.latency[fig]["ours"]["median_us"] / r.latency[fig]["official"]["median_us"]
+            for r in repeats
+        ]
+        r_floor = [
+            r.latency[fig]["ours"]["median_us"] / r.latency[fig]["floor"]["median_us"]
+            for r in repeats
+        ]
+        lines.append(f"| {label} | {' | '.join(cells)} | {spread(r_off)} | {spread(r_floor)} |")
+    for fig, label in (("provider_sync", "provider"), ("client_sync", "client")):
+        cells = []
+        for c in CONTENDERS:
+            t1 = med([r.throughput[fig][c]["t1"] for r in repeats])
+            t2 = med([r.throughput[fig][c]["t2"] for r in repeats])
+            sc = [r.throughput[fig][c]["scaling"] for r in repeats]
+            cells.append(f"{t1:,.0f}/s → {t2:,.0f}/s (x{spread(sc)})")
+        r_off = [
+            r.throughput[fig]["ours"]["t1"] / r.throughput[fig]["official"]["t1"] for r in repeats
+        ]
+        lines.append(
+            f"| throughput, {label}, 1 → 2 threads | {' | '.join(cells)} | "
+            f"{spread(r_off)} (1 thread) | - |"
+        )
+    for mode in ("cold", "warm"):
+        cells = []
+        for c in ("ours", "official"):
+            v = [r.startup[c][f"{mode}_ready_s"] * 1e3 for r in repeats]
+            cells.append(f"{med(v):,.0f} ms")
+        rr = [
+            r.startup["ours"][f"{mode}_ready_s"] / r.startup["official"][f"{mode}_ready_s"]
+            for r in repeats
+        ]
+        lines.append(
+            f"| construction → READY ({mode}) | {cells[0]} | {cells[1]} | - | {spread(rr)} | - |"
+        )
+    cells = []
+    for c in ("ours", "official"):
+        v = [r.startup[c]["warm_rss_kb"] / 1024 for r in repeats]
+        cells.append(f"{med(v):,.1f} MiB")
+    rr = [r.startup["ours"]["warm_rss_kb"] / r.startup["official"]["warm_rss_kb"] for r in repeats]
+    lines.append(
+        f"| RSS after init (default pool) | {cells[0]} | {cells[1]} | - | {spread(rr)} | - |"
+    )
+    for mode, base, label in (
+        ("swaps", "quiet", "p99 while the state is swapped every 100 ms (vs none)"),
+        ("flushes", "quiet_unique", "p99 while logs are flushed every 100 ms (vs none)"),
+    ):
+        cells = []
+        for c in ("ours", "official"):
+            a = med([r.background[c][mode]["p99_us"] for r in repeats])
+            b = med([r.background[c][base]["p99_us"] for r in repeats])
+            x = [r.background[c][mode]["p99_us"] / r.background[c][base]["p99_us"] for r in repeats]
+            cells.append(f"{fmt_us(a)} vs {fmt_us(b)} (x{spread(x)})")
+        rr = [
+            r.background["ours"][mode]["p99_us"] / r.background["official"][mode]["p99_us"]
+            for r in repeats
+        ]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | - | {spread(rr)} | - |")
+    lines.append("")
+    lines.append(
+        "| target | ratio: median [min-max] over repeats | met (median) | met in every repeat |"
+    )
+    lines.append("|---|---|---|---|")
+    all_ratios = [ratios(r) for r in repeats]
+    for key, op, bound, desc in TARGETS:
+        vals = [r[key] for r in all_ratios]
+        ok = met(med(vals), op, bound)
+        every = all(met(v, op, bound) for v in vals)
+        lines.append(
+            f"| {desc} | {spread(vals)} | {'yes' if ok else '**no**'} | "
+            f"{'yes' if every else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    text = README.read_text() if README.exists() else ""
+    block = f"{TABLE_START}\n{table}\n{TABLE_END}"
+    if TABLE_START in text and TABLE_END in text:
+        head, rest = text.split(TABLE_START, 1)
+        _, tail = rest.split(TABLE_END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n## Latest results\n\n" + block + "\n"
+    README.write_text(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # A worker that exits mid-poll makes the emulator log a harmless "Connection lost".
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink for a quick look")
+    parser.add_argument("--startup-runs", type=int, default=2)
+    parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--only", choices=("steady", "startup", "background"), action="append")
+    args = parser.parse_args(argv)
+
+    ensure_official_venv()
+    state_a = bench_state.bench_state()
+    state_b = bench_state.toggled(state_a)
+    secret = bench_state.client_secret()
+    key = bench_state.encryption_key_hex()
+    parts = args.only or ["steady", "startup", "background"]
+    repeats: list[Repeat] = []
+    t_start = time.time()
+    with (
+        grpc_sink() as grpc_target,
+        ConfidenceEmulator(client_secret=secret, encryption_key=key).run_in_thread() as emulator,
+    ):
+        emulator.set_state(state_a, account_id=bench_state.ACCOUNT)
+        setup = Setup(
+            emulator=emulator,
+            grpc_target=grpc_target,
+            secret=secret,
+            key=key,
+            large_value=json.dumps(bench_state.large_value()),
+            state_a=state_a,
+            state_b=state_b,
+        )
+        for i in range(args.repeats):
+            print(f"repeat {i + 1}/{args.repeats}", flush=True)
+            rep = Repeat(index=i)
+            if "steady" in parts:
+                run_steady(setup, rep, args.scale)
+            if "startup" in parts:
+                run_startup(setup, rep, args.startup_runs)
+            if "background" in parts:
+                run_background(setup, rep, args.scale)
+            repeats.append(rep)
+            emulator.clear_records()
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M", time.localtime(t_start)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "official_version": OFFICIAL_VERSION,
+        "duration_s": time.time() - t_start,
+        "scale": args.scale,
+    }
+    doc: dict[str, Any] = {
+        "meta": meta,
+        "repeats": [
+            {
+                "latency": r.latency,
+                "throughput": r.throughput,
+                "startup": r.startup,
+                "background": r.background,
+                "rss_loaded_kb": r.rss_loaded_kb,
+                "checks": r.checks,
+                "ratios": ratios(r) if set(parts) == {"steady", "startup", "background"} else {},
+            }
+            for r in repeats
+        ],
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if set(parts) != {"steady", "startup", "background"}:
+        print(json.dumps(doc["repeats"][-1], indent=1)[:4000])
+        return 0
+    table = render(repeats, meta)
+    print()
+    print(table)
+    if not args.no_readme:
+        update_readme(table)
+    print(f"\nwrote {RESULTS / 'latest.json'}" + ("" if args.no_readme else f" and {README}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
