@@ -1,4 +1,4 @@
-"""`python -m confidence <command>`. Commands: `demo`."""
+"""`python -m confidence <command>`. Commands: `demo`; `resolve`, `inspect`, `fetch` (`_cli`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from confidence._cli import add_commands
 from confidence._version import __version__
 
 
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "exposure logs the emulator received.",
     )
     demo.set_defaults(handler=_demo)
+    add_commands(commands)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
