@@ -35,12 +35,10 @@ import enum
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,6 +47,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
+from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._version import __version__
 
 __all__ = [
@@ -61,11 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("confidence.runtime")
-
-#: Failed log batches kept for retry. Beyond either bound the oldest batch is dropped:
-#: memory must stay bounded when the ingest endpoint is down for a long time.
-MAX_BACKLOG_BATCHES: Final = 256
-MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 
 #: Consecutive failed state fetches after which a loaded state is reported STALE.
 STALE_AFTER_FAILURES: Final = 3
@@ -104,6 +98,11 @@ class RuntimeSettings:
     materialization_store: object | None = field(default=None, repr=False)
     use_remote_materialization_store: bool = False
     cache_dir: Path | None = None
+    # Flag logs: host-side apply de-duplication across resolver instances (the instances
+    # de-duplicate their own exposures too), and each instance's cap on queued exposures
+    # (0 = the resolver's default, 64 MiB).
+    enable_apply_dedup: bool = True
+    max_pending_exposure_bytes: int = 0
     # track(): the provider's _tracking.EventQueue, published to events_base_url.
     event_queue: Any = field(default=None, repr=False)
     events_base_url: str = "https://events.confidence.dev"
@@ -134,40 +133,6 @@ class _Status(enum.Enum):
     STOPPED = "STOPPED"
 
 
-class _Backlog:
-    """Bounded FIFO of serialized WriteFlagLogsRequests awaiting delivery."""
-
-    def __init__(self) -> None:
-        self._items: deque[bytes] = deque()
-        self._bytes = 0
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def extend(self, batches: list[bytes]) -> None:
-        for batch in batches:
-            self._items.append(batch)
-            self._bytes += len(batch)
-        while self._items and (
-            len(self._items) > MAX_BACKLOG_BATCHES or self._bytes > MAX_BACKLOG_BYTES
-        ):
-            self._bytes -= len(self._items.popleft())
-            self.dropped += 1
-
-    def peek(self) -> bytes | None:
-        return self._items[0] if self._items else None
-
-    def pop(self) -> None:
-        self._bytes -= len(self._items.popleft())
-
-    def clear(self) -> int:
-        n = len(self._items)
-        self._items.clear()
-        self._bytes = 0
-        return n
-
-
 class Runtime:
     """One run of the background machinery. Not restartable: make a new one."""
 
@@ -182,8 +147,6 @@ class Runtime:
         self.fatal_error: str | None = None
         self._syncer: Any = None
         self.last_error: str | None = None
-        self.dropped_log_batches = 0
-        self.delivered_log_batches = 0
         # Thread-safe signals, so the sync facade can wait without touching the loop.
         self._settled = threading.Event()
         self._finished = threading.Event()
@@ -193,7 +156,14 @@ class Runtime:
         self._loop_thread: int | None = None
         self._stop_event: anyio.Event | None = None
         self._settled_event: anyio.Event | None = None
-        self._backlog = _Backlog()
+        # Flag logs (exposures, resolve info, telemetry): drained, de-duplicated, kept, sent.
+        self._logs = FlagLogPipeline(
+            interval=settings.log_poll_interval,
+            dedup=settings.enable_apply_dedup,
+            state_updated_at=lambda: self.state_loaded_at,
+        )
+        self._backlog = self._logs.backlog  # read by stats()
+        self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
         # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE).
         self.serving_cached_state = False
         self.state_loaded_at: float | None = None  # wall clock; for stats
@@ -233,6 +203,18 @@ class Runtime:
 
     def wait_finished(self, timeout: float | None) -> bool:
         return self._finished.wait(timeout)
+
+    @property
+    def dropped_log_batches(self) -> int:
+        return self._logs.stats().dropped_batches
+
+    @property
+    def delivered_log_batches(self) -> int:
+        return self._logs.stats().delivered_batches
+
+    def log_stats(self) -> FlagLogStats:
+        """Flag-log counters: delivered, dropped (exposures and resolve counts), dedup."""
+        return self._logs.stats()
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -284,6 +266,7 @@ class Runtime:
         except Exception as exc:
             self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
             return
+        self._logs.pool = self._pool
 
         async with AsyncExitStack() as stack:
             session = None
@@ -315,13 +298,16 @@ class Runtime:
                 native_store=sync_face if sync_face is not store else None,
             )
             if settings.send_logs and session is not None:
+                from confidence import _flag_logs
                 from confidence._log_sender import LogSender
 
                 self._sender = LogSender(
                     client_secret=settings.client_secret,
                     session=session,
                     api_base_url=settings.api_base_url,
+                    retry=_flag_logs.RETRY_POLICY,
                 )
+                self._logs.sender = self._sender
 
             if settings.bootstrap is not None:
                 try:
@@ -358,32 +344,43 @@ class Runtime:
                     if not self._settled.is_set() and syncer is None:
                         # Nothing will ever bring a state: settle so waiters get an answer.
                         self._fatal("no state source: no state_file and state sync disabled")
-                    tg.start_soon(self._flush_loop)
+                    await tg.start(self._logs.run)
                     if writes is not None:
                         await tg.start(writes.run)
                     assert self._stop_event is not None
-                    await self._stop_event.wait()
+                    try:
+                        await self._stop_event.wait()
+                    finally:
+                        # (Also when the owner is cancelled.) One budget for all of shutdown:
+                        # the log delivery in flight, shielded from the loops' cancellation,
+                        # and the final flush below.
+                        self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
+                        self._logs.begin_shutdown(self._shutdown_deadline)
                     tg.cancel_scope.cancel()
             finally:
                 # Final flush, also when the owner was cancelled: shielded so it still
                 # delivers, bounded so a dead endpoint cannot hang shutdown.
-                with anyio.move_on_after(settings.shutdown_timeout, shield=True) as scope:
+                deadline = self._shutdown_deadline
+                if deadline is None:  # failed before waiting for stop
+                    deadline = anyio.current_time() + settings.shutdown_timeout
+                with anyio.CancelScope(deadline=deadline, shield=True) as scope:
                     if writes is not None:
                         await writes.flush(scope.deadline)
-                    await self._flush(final=True)
+                    await self._logs.final_flush()
                     if self.events is not None:
                         await self.events.flush(final=True)
-            if len(self._backlog):
-                logger.warning(
-                    "Shutdown: %d flag log batch(es) could not be delivered in time",
-                    len(self._backlog),
-                )
+            self._logs.finish()  # reports what could not be delivered
 
     def _build_pool(self) -> Any:
         from confidence._pool import ResolverPool
 
+        settings = self._settings
         return ResolverPool(
-            self._settings.pool_size, sdk_version=__version__, cache_dir=self._settings.cache_dir
+            settings.pool_size,
+            sdk_version=__version__,
+            cache_dir=settings.cache_dir,
+            enable_apply_dedup=settings.enable_apply_dedup,
+            max_pending_exposure_bytes=settings.max_pending_exposure_bytes,
         )
 
     def _make_store(self, session: Any) -> object | None:
@@ -552,44 +549,6 @@ class Runtime:
             self._listener(transition)
         except Exception:
             logger.exception("Confidence status listener raised")
-
-    # -- flag logs -----------------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await anyio.sleep(self._settings.log_poll_interval)
-            try:
-                await self._flush(final=False)
-            except Exception:
-                # Keep the loop alive whatever a flush hits; the batches stay queued.
-                logger.exception("Flag log flush failed")
-
-    async def _flush(self, *, final: bool) -> None:
-        pool = self._pool
-        if pool is not None:
-            # The final drain waits for busy instances; a periodic one skips them. The
-            # final one may be abandoned at the deadline (the thread finishes on its own).
-            batches = await anyio.to_thread.run_sync(
-                partial(pool.flush_logs, wait=final), abandon_on_cancel=final
-            )
-            before = self._backlog.dropped
-            self._backlog.extend(batches)
-            if self._backlog.dropped != before:
-                self.dropped_log_batches += self._backlog.dropped - before
-                logger.warning(
-                    "Flag log backlog full: dropped %d oldest batch(es)",
-                    self._backlog.dropped - before,
-                )
-                self._backlog.dropped = before
-        sender = self._sender
-        if sender is None:
-            self._backlog.clear()  # offline: nowhere to send, keep memory bounded
-            return
-        while (batch := self._backlog.peek()) is not None:
-            if not await sender.send(batch):
-                break  # endpoint down: keep the rest for the next tick, oldest first
-            self._backlog.pop()
-            self.delivered_log_batches += 1
 
 
 # -- the sync host -----------------------------------------------------------------------------

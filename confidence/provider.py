@@ -110,6 +110,9 @@ class ConfidenceProvider(AbstractProvider):
       STALE) when Confidence is unreachable at a cold start.
     - `otel_metrics`: publish `stats()` as OpenTelemetry metrics when `opentelemetry-api`
       is installed (`confidence.otel`).
+    - `enable_apply_dedup`: an exposure identical to one sent within the last 120 s (same
+      unit, flag, variant, rule, ...) is not sent again, across all resolver instances. With
+      it off, N evaluations give N exposures.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class ConfidenceProvider(AbstractProvider):
         events_base_url: str = DEFAULT_EVENTS_BASE_URL,
         state_cache_dir: str | PathLike[str] | None = None,
         otel_metrics: bool = True,
+        enable_apply_dedup: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(client_secret, str) or not client_secret:
@@ -196,6 +200,7 @@ class ConfidenceProvider(AbstractProvider):
             event_queue=self._event_queue,
             events_base_url=events_base_url,
             state_cache=state_cache,
+            enable_apply_dedup=bool(enable_apply_dedup),
         )
 
         # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
