@@ -13,8 +13,10 @@ i.e. at most 25 % relative error), from which the snapshot derives percentiles.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -157,6 +159,16 @@ class StatsRecorder:
         #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
         #: histogram. None (the default) costs one attribute read.
         self.latency_observer: Callable[[int, Any], None] | None = None
+        _RECORDERS.add(self)
+
+    def _after_fork(self) -> None:
+        # A forked child starts from zero: its copy of the parent's counts would be counted
+        # twice by anything that sums processes (e.g. OpenTelemetry). New lock: the parent's
+        # may have been held by a thread that does not exist here.
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._shards = []
+        self._retired = _Shard(None)
 
     def _new_shard(self) -> _Shard:
         shard = _Shard(threading.current_thread())
@@ -180,7 +192,9 @@ class StatsRecorder:
         shard.total_ns += elapsed_ns
         if elapsed_ns > shard.max_ns:
             shard.max_ns = elapsed_ns
-        index = _bucket(elapsed_ns)
+        # _bucket(), inlined: a function call would cost as much as the rest of record().
+        bits = elapsed_ns.bit_length()
+        index = (bits << 2) + ((elapsed_ns >> (bits - 3)) & 3) if bits >= 3 else bits
         shard.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
         observer = self.latency_observer
         if observer is not None:
@@ -218,6 +232,18 @@ class StatsRecorder:
             name = _key(key)
             errors[name] = errors.get(name, 0) + n
         return _proxy(reasons), _proxy(errors), _summary(total)
+
+
+_RECORDERS: weakref.WeakSet[StatsRecorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_RECORDERS):
+        recorder._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _summary(total: _Shard) -> LatencySummary:

@@ -34,8 +34,10 @@ import io
 import json
 import logging
 import math
+import os
 import random
 import threading
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
@@ -180,6 +182,17 @@ class EventQueue:
         self.failed_batches = 0
         self._overflowed = 0  # queue-full drops not yet reported in a WARNING
         self._in_flight = 0  # taken by the publisher, not yet settled
+        _QUEUES.add(self)
+
+    def _after_fork(self) -> None:
+        # In a forked child: a new lock (the old one may be held by a parent thread that does
+        # not exist here), and no inherited events: the parent delivers those, and a child
+        # sending them too would duplicate them.
+        self._lock = threading.Lock()
+        self._items = deque()
+        self._bytes = 0
+        self._in_flight = 0
+        self._overflowed = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -264,6 +277,18 @@ class EventQueue:
             backlog=len(self._items) + self._in_flight,
             failed_batches=self.failed_batches,
         )
+
+
+_QUEUES: weakref.WeakSet[EventQueue] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_QUEUES):
+        queue._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Retryable(Exception):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -380,3 +382,38 @@ async def test_async_periodic_flush(confidence_emulator: ConfidenceEmulator) -> 
             while provider.stats().events.published < 1:
                 await anyio.sleep(0.05)
         assert len(confidence_emulator.events("first")) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_starts_with_an_empty_usable_queue() -> None:
+    from confidence._stats import StatsRecorder
+
+    queue = queued("parent-event")
+    recorder = StatsRecorder()
+    recorder.record("DEFAULT", None, 10)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_lock() -> None:  # a parent thread holds the queue's lock across the fork
+        with queue._lock:
+            held.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    held.wait(5)
+    with warnings.catch_warnings():
+        # 3.12+ warns about fork() in a multi-threaded process: that is the point here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # child: must not deadlock, must not resend the parent's events
+        ok = len(queue) == 0 and recorder.counts()[0] == {}
+        queue.put(b"{}")
+        recorder.record("DEFAULT", None, 10)
+        ok = ok and len(queue) == 1 and recorder.counts()[0] == {"DEFAULT": 1}
+        os._exit(0 if ok else 1)
+    release.set()
+    holder.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(queue) == 1  # the parent keeps (and will deliver) its own events
