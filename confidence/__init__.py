@@ -2,6 +2,7 @@
 
 import logging as _logging
 
+from confidence._stats import EventStats, LatencySummary, ProviderStats
 from confidence._version import __version__
 from confidence.materialization import (
     AsyncMaterializationStore,
@@ -18,8 +19,11 @@ _logging.getLogger("confidence").addHandler(_logging.NullHandler())
 __all__ = [
     "AsyncMaterializationStore",
     "ConfidenceProvider",
+    "EventStats",
+    "LatencySummary",
     "MaterializationNotSupportedError",
     "MaterializationStore",
+    "ProviderStats",
     "UnsupportedMaterializationStore",
     "__version__",
 ]
