@@ -80,14 +80,25 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (e.g. text decoded with errors="surrogateescape") are not Unicode,
+        # and the resolver would refuse the whole context for one of them. Join split pairs
+        # and replace the rest with U+FFFD, as the resolver does for an escaped lone one.
+        fixed = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return fixed.encode("utf-8")
+
+
 def _dumps(obj: dict[str, Any]) -> bytes:
     try:
-        return _ENCODER.encode(obj).encode("utf-8", "surrogatepass")
+        return _utf8(_ENCODER.encode(obj))
     except TypeError:
         # A dict key json refuses (only reachable with odd user data): retry on a copy
         # whose keys are strings. Still never mutates the caller's objects.
         try:
-            return _ENCODER.encode(_sanitize(obj)).encode("utf-8", "surrogatepass")
+            return _utf8(_ENCODER.encode(_sanitize(obj)))
         except (TypeError, ValueError, RecursionError) as exc:
             raise ContextError(f"evaluation context is not serializable: {exc}") from None
     except (ValueError, RecursionError) as exc:

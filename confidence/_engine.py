@@ -87,14 +87,25 @@ def _engine() -> wasmtime.Engine:
         if _ENGINE is None:
             config = wasmtime.Config()
             config.cranelift_opt_level = "speed"
+            if _FORKED:
+                # The parent's compile threads (rayon) did not survive the fork: a parallel
+                # compile in this child would wait for them forever.
+                config.parallel_compilation = False
             _ENGINE = wasmtime.Engine(config)
         return _ENGINE
 
 
+_FORKED = False
+
+
 def _reset_after_fork() -> None:
-    # A forked child must not share the parent's engine lock state.
-    global _ENGINE_LOCK
+    # A forked child must not share the parent's engine lock state, nor its engine (see
+    # _engine()). The parent's modules and Stores keep their own reference to the old
+    # engine; a child never uses them (see _fork).
+    global _ENGINE_LOCK, _ENGINE, _FORKED
     _ENGINE_LOCK = threading.Lock()
+    _ENGINE = None
+    _FORKED = True
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

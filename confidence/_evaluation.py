@@ -123,6 +123,11 @@ class FlagLookup:
 def parse_flag_key(flag_key: str) -> FlagLookup:
     """Split once on the first dot (protocol.md §6.4 step 2). Cached: keys repeat."""
     name, _, rest = flag_key.partition(".")
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            name = ""  # a lone surrogate is in no flag name (protobuf could not even send it)
     path = tuple(rest.split(".")) if rest else ()
     return FlagLookup(name=name, resource=f"flags/{name}", path=path, path_text=rest)
 

@@ -103,6 +103,9 @@ class RuntimeSettings:
     # (0 = the resolver's default, 64 MiB).
     enable_apply_dedup: bool = True
     max_pending_exposure_bytes: int = 0
+    # Where the CLOUDFLARE log destination posts (not a public option; tests point it at the
+    # emulator). None: the real ingest worker.
+    cloudflare_base_url: str | None = None
     # track(): the provider's _tracking.EventQueue, published to events_base_url.
     event_queue: Any = field(default=None, repr=False)
     events_base_url: str = "https://events.confidence.dev"
@@ -299,12 +302,13 @@ class Runtime:
             )
             if settings.send_logs and session is not None:
                 from confidence import _flag_logs
-                from confidence._log_sender import LogSender
+                from confidence._log_sender import DEFAULT_CLOUDFLARE_BASE_URL, LogSender
 
                 self._sender = LogSender(
                     client_secret=settings.client_secret,
                     session=session,
                     api_base_url=settings.api_base_url,
+                    cloudflare_base_url=settings.cloudflare_base_url or DEFAULT_CLOUDFLARE_BASE_URL,
                     retry=_flag_logs.RETRY_POLICY,
                 )
                 self._logs.sender = self._sender

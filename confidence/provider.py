@@ -56,6 +56,7 @@ from openfeature.exception import (
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
+from confidence import _fork
 from confidence._abi import ResolveRequest, ResolverError
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
@@ -85,6 +86,12 @@ DEFAULT_API_BASE_URL: Final = "https://resolver.confidence.dev"
 _METADATA: Final = Metadata(name="confidence-sdk-python-local")
 _NOT_INITIALIZED: Final = "Provider not initialized"
 _NO_STATE: Final = "Provider not ready: no resolver state loaded yet"
+DEFAULT_MAX_STATE_BYTES: Final = 64 * 1024 * 1024
+#: No flag key is longer (flag names are short ids; paths are a few property names). Longer
+#: keys are refused up front rather than echoed into messages and kept in parse_flag_key's cache.
+MAX_FLAG_KEY_LENGTH: Final = 1024
+#: How the resolver starts an error about a context it could not read (e.g. nested too deep).
+_INVALID_CONTEXT_PREFIX: Final = "invalid context JSON"
 
 
 def _on_event_loop() -> bool:
@@ -105,6 +112,12 @@ class ConfidenceProvider(AbstractProvider):
     - `shutdown_timeout`: budget for the final log flush at shutdown (seconds).
     - `account_id`: the account of a raw `ResolverState` given as `state_file`.
     - `offline`: with `state_file`, use no network at all (no state polling, no log upload).
+    - `state_request_timeout`: deadline for one whole state fetch, connect to last byte
+      (seconds; socket timeouts alone miss DNS and slow-drip bodies).
+    - `max_state_bytes`: a state body over this size is refused, while streaming (64 MiB).
+    - `stale_after_failures`: consecutive failed state fetches before PROVIDER_STALE (3).
+    - `resolver_memory_limit`: guest memory cap of each resolver instance, bytes (512 MiB);
+      an instance that exceeds it traps, is replaced, and that one evaluation gets its default.
     - `events_base_url`: where `track()` events are published (`/v1/events:publish`).
     - `state_cache_dir`: keep the last applied state on disk there, and start from it (as
       STALE) when Confidence is unreachable at a cold start.
@@ -136,6 +149,10 @@ class ConfidenceProvider(AbstractProvider):
         state_cache_dir: str | PathLike[str] | None = None,
         otel_metrics: bool = True,
         enable_apply_dedup: bool = True,
+        state_request_timeout: float = 10.0,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        stale_after_failures: int = 3,
+        resolver_memory_limit: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(client_secret, str) or not client_secret:
@@ -150,6 +167,15 @@ class ConfidenceProvider(AbstractProvider):
                 raise ValueError(f"{name} must be > 0")
         if pool_size is not None and pool_size < 1:
             raise ValueError("pool_size must be >= 1")
+        if not state_request_timeout > 0:
+            raise ValueError("state_request_timeout must be > 0")
+        for name, limit in (
+            ("max_state_bytes", max_state_bytes),
+            ("stale_after_failures", stale_after_failures),
+            ("resolver_memory_limit", resolver_memory_limit),
+        ):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be >= 1")
         if offline and state_file is None:
             raise ValueError("offline=True needs a state_file")
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
@@ -197,6 +223,10 @@ class ConfidenceProvider(AbstractProvider):
             bootstrap=bootstrap,
             materialization_store=materialization_store,
             use_remote_materialization_store=use_remote_materialization_store,
+            state_request_timeout=float(state_request_timeout),
+            max_state_bytes=int(max_state_bytes),
+            stale_after_failures=int(stale_after_failures),
+            memory_limit=resolver_memory_limit,
             event_queue=self._event_queue,
             events_base_url=events_base_url,
             state_cache=state_cache,
@@ -214,6 +244,9 @@ class ConfidenceProvider(AbstractProvider):
         self._event_lock = threading.Lock()
         self._initialized = False  # initialize() has returned or raised
         self._reported: TransitionKind | None = None
+        # Set in a forked child whose parent was running this provider (see _fork).
+        self._fork_resume: _fork.Resume | None = None
+        _fork.track(self)
 
     def __repr__(self) -> str:
         s = self._settings
@@ -341,6 +374,7 @@ class ConfidenceProvider(AbstractProvider):
 
         Must run in the task that called `start()` when the runtime is async-hosted.
         """
+        self._fork_resume = None
         with self._lifecycle_lock:
             owner, self._owner = self._owner, None
             host, self._host = self._host, None
@@ -390,6 +424,7 @@ class ConfidenceProvider(AbstractProvider):
 
     def shutdown(self) -> None:
         """Stop the runtime, flushing logs within `shutdown_timeout`. Idempotent."""
+        self._fork_resume = None
         with self._lifecycle_lock:
             runtime, host = self._runtime, self._host
             if host is not None:
@@ -429,6 +464,7 @@ class ConfidenceProvider(AbstractProvider):
 
     def _new_runtime(self) -> Runtime:
         self._reset_event_state()
+        self._fork_resume = None  # started afresh: nothing inherited to resume
         return Runtime(self._settings, self._on_transition)
 
     def _forget(self, runtime: Runtime) -> None:
@@ -501,6 +537,35 @@ class ConfidenceProvider(AbstractProvider):
     def _redact(self, text: str) -> str:
         return text.replace(self._client_secret, "***")
 
+    # -- fork safety (see _fork) -----------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """Right after os.fork(), in the child: forget (never use) the parent's runtime."""
+        runtime, host, owner = self._runtime, self._host, self._owner
+        # New locks, not acquired: a parent thread may have held the old ones at the fork.
+        self._lifecycle_lock = threading.Lock()
+        self._event_lock = threading.Lock()
+        self._runtime, self._host, self._owner = None, None, None
+        # The SDK's view (_initialized, _reported) is inherited as is: it still holds.
+        self._fork_resume = _fork.inherit(runtime, host, owner)
+
+    def _resume_after_fork(self, resume: _fork.Resume) -> Any:
+        """First evaluation in a forked child: start this process's own runtime from the
+        inherited state; return a resolver that waits (bounded) for it."""
+        with self._lifecycle_lock:
+            runtime = resume.runtime
+            if runtime is None:
+                runtime = self._live_runtime()
+                if runtime is None:
+                    runtime = _fork.child_runtime(self._settings, resume, self._on_transition)
+                    host = PortalHost(runtime)
+                    host.start()  # a thread and a task; never waits for I/O
+                    self._runtime, self._host = runtime, host
+                resume.runtime = runtime
+            elif runtime.settled and self._fork_resume is resume:
+                self._fork_resume = None  # resumed: from now on, the usual path
+        return _fork.AwaitingResolver(runtime, self._init_timeout)
+
     # -- evaluation ----------------------------------------------------------------------------
 
     def _prepare(
@@ -509,7 +574,18 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         resolver = runtime.resolver if runtime is not None else None
         if resolver is None:
-            return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_INITIALIZED)
+            resume = self._fork_resume
+            if resume is None:
+                return error_details(
+                    default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_INITIALIZED
+                )
+            resolver = self._resume_after_fork(resume)
+        if len(flag_key) > MAX_FLAG_KEY_LENGTH:
+            return error_details(
+                default_value,
+                ErrorCode.FLAG_NOT_FOUND,
+                f"Flag key is {len(flag_key)} characters long; the limit is {MAX_FLAG_KEY_LENGTH}",
+            )
         lookup = parse_flag_key(flag_key)
         if not lookup.name:
             return error_details(
@@ -530,6 +606,9 @@ class ConfidenceProvider(AbstractProvider):
     def _failure(self, default_value: Any, exc: Exception) -> FlagResolutionDetails[Any]:
         if isinstance(exc, NoStateError):
             return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NO_STATE)
+        if isinstance(exc, ResolverError) and str(exc).startswith(_INVALID_CONTEXT_PREFIX):
+            # The resolver could not read the context (nested deeper than it allows).
+            return error_details(default_value, ErrorCode.INVALID_CONTEXT, str(exc))
         if isinstance(exc, (ResolverError, MaterializationError)):
             return error_details(default_value, ErrorCode.GENERAL, self._redact(str(exc)))
         return error_details(

@@ -39,6 +39,7 @@ import contextlib
 import enum
 import hashlib
 import os
+import ssl
 import sys
 import threading
 from collections import deque
@@ -239,7 +240,10 @@ class ConfidenceEmulator:
         state: bytes | None = None,
         account_id: str = DEFAULT_ACCOUNT_ID,
         log_destinations: Sequence[int] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: serve HTTPS with it (e.g. a self-signed certificate, to check
+        that clients verify certificates); the base URLs then start with ``https://``."""
         if isinstance(encryption_key, str):
             encryption_key = parse_encryption_key(encryption_key)
         elif encryption_key is None:
@@ -251,6 +255,7 @@ class ConfidenceEmulator:
         self.secret_hash: Final = hashlib.sha256(client_secret.encode("utf-8")).hexdigest()
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context
 
         self._lock = threading.Lock()
         self._served: _ServedState | None = None
@@ -302,7 +307,7 @@ class ConfidenceEmulator:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -337,7 +342,8 @@ class ConfidenceEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     @property
     def cdn_base_url(self) -> str:
@@ -460,6 +466,17 @@ class ConfidenceEmulator:
         """Every accepted ``WriteFlagLogsRequest``, whichever destination it came through."""
         with self._lock:
             return list(self._flag_logs) + [i.batch for i in self._ingested]
+
+    def take_flag_log_batches(self) -> list[Any]:
+        """Remove and return every accepted ``WriteFlagLogsRequest`` (either destination),
+        and forget the recorded requests: for long runs that count logs as they arrive and
+        must keep the emulator's memory flat."""
+        with self._lock:
+            batches = list(self._flag_logs) + [i.batch for i in self._ingested]
+            self._flag_logs.clear()
+            self._ingested.clear()
+            self._requests.clear()
+        return batches
 
     def exposure_count(self, flag: str | None = None) -> int:
         """Number of applied-flag entries (exposures) received, optionally for one flag
