@@ -66,6 +66,14 @@ STALE_AFTER_FAILURES: Final = 3
 
 # The syncer reports failures as safe strings; these ones will not heal by waiting.
 _FATAL_PREFIXES: Final = ("HTTP 401", "HTTP 403", "HTTP 404", "could not decrypt state")
+# ... and these ones mean the CDN served a state we cannot use (not a network problem): with
+# a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
+_BAD_STATE_PREFIXES: Final = (
+    "could not decrypt state",
+    "invalid ClientResolverState",
+    "state rejected by apply",
+    "state body is",
+)
 
 
 def _flag_key(name: str) -> str:
@@ -98,6 +106,12 @@ class RuntimeSettings:
     materialization_store: object | None = field(default=None, repr=False)
     use_remote_materialization_store: bool = False
     cache_dir: Path | None = None
+    # Limits (docs/reliability.md): whole-request deadline and body cap of a state fetch,
+    # failed fetches before STALE, and the guest memory cap of each resolver instance.
+    state_request_timeout: float = 10.0
+    max_state_bytes: int = 64 * 1024 * 1024
+    stale_after_failures: int = STALE_AFTER_FAILURES
+    memory_limit: int | None = None
     # Flag logs: host-side apply de-duplication across resolver instances (the instances
     # de-duplicate their own exposures too), and each instance's cap on queued exposures
     # (0 = the resolver's default, 64 MiB).
@@ -133,6 +147,7 @@ class _Status(enum.Enum):
     STARTING = "STARTING"  # no state yet
     READY = "READY"
     STALE = "STALE"
+    ERROR = "ERROR"  # the CDN served a state we refused; the last good one keeps serving
     STOPPED = "STOPPED"
 
 
@@ -167,6 +182,8 @@ class Runtime:
         )
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
+        # The last state applied: a forked child starts from it (see _fork).
+        self.last_state: BootstrapState | None = None
         # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE).
         self.serving_cached_state = False
         self.state_loaded_at: float | None = None  # wall clock; for stats
@@ -383,6 +400,7 @@ class Runtime:
             settings.pool_size,
             sdk_version=__version__,
             cache_dir=settings.cache_dir,
+            memory_limit=settings.memory_limit,
             enable_apply_dedup=settings.enable_apply_dedup,
             max_pending_exposure_bytes=settings.max_pending_exposure_bytes,
         )
@@ -422,8 +440,11 @@ class Runtime:
             encryption_key=settings.encryption_key,
             cdn_base_url=settings.cdn_base_url,
             poll_interval=settings.state_poll_interval,
-            stale_after_failures=STALE_AFTER_FAILURES,
+            request_timeout=settings.state_request_timeout,
+            max_state_bytes=settings.max_state_bytes,
+            stale_after_failures=settings.stale_after_failures,
             on_ready=self._on_sync_ready,
+            on_success=self._on_sync_success,
             on_stale=self._on_sync_stale,
             on_error=self._on_sync_error,
         )
@@ -481,6 +502,7 @@ class Runtime:
         # ~10 ms per instance: off the loop. The pool drains the logs of the instances it
         # retires, so no exposure is lost across the swap.
         summary = await anyio.to_thread.run_sync(pool.set_state, state, account_id)
+        self.last_state = BootstrapState(state, account_id, destinations)
         self.state_loaded_at = time.time()
         if self._sender is not None:
             self._sender.set_routing(account_id, destinations)
@@ -500,7 +522,7 @@ class Runtime:
                 if previous.get(name) != current.get(name)
             )
         )
-        if self._status is _Status.STALE:
+        if self._status in (_Status.STALE, _Status.ERROR):
             self._status = _Status.READY
             self._notify(Transition(TransitionKind.READY))
         if changed:
@@ -531,13 +553,37 @@ class Runtime:
             self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
         syncer = self._syncer
         failures = syncer.consecutive_failures if syncer is not None else 0
-        if self._digests is not None and failures >= STALE_AFTER_FAILURES:
+        if self._digests is not None and failures >= self._settings.stale_after_failures:
             # The syncer only goes STALE from its own READY; a state that came from a
             # state_file and was never refreshed is just as stale.
             self._on_sync_stale()
+        if self._digests is not None and message.startswith(_BAD_STATE_PREFIXES):
+            self._on_bad_state(message)
         if self._digests is None and message.startswith(_FATAL_PREFIXES):
             # Wrong secret or key: say so now instead of letting initialize() time out.
             self._fatal(message)
+
+    def _on_bad_state(self, message: str) -> None:
+        # Undecryptable, undecodable, refused by the resolver or too large: the last good
+        # state keeps serving. Said once per episode (the syncer logs every attempt).
+        if self._status in (_Status.READY, _Status.STALE):
+            self._status = _Status.ERROR
+            logger.error(
+                "Refused a bad resolver state; still serving the last good one: %s", message
+            )
+            self._notify(
+                Transition(
+                    TransitionKind.ERROR,
+                    message=f"refused a bad resolver state (serving the last good one): {message}",
+                )
+            )
+
+    def _on_sync_success(self) -> None:
+        # Any successful fetch ends a bad-state episode: a new good state (which _apply
+        # already announced), or a 304 / the same content, i.e. the last good state again.
+        if self._status is _Status.ERROR:
+            self._status = _Status.READY
+            self._notify(Transition(TransitionKind.READY, message="resolver state sync recovered"))
 
     def _fatal(self, message: str) -> None:
         first = self.fatal_error is None
@@ -559,7 +605,18 @@ class Runtime:
 
 #: One background event-loop thread shared by every runtime that sync code starts; it exists
 #: only while at least one such runtime runs.
-_PORTALS: Final = BlockingPortalProvider()
+_PORTALS = BlockingPortalProvider()
+
+
+def _reset_after_fork() -> BlockingPortalProvider:
+    """In a forked child (see _fork): the loop thread is gone, but its lease count is not.
+
+    Returns the inherited provider, which the caller must keep alive: finalizing it would
+    close its portal, i.e. wait forever for the parent's loop thread.
+    """
+    global _PORTALS
+    inherited, _PORTALS = _PORTALS, BlockingPortalProvider()
+    return inherited
 
 
 class PortalHost:

@@ -76,7 +76,7 @@ def state_url(cdn_base_url: str, client_secret: str, encrypted: bool) -> str:
 class FetchedState:
     """One successfully downloaded and decoded ``ClientResolverState``."""
 
-    state: bytes
+    state: bytes = field(repr=False)  # it holds every client secret of the account, in clear
     """Serialized ``ResolverState``; opaque here, fed to the WASM resolver by ``apply``."""
     account_id: str
     log_destinations: tuple[int, ...]
@@ -151,6 +151,7 @@ class StateSyncer:
         on_ready: Callable[[], None] | None = None,
         on_stale: Callable[[], None] | None = None,
         on_error: Callable[[str], None] | None = None,
+        on_success: Callable[[], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
     ) -> None:
@@ -180,6 +181,7 @@ class StateSyncer:
         self._on_ready = on_ready
         self._on_stale = on_stale
         self._on_error = on_error
+        self._on_success = on_success
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
 
@@ -398,6 +400,7 @@ class StateSyncer:
             if self._ready_event is not None:
                 self._ready_event.set()
             self._notify(self._on_ready)
+        self._notify(self._on_success)  # every successful attempt, READY or not
 
     def _record_failure(self, message: str) -> None:
         self.last_failure_at = time.time()
