@@ -134,6 +134,13 @@ class ProviderStats:
     log_backlog_batches: int = 0
     log_dropped_batches: int = 0
     log_delivered_batches: int = 0
+    #: Exposures and resolve counts lost (full backlog, a resolver's full exposure queue,
+    #: undelivered at the shutdown deadline); every loss is also logged at WARNING.
+    log_dropped_exposures: int = 0
+    log_dropped_resolves: int = 0
+    #: Exposures not sent because an identical one (same unit, flag, variant, rule, ...) was
+    #: sent within 120 s by another resolver instance (`enable_apply_dedup`).
+    log_exposures_deduplicated: int = 0
     events: EventStats = EventStats()
     #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
     pool: Any = None
@@ -329,6 +336,7 @@ def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStat
         except Exception:
             pool_stats = None
     backlog = getattr(runtime, "_backlog", None)
+    logs = runtime.log_stats() if hasattr(runtime, "log_stats") else None
     return ProviderStats(
         resolves_by_reason=reasons,
         errors_by_code=errors,
@@ -343,6 +351,11 @@ def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStat
         log_backlog_batches=len(backlog) if backlog is not None else 0,
         log_dropped_batches=getattr(runtime, "dropped_log_batches", 0),
         log_delivered_batches=getattr(runtime, "delivered_log_batches", 0),
+        log_dropped_exposures=logs.dropped_exposures if logs is not None else 0,
+        log_dropped_resolves=logs.dropped_resolves if logs is not None else 0,
+        log_exposures_deduplicated=(
+            logs.dedup.applies_deduped if logs is not None and logs.dedup is not None else 0
+        ),
         events=event_stats,
         pool=pool_stats,
     )

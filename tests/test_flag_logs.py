@@ -357,6 +357,9 @@ def test_dead_endpoint_bounded_backlog_counts_and_reports_losses(
     time.sleep(0.3)  # a few more drains into the full backlog
     done.set()
     watcher.join()
+    during = provider.stats()
+    assert during.log_dropped_exposures > 0 and during.log_dropped_batches > 0
+    assert during.log_dropped_exposures == runtime.log_stats().dropped_exposures
     started = time.monotonic()
     api.shutdown()
     shutdown_seconds = time.monotonic() - started
