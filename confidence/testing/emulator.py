@@ -39,7 +39,9 @@ import contextlib
 import enum
 import hashlib
 import os
+import socket
 import ssl
+import struct
 import sys
 import threading
 from collections import deque
@@ -81,7 +83,9 @@ __all__ = [
     "GarbageBody",
     "Hang",
     "RecordedRequest",
+    "ResetConnection",
     "Route",
+    "SlowBody",
     "Status",
     "TruncatedBody",
     "main",
@@ -162,7 +166,33 @@ class Hang:
     """Accept the request and never answer (until the emulator shuts down)."""
 
 
-Fault: TypeAlias = Delay | Status | GarbageBody | TruncatedBody | DropConnection | Hang
+@dataclass(frozen=True)
+class ResetConnection:
+    """Abort the connection with a TCP RST (``SO_LINGER`` 0) instead of a response: the client
+    sees "connection reset by peer", not a clean close. Like ``DropConnection``, inject it
+    with ``times>=2`` to make a GET fail (aiohttp retries an idempotent request once)."""
+
+
+@dataclass(frozen=True)
+class SlowBody:
+    """Answer normally but drip the body, ``chunk`` bytes every ``interval`` seconds. Every
+    read gets bytes well within any socket read timeout: only a deadline on the whole request
+    stops a client from waiting for the full body."""
+
+    chunk: int = 16
+    interval: float = 0.05
+
+
+Fault: TypeAlias = (
+    Delay
+    | Status
+    | GarbageBody
+    | TruncatedBody
+    | DropConnection
+    | ResetConnection
+    | SlowBody
+    | Hang
+)
 
 
 @dataclass
@@ -216,6 +246,17 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         if candidate == etag:
             return True
     return False
+
+
+def _reset(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def _drop(request: web.BaseRequest) -> None:
@@ -603,6 +644,11 @@ class ConfidenceEmulator:
             return web.Response(body=fault.body, content_type="application/octet-stream")
         if isinstance(fault, TruncatedBody):
             return await self._truncated(request, await produce(request, body), fault.fraction)
+        if isinstance(fault, ResetConnection):
+            _reset(request)
+            return web.Response(status=503)  # never reaches the client: the socket is reset
+        if isinstance(fault, SlowBody):
+            return await self._slow(request, await produce(request, body), fault)
         if isinstance(fault, DropConnection):
             _drop(request)
             return web.Response(status=503)  # never reaches the client: the socket is closed
@@ -621,6 +667,25 @@ class ConfidenceEmulator:
             await self._shutdown.wait()
             return True
         return False
+
+    async def _slow(
+        self, request: web.Request, full: web.Response, fault: SlowBody
+    ) -> web.StreamResponse:
+        if full.status < 200 or full.status in (204, 304):
+            return full  # no body to drip
+        payload = full.body if isinstance(full.body, bytes) else b""
+        resp = web.StreamResponse(status=full.status, headers=full.headers)
+        resp.content_length = len(payload)
+        await resp.prepare(request)
+        try:
+            for start in range(0, len(payload), max(1, fault.chunk)):
+                if await self._wait_or_shutdown(fault.interval):
+                    _drop(request)
+                    break
+                await resp.write(payload[start : start + max(1, fault.chunk)])
+        except (ConnectionError, RuntimeError):
+            pass  # the client gave up (e.g. its deadline passed)
+        return resp
 
     @staticmethod
     async def _truncated(
