@@ -281,15 +281,48 @@ class ResolverInstance:
             )
             prefix = self._prefixes.get(key)  # type: ignore[assignment]
             if prefix is None:
-                if len(self._prefixes) >= 256:
-                    self._prefixes.clear()
-                prefix = self._prefixes[key] = _prefix(request)
+                prefix = self._cache_prefix(key, request)
+        return self._resolve_prefixed(prefix, request.context_json, now_ms)
+
+    def resolve_flag(
+        self,
+        flag: str,
+        client_secret: str,
+        apply: bool,
+        mode: MaterializationMode,
+        context_json: bytes,
+        now_ms: int | None = None,
+    ) -> Resolved | Suspended:
+        """`resolve(ResolveRequest((flag,), context_json, client_secret, apply, mode))`,
+        without building the request: the provider's one-flag hot path."""
+        prefix = self._prefixes.get((flag, client_secret, apply, mode))
+        if prefix is None:
+            prefix = self._cache_prefix(
+                (flag, client_secret, apply, mode),
+                ResolveRequest(
+                    flags=(flag,),
+                    context_json=b"",
+                    client_secret=client_secret,
+                    apply=apply,
+                    materialization_mode=mode,
+                ),
+            )
+        return self._resolve_prefixed(prefix, context_json, now_ms)
+
+    def _cache_prefix(self, key: tuple[Any, ...], request: ResolveRequest) -> bytes:
+        if len(self._prefixes) >= 256:
+            self._prefixes.clear()
+        prefix = self._prefixes[key] = _prefix(request)
+        return prefix
+
+    def _resolve_prefixed(
+        self, prefix: bytes, ctx: bytes, now_ms: int | None
+    ) -> Resolved | Suspended:
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
         if now_ms != self._now_ms:
             self._now_ms = now_ms
             self._now_field = _NOW_TAG + _varint(now_ms)
-        ctx = request.context_json
         n = len(ctx)
         payload = b"".join(
             (

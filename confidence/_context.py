@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import json.encoder
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -67,6 +68,20 @@ _ENCODER: Final = json.JSONEncoder(
 )
 
 
+# The same C encoder `_ENCODER.encode` builds on every call, built once. Without a markers
+# dict (which would be shared across threads, and a shared attributes dict encoded by two
+# threads at once would then look like a cycle): a cycle ends in RecursionError instead,
+# and `_dumps` then redoes the encoding on the checked path for the usual error.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_FAST_ENCODE: Final = (
+    _c_make_encoder(
+        None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
 def _sanitize(value: Any, depth: int = 0) -> Any:
     """Slow path: stringify dict keys json cannot take (tuples, objects...)."""
     if depth > 64:
@@ -92,6 +107,16 @@ def _utf8(text: str) -> bytes:
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
+    if _FAST_ENCODE is not None:
+        try:
+            text = "".join(_FAST_ENCODE(obj, 0))
+        except (TypeError, ValueError, RecursionError):
+            pass  # the checked path below gives the error (or the sanitized retry)
+        else:
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:
+                return _utf8(text)
     try:
         return _utf8(_ENCODER.encode(obj))
     except TypeError:

@@ -121,6 +121,46 @@ class FlagResolver:
             self._write_sync(result.writes)
         return result
 
+    def resolve_flag(
+        self, flag: str, context_json: bytes, client_secret: str, apply: bool
+    ) -> Resolved:
+        """`resolve()` of one flag without a `ResolveRequest` on the common path (the
+        provider's hot path); a trap, a suspension or writes take the general path."""
+        pool = self.pool
+        mode = self._mode
+        slot = pool.acquire()
+        try:
+            result = slot.instance.resolve_flag(flag, client_secret, apply, mode, context_json)
+        except WasmTrap:
+            pool.drop(slot)
+            result = None
+        except BaseException:
+            pool.release(slot)
+            raise
+        else:
+            pool.release(slot)
+            if type(result) is Resolved and not result.writes:
+                return result
+        request = ResolveRequest(
+            flags=(flag,),
+            context_json=context_json,
+            client_secret=client_secret,
+            apply=apply,
+            materialization_mode=mode,
+        )
+        if result is None:
+            # The trapped instance is gone; one retry on a fresh one (as _resolve_once).
+            with pool.borrow() as instance:
+                result = instance.resolve(request)
+        if isinstance(result, Suspended):
+            records = self._read_sync(result.reads)
+            result = self._resolve_once(self._complete(request, records))
+            if isinstance(result, Suspended):
+                raise MaterializationError("resolver suspended twice for one request")
+        if result.writes:
+            self._write_sync(result.writes)
+        return result
+
     def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
         # (acquire/release by hand, not `with pool.borrow()`: a generator-based context
         # manager costs ~1.5 µs per evaluation.)

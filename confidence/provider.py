@@ -32,7 +32,6 @@ content changed) for real transitions only.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -604,6 +603,8 @@ class ConfidenceProvider(AbstractProvider):
         return resolver, lookup, request
 
     def _failure(self, default_value: Any, exc: Exception) -> FlagResolutionDetails[Any]:
+        if isinstance(exc, ContextError):
+            return error_details(default_value, ErrorCode.INVALID_CONTEXT, str(exc))
         if isinstance(exc, NoStateError):
             return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NO_STATE)
         if isinstance(exc, ResolverError) and str(exc).startswith(_INVALID_CONTEXT_PREFIX):
@@ -624,16 +625,36 @@ class ConfidenceProvider(AbstractProvider):
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
         try:
-            prepared = self._prepare(flag_key, default_value, evaluation_context)
-            if isinstance(prepared, FlagResolutionDetails):
-                details = prepared
+            runtime = self._runtime
+            resolver = runtime.resolver if runtime is not None else None
+            if (
+                resolver is None
+                or len(flag_key) > MAX_FLAG_KEY_LENGTH
+                or not (lookup := parse_flag_key(flag_key)).name
+            ):
+                # Not running, resuming after a fork, or a key that is refused up front.
+                prepared = self._prepare(flag_key, default_value, evaluation_context)
+                if isinstance(prepared, FlagResolutionDetails):
+                    details = prepared
+                else:
+                    resolver, lookup, request = prepared
+                    resolved = resolver.resolve(request)
+                    details = interpret(resolved, lookup, kind, default_value)
             else:
-                resolver, lookup, request = prepared
-                resolved = resolver.resolve(request)
+                # The hot path: the same steps as _prepare, without the ResolveRequest.
+                context_json, skip_apply = encode_context(evaluation_context)
+                resolved = resolver.resolve_flag(
+                    lookup.resource, context_json, self._client_secret, not skip_apply
+                )
                 details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
-        return self._finish(details, start)
+        # _finish(), inlined.
+        runtime = self._runtime
+        if runtime is not None and runtime.serving_cached_state and details.error_code is None:
+            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
+        return details
 
     def _finish(
         self, details: FlagResolutionDetails[Any], start: int
@@ -641,7 +662,7 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
-            details = dataclasses.replace(details, reason=Reason.STALE)
+            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
         self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
         return details
 
