@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, NoReturn
 
 from confidence._engine import CompiledResolver, Export, WasmInstance, WasmTrap
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
@@ -167,6 +167,8 @@ _NOW_TAG: Final = b"\x28"  # ResolveCall.now_unix_millis (5, varint)
 _SMALL_LENGTHS: Final = tuple(_varint(n) for n in range(16384))
 #: The C JSON scanner (accepts NaN/Infinity like json.loads; clears its memo per call).
 _scan_json: Final = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_time_ns: Final = time.time_ns
+_RESOLVE: Final = Export.RESOLVE
 
 
 def _prefix(request: ResolveRequest) -> bytes:
@@ -245,6 +247,15 @@ class ResolverInstance:
         self.resolver_version: str = result.resolver_version
         self.state_generation = 0  # which pool state this instance holds
 
+    @staticmethod
+    def _call_failed(export: str, response: bytes) -> NoReturn:
+        """Raise what `_call` raises for a response whose status is not OK."""
+        if not response:
+            raise WasmTrap(f"{export} returned an empty response")
+        if response[0] == _ERROR:
+            raise ResolverError(response[1:].decode("utf-8", "replace"))
+        raise WasmTrap(f"{export} returned unknown status {response[0]}")
+
     def _call(self, export: str, payload: bytes) -> bytes:
         response = self._wasm.call(export, payload)
         if not response:
@@ -319,7 +330,7 @@ class ResolverInstance:
         self, prefix: bytes, ctx: bytes, now_ms: int | None
     ) -> Resolved | Suspended:
         if now_ms is None:
-            now_ms = time.time_ns() // 1_000_000
+            now_ms = _time_ns() // 1_000_000
         if now_ms != self._now_ms:
             self._now_ms = now_ms
             self._now_field = _NOW_TAG + _varint(now_ms)
@@ -333,8 +344,12 @@ class ResolverInstance:
                 self._now_field,
             )
         )
-        # The C scanner straight away: json.loads would first sniff the encoding.
-        doc = _scan_json(self._call(Export.RESOLVE, payload).decode("utf-8"), 0)[0]
+        # _call(), inlined; the C scanner straight away (json.loads would first sniff the
+        # encoding), starting after the status byte rather than slicing it off.
+        response = self._wasm.call(_RESOLVE, payload)
+        if not response or response[0] != _OK:
+            self._call_failed(_RESOLVE, response)
+        doc = _scan_json(response.decode("utf-8"), 1)[0]
         flags = doc.get("f")
         if flags is None:
             return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))

@@ -214,9 +214,20 @@ class ResolverPool:
         return self._acquire(blocking=False, timeout=None)
 
     def acquire(self, *, timeout: float | None = None) -> _Slot:
-        slot = self._acquire(blocking=True, timeout=timeout)
-        assert slot is not None
-        return slot
+        # The common case (an idle instance of the current state) without a further call.
+        idle = self._idle
+        if idle:
+            try:
+                slot = idle.pop()
+            except IndexError:
+                pass
+            else:
+                if slot.generation == self._generation:
+                    return slot
+                self._retire_stale(slot)
+        found = self._acquire(blocking=True, timeout=timeout)
+        assert found is not None
+        return found
 
     def _acquire(self, *, blocking: bool, timeout: float | None) -> _Slot | None:
         idle = self._idle
