@@ -221,6 +221,52 @@ class FlagResolver:
             await self._write_async(result.writes)
         return result
 
+    async def resolve_flag_async(
+        self, flag: str, context_json: bytes, client_secret: str, apply: bool
+    ) -> Resolved:
+        """`resolve_async()` of one flag without a `ResolveRequest` on the common path (an
+        idle instance, no materializations); everything else takes the general path."""
+        pool = self.pool
+        mode = self._mode
+        slot = pool.try_acquire()
+        if slot is not None:
+            try:
+                result = slot.instance.resolve_flag(flag, client_secret, apply, mode, context_json)
+            except WasmTrap:
+                pool.drop(slot)
+            except BaseException:
+                pool.release(slot)
+                raise
+            else:
+                pool.release(slot)
+                if type(result) is Resolved and not result.writes:
+                    return result
+                request = ResolveRequest(
+                    flags=(flag,),
+                    context_json=context_json,
+                    client_secret=client_secret,
+                    apply=apply,
+                    materialization_mode=mode,
+                )
+                if isinstance(result, Suspended):
+                    records = await self._read_async(result.reads)
+                    result = await self._resolve_once_async(self._complete(request, records))
+                    if isinstance(result, Suspended):
+                        raise MaterializationError("resolver suspended twice for one request")
+                if result.writes:
+                    await self._write_async(result.writes)
+                return result
+        # Every instance busy (wait in a worker thread), or a trap (retry on a fresh one).
+        return await self.resolve_async(
+            ResolveRequest(
+                flags=(flag,),
+                context_json=context_json,
+                client_secret=client_secret,
+                apply=apply,
+                materialization_mode=mode,
+            )
+        )
+
     async def _resolve_once_async(self, request: ResolveRequest) -> Resolved | Suspended:
         # Inline on the loop when an instance is free (no thread hop: ~µs); only when
         # every instance is busy in other threads do we wait in a worker thread.

@@ -675,12 +675,27 @@ class ConfidenceProvider(AbstractProvider):
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
         try:
-            prepared = self._prepare(flag_key, default_value, evaluation_context)
-            if isinstance(prepared, FlagResolutionDetails):
-                details = prepared
+            runtime = self._runtime
+            resolver = runtime.resolver if runtime is not None else None
+            if (
+                resolver is None
+                or len(flag_key) > MAX_FLAG_KEY_LENGTH
+                or not (lookup := parse_flag_key(flag_key)).name
+            ):
+                # Not running, resuming after a fork, or a key that is refused up front.
+                prepared = self._prepare(flag_key, default_value, evaluation_context)
+                if isinstance(prepared, FlagResolutionDetails):
+                    details = prepared
+                else:
+                    resolver, lookup, request = prepared
+                    resolved = await resolver.resolve_async(request)
+                    details = interpret(resolved, lookup, kind, default_value)
             else:
-                resolver, lookup, request = prepared
-                resolved = await resolver.resolve_async(request)
+                # The hot path, as in _evaluate.
+                context_json, skip_apply = encode_context(evaluation_context)
+                resolved = await resolver.resolve_flag_async(
+                    lookup.resource, context_json, self._client_secret, not skip_apply
+                )
                 details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
