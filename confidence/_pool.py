@@ -51,11 +51,14 @@ class PoolStats:
 
 
 class _Slot:
-    __slots__ = ("generation", "instance")
+    __slots__ = ("flush_wanted", "generation", "instance")
 
     def __init__(self, instance: ResolverInstance, generation: int) -> None:
         self.instance = instance
         self.generation = generation
+        # A waiting log flush wants this (borrowed) instance: release() hands it over
+        # instead of making it idle, where another borrower could always take it first.
+        self.flush_wanted = False
 
 
 def default_pool_size() -> int:
@@ -299,6 +302,12 @@ class ResolverPool:
 
     def release(self, slot: _Slot) -> None:
         if slot.generation == self._generation and not self._closed:
+            if slot.flush_wanted:
+                with self._lock:
+                    if slot.flush_wanted:
+                        slot.flush_wanted = False  # now the flush's; it releases it after
+                        self._released.notify_all()
+                        return
             self._idle.append(slot)
             if self._waiting:
                 with self._lock:
@@ -323,23 +332,38 @@ class ResolverPool:
     # -- logs ------------------------------------------------------------------------------
 
     def _take_for_flush(self, slot: _Slot, wait: bool) -> bool:
-        """Take `slot` out of the idle list (waiting for its borrower when `wait`)."""
+        """Take `slot` out of the idle list, or with `wait` have its borrower hand it over.
+
+        Waiting for it to become idle is not enough: with more borrowers than instances, a
+        borrower takes an idle instance before the flush wakes up, every time.
+        """
         with self._lock:
-            while True:
-                if slot not in self._slots:
-                    return False  # retired or dropped: its logs went to _retired_logs
-                try:
-                    self._idle.remove(slot)
-                    return True
-                except ValueError:
-                    pass
-                if not wait:
-                    return False
-                self._waiting += 1
-                try:
+            if slot not in self._slots:
+                return False  # retired or dropped: its logs went to _retired_logs
+            try:
+                self._idle.remove(slot)
+                return True
+            except ValueError:
+                pass
+            if not wait:
+                return False
+            slot.flush_wanted = True
+            self._waiting += 1
+            try:
+                while slot.flush_wanted:  # release() clears it when it hands the slot over
                     self._released.wait(0.05)
-                finally:
-                    self._waiting -= 1
+                    if slot not in self._slots:
+                        slot.flush_wanted = False
+                        return False
+                    if slot.flush_wanted:
+                        try:
+                            self._idle.remove(slot)  # released before the flag was set
+                        except ValueError:
+                            continue
+                        slot.flush_wanted = False
+                return True
+            finally:
+                self._waiting -= 1
 
     def flush_logs(self, *, wait: bool = False, max_assigned_bytes: int = 0) -> list[bytes]:
         """Drain every instance's accumulated logs as serialized WriteFlagLogsRequests.

@@ -33,7 +33,9 @@ from provider_support import (
 )
 
 from confidence import _flag_logs
+from confidence._abi import ResolveRequest
 from confidence._log_sender import RetryPolicy
+from confidence._pool import ResolverPool
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._proto.confidence.flags.resolver.v1.events import events_pb2
 from confidence._version import __version__
@@ -409,6 +411,55 @@ def test_resolver_queue_cap_drops_are_counted_not_silent(
     assert received_resolves(emulator) == n  # resolve counts are never capped
     assert lost_in_warnings(caplog) == (n - received, 0)
     assert "a resolver's exposure queue was full" in caplog.text
+
+
+def test_drains_are_not_starved_by_more_resolving_threads_than_instances() -> None:
+    # Saturated: 8 threads on 2 instances, so an instance is almost never idle. A drain
+    # must still get each instance promptly (its borrower hands it over), or exposures
+    # would pile up in the resolvers until their cap.
+    pool = ResolverPool(2)
+    pool.set_state(sample_state().build(), ACCOUNT)
+    stop = threading.Event()
+    resolved = Counter[int]()
+
+    def resolve(t: int) -> None:
+        i = 0
+        while not stop.is_set():
+            context = f'{{"targeting_key":"sat-{t}-{i}"}}'.encode()
+            with pool.borrow() as instance:
+                instance.resolve(ResolveRequest(("flags/feature",), context, SECRET, apply=True))
+            i += 1
+        resolved[t] = i
+
+    threads = [threading.Thread(target=resolve, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    drained: list[bytes] = []
+    durations: list[float] = []
+
+    def drain() -> None:
+        for _ in range(10):
+            time.sleep(0.05)
+            started = time.monotonic()
+            drained.extend(pool.flush_logs(wait=True, max_assigned_bytes=1 << 20))
+            durations.append(time.monotonic() - started)
+
+    drainer = threading.Thread(target=drain)
+    drainer.start()
+    drainer.join(timeout=10)  # a starved drain only finishes once the resolvers stop
+    stop.set()
+    for thread in [drainer, *threads]:
+        thread.join()
+    slowest = max(durations)
+    drained += pool.flush_logs(wait=True)
+    assert slowest < 1.0
+    exposures = sum(
+        len(a.flags)
+        for body in drained
+        for a in api_pb2.WriteFlagLogsRequest.FromString(body).flag_assigned
+    )
+    assert exposures == sum(resolved.values()) > 0
+    assert pool.take_dropped_exposures() == (0, 0)
 
 
 # -- the wire format, field by field -----------------------------------------------------------
