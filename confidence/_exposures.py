@@ -72,6 +72,24 @@ def _millis(ts: Any) -> int:
     return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
 
 
+def _time_suffix(flag: Any) -> tuple[bytes, int]:
+    """How `flag`'s apply time ends its serialization, and the time in ms."""
+    if not flag.HasField("apply_time"):
+        return b"", 0
+    encoded = flag.apply_time.SerializeToString()
+    # A Timestamp is at most 17 bytes, so its length prefix is a single byte.
+    return _APPLY_TIME_TAG + bytes((len(encoded),)) + encoded, _millis(flag.apply_time)
+
+
+def _identity(flag: Any) -> tuple[bytes, int]:
+    """The general path: the flag without its apply time, serialized, and the time."""
+    copy = type(flag)()
+    copy.CopyFrom(flag)
+    at = _millis(copy.apply_time) if copy.HasField("apply_time") else 0
+    copy.ClearField("apply_time")
+    return copy.SerializeToString(deterministic=True), at
+
+
 class Deduplicator:
     """The global apply-dedup window. Thread-safe (one lock around each request)."""
 
@@ -98,79 +116,67 @@ class Deduplicator:
 
         Returns (deduplicated, overflowed) for this request.
         """
+        # The hot loop of the flush (one iteration per exposure): locals, no calls per flag
+        # beyond two serializations, a hash and a dict lookup.
         with self._lock:
             self._now = now_ms
             self._sweep(now_ms - self._window - DEDUP_LATE_ARRIVAL_MS)
-            deduped = overflowed = 0
+            sent, window, digest = self._sent, self._window, hashlib.blake2b
+            # Serialized apply time -> (its encoding as the flag's last field, ms). The guest
+            # stamps all flags of one resolve with one time, and many resolves share a ms.
+            suffixes: dict[bytes, tuple[bytes, int]] = {}
+            total = deduped = overflowed = 0
             emptied: list[int] = []
             for index, assigned in enumerate(request.flag_assigned):
                 flags = assigned.flags
-                if not flags:
+                count = len(flags)
+                if not count:
                     continue
+                total += count
                 drop: list[int] = []
-                # The guest stamps every flag of one resolve with the same apply time, so the
-                # serialized time is computed once per envelope; a flag whose bytes do not end
-                # with it takes the general path.
-                first = flags[0]
-                suffix, when = self._time_suffix(first)
                 for position, flag in enumerate(flags):
                     raw = flag.SerializeToString()
+                    stamp = flag.apply_time.SerializeToString()
+                    known = suffixes.get(stamp)
+                    if known is None:
+                        known = suffixes[stamp] = _time_suffix(flag)
+                    suffix, at = known
+                    # Fields are serialized in field-number order, so apply_time (the
+                    # highest) ends the bytes; anything else takes the general path.
                     if suffix and raw.endswith(suffix):
-                        identity, at = raw[: -len(suffix)], when
+                        identity = raw[: -len(suffix)]
                     else:
-                        identity, at = self._identity(flag)
-                    verdict = self._check(hashlib.blake2b(identity, digest_size=16).digest(), at)
-                    if verdict is None:
-                        drop.append(position)
-                    elif verdict:
-                        overflowed += 1
-                self._total += len(flags)
+                        identity, at = _identity(flag)
+                    key = digest(identity, digest_size=16).digest()
+                    last = sent.get(key)
+                    if last is not None:
+                        if -window < at - last < window:
+                            drop.append(position)
+                            continue
+                        sent[key] = max(at, last)
+                        sent.move_to_end(key)  # it is the newest again
+                    elif len(sent) < self._capacity or self._make_room():
+                        sent[key] = at
+                    else:
+                        overflowed += 1  # passes through undeduplicated
                 if drop:
                     deduped += len(drop)
-                    if len(drop) == len(flags):
+                    if len(drop) == count:
                         emptied.append(index)
                     else:
                         for position in reversed(drop):
                             del flags[position]
             for index in reversed(emptied):
                 del request.flag_assigned[index]
+            self._total += total
             self._deduped += deduped
             self._overflow += overflowed
             return deduped, overflowed
 
-    @staticmethod
-    def _time_suffix(flag: Any) -> tuple[bytes, int]:
-        if not flag.HasField("apply_time"):
-            return b"", 0
-        encoded = flag.apply_time.SerializeToString()
-        # A Timestamp is at most 17 bytes, so its length prefix is a single byte.
-        return _APPLY_TIME_TAG + bytes((len(encoded),)) + encoded, _millis(flag.apply_time)
-
-    @staticmethod
-    def _identity(flag: Any) -> tuple[bytes, int]:
-        copy = type(flag)()
-        copy.CopyFrom(flag)
-        at = _millis(copy.apply_time) if copy.HasField("apply_time") else 0
-        copy.ClearField("apply_time")
-        return copy.SerializeToString(deterministic=True), at
-
-    def _check(self, key: bytes, at: int) -> bool | None:
-        """None: a duplicate (drop it). False: send it. True: send it, window full."""
-        sent = self._sent
-        last = sent.get(key)
-        if last is not None:
-            if abs(at - last) < self._window:
-                return None
-            sent[key] = max(at, last)
-            sent.move_to_end(key)  # it is the newest again
-            return False
-        if len(sent) >= self._capacity:
-            # Full: forget what is certainly out of the window now, as the guest does.
-            self._sweep(self._now - self._window)
-            if len(sent) >= self._capacity:
-                return True
-        sent[key] = at
-        return False
+    def _make_room(self) -> bool:
+        # Full: forget what is certainly out of the window now, as the guest does.
+        self._sweep(self._now - self._window)
+        return len(self._sent) < self._capacity
 
     def _sweep(self, horizon: int) -> None:
         sent = self._sent
