@@ -143,9 +143,5 @@ def _after_fork_in_child() -> None:
             provider._after_fork_in_child()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def inherited_count() -> int:
-    """How many inherited objects this process parks (for tests)."""
-    return len(_INHERITED)
+if hasattr(os, "register_at_fork"):  # POSIX: where there is no fork, there is nothing to do
+    os.register_at_fork(after_in_child=_after_fork_in_child)
