@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from confidence._state_sync import DEFAULT_CDN_BASE_URL
+
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "add_commands"]
 
 EXIT_OK: Final = 0
@@ -34,7 +36,6 @@ _EXIT_HELP: Final = (
     "exit status: 0 ok, 1 failed (resolution error, CDN unreachable, state not decryptable), "
     "2 usage error"
 )
-_DEFAULT_CDN: Final = "https://confidence-resolver-state-cdn.spotifycdn.com"
 
 
 class CliError(Exception):
@@ -490,7 +491,7 @@ def _state_source(parser: argparse.ArgumentParser, *, cdn: bool) -> None:
             "the client to resolve for (default: the state's first credential)",
         )
         parser.add_argument(
-            "--cdn-base-url", default=_DEFAULT_CDN, metavar="URL", help="state CDN base URL"
+            "--cdn-base-url", default=DEFAULT_CDN_BASE_URL, metavar="URL", help="state CDN base URL"
         )
     parser.add_argument(
         "--encryption-key", metavar="K", help="the credential's 64-hex-character encryption key"
@@ -560,7 +561,7 @@ def add_commands(commands: Any) -> None:
     fetch.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="where to save the state"
     )
-    fetch.add_argument("--cdn-base-url", default=_DEFAULT_CDN, metavar="URL")
+    fetch.add_argument("--cdn-base-url", default=DEFAULT_CDN_BASE_URL, metavar="URL")
     fetch.add_argument(
         "--decrypt", action="store_true", help="save the decrypted ClientResolverState"
     )

@@ -21,6 +21,7 @@ import anyio
 from google.protobuf.message import DecodeError
 from yarl import URL
 
+from confidence._log_sender import DEFAULT_API_BASE_URL
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence.materialization import (
     InclusionReadResult,
@@ -41,7 +42,6 @@ __all__ = [
 
 logger = logging.getLogger("confidence.materialization")
 
-DEFAULT_API_BASE_URL: Final = "https://resolver.confidence.dev"
 READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
 WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
 _CONTENT_TYPE: Final = "application/x-protobuf"

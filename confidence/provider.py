@@ -60,6 +60,7 @@ from confidence._abi import ResolveRequest, ResolverError
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
 from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
+from confidence._log_sender import DEFAULT_API_BASE_URL  # re-exported for users
 from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
 from confidence._runtime import (
@@ -69,6 +70,7 @@ from confidence._runtime import (
     Transition,
     TransitionKind,
 )
+from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
 from confidence._stats import ProviderStats, StatsRecorder, snapshot
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
 
@@ -79,8 +81,6 @@ logger = logging.getLogger("confidence.provider")
 
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
 
-DEFAULT_CDN_BASE_URL: Final = "https://confidence-resolver-state-cdn.spotifycdn.com"
-DEFAULT_API_BASE_URL: Final = "https://resolver.confidence.dev"
 
 _METADATA: Final = Metadata(name="confidence-sdk-python-local")
 _NOT_INITIALIZED: Final = "Provider not initialized"
@@ -575,9 +575,7 @@ class ConfidenceProvider(AbstractProvider):
         if resolver is None:
             resume = self._fork_resume
             if resume is None:
-                return error_details(
-                    default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_INITIALIZED
-                )
+                return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NOT_INITIALIZED)
             resolver = self._resume_after_fork(resume)
         if len(flag_key) > MAX_FLAG_KEY_LENGTH:
             return error_details(
