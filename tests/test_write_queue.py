@@ -85,6 +85,8 @@ async def test_run_writes_without_flush_and_wakes_on_enqueue() -> None:
         # ...and from a foreign thread
         await anyio.to_thread.run_sync(queue.enqueue, [_op(2)])
         await _eventually(lambda: "u2" in _variants(store))
+        # The store sees a batch (in a worker thread) a moment before the queue counts it.
+        await _eventually(lambda: queue.stats.written == 3)
         tg.cancel_scope.cancel()
     assert queue.stats.written == 3
     assert queue.stats.pending == 0
