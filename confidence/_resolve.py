@@ -111,7 +111,10 @@ class FlagResolver:
         mode = self._initial_mode(request)
         if mode is not request.materialization_mode:
             request = replace(request, materialization_mode=mode)
-        result = self._resolve_once(request)
+        return self._settle(request, self._resolve_once(request))
+
+    def _settle(self, request: ResolveRequest, result: Resolved | Suspended) -> Resolved:
+        """Finish a first answer: serve its reads and resolve again, then queue its writes."""
         if isinstance(result, Suspended):
             records = self._read_sync(result.reads)
             result = self._resolve_once(self._complete(request, records))
@@ -152,14 +155,7 @@ class FlagResolver:
             # The trapped instance is gone; one retry on a fresh one (as _resolve_once).
             with pool.borrow() as instance:
                 result = instance.resolve(request)
-        if isinstance(result, Suspended):
-            records = self._read_sync(result.reads)
-            result = self._resolve_once(self._complete(request, records))
-            if isinstance(result, Suspended):
-                raise MaterializationError("resolver suspended twice for one request")
-        if result.writes:
-            self._write_sync(result.writes)
-        return result
+        return self._settle(request, result)
 
     def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
         # (acquire/release by hand, not `with pool.borrow()`: a generator-based context
@@ -211,7 +207,12 @@ class FlagResolver:
         mode = self._initial_mode(request)
         if mode is not request.materialization_mode:
             request = replace(request, materialization_mode=mode)
-        result = await self._resolve_once_async(request)
+        return await self._settle_async(request, await self._resolve_once_async(request))
+
+    async def _settle_async(
+        self, request: ResolveRequest, result: Resolved | Suspended
+    ) -> Resolved:
+        """`_settle` for the async path: reads awaited, writes queued."""
         if isinstance(result, Suspended):
             records = await self._read_async(result.reads)
             result = await self._resolve_once_async(self._complete(request, records))
@@ -248,14 +249,7 @@ class FlagResolver:
                     apply=apply,
                     materialization_mode=mode,
                 )
-                if isinstance(result, Suspended):
-                    records = await self._read_async(result.reads)
-                    result = await self._resolve_once_async(self._complete(request, records))
-                    if isinstance(result, Suspended):
-                        raise MaterializationError("resolver suspended twice for one request")
-                if result.writes:
-                    await self._write_async(result.writes)
-                return result
+                return await self._settle_async(request, result)
         # Every instance busy (wait in a worker thread), or a trap (retry on a fresh one).
         return await self.resolve_async(
             ResolveRequest(
