@@ -1,4 +1,4 @@
-"""`python -m confidence <command>`. Commands: `demo`; `resolve`, `inspect`, `fetch` (`_cli`)."""
+"""`python -m confidence <command>`: `demo`; `resolve`, `inspect`, `fetch`, `precompile`."""
 
 from __future__ import annotations
 

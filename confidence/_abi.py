@@ -164,7 +164,9 @@ def _field_bytes(number: int, data: bytes) -> bytes:
 
 _CONTEXT_TAG: Final = b"\x12"  # ResolveCall.context_json (2, length-delimited)
 _NOW_TAG: Final = b"\x28"  # ResolveCall.now_unix_millis (5, varint)
-_SMALL_LENGTHS: Final = tuple(_varint(n) for n in range(16384))
+_SMALL_LENGTHS: Final = tuple(  # the varint of every length below 2**14, built quickly
+    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(16384)
+)
 #: The C JSON scanner (accepts NaN/Infinity like json.loads; clears its memo per call).
 _scan_json: Final = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _time_ns: Final = time.time_ns

@@ -1,4 +1,4 @@
-"""`python -m confidence resolve | inspect | fetch`: look at states and flags from a shell.
+"""`python -m confidence resolve | inspect | fetch | precompile`: states, flags, module cache.
 
 - `resolve`: one flag for one context, from a state file or straight from the CDN, printed
   as JSON (value, variant, reason, error code/message, metadata). Inspection only: the
@@ -7,6 +7,8 @@
 - `inspect`: the flags (variants, rules) and segments in a state file; a table, or `--json`.
 - `fetch`: download the current state for offline use (`state_file=`, `--state`): the
   encrypted body as the CDN serves it, or decrypted with `--decrypt`.
+- `precompile`: compile resolver.wasm into the compiled-module cache now (e.g. while building
+  a container image), so that providers start warm instead of compiling (docs/performance.md).
 
 Exit codes: 0 ok; 1 the command ran but failed (a resolution error, the CDN unreachable or
 refusing, a state that does not decrypt); 2 usage (bad arguments, unreadable input files).
@@ -571,6 +573,34 @@ def add_commands(commands: Any) -> None:
         help="without --encryption-key, fetch the legacy unencrypted state object",
     )
     fetch.set_defaults(handler=_guarded(_fetch))
+
+    precompile = commands.add_parser(
+        "precompile",
+        help="compile resolver.wasm into the compiled-module cache (e.g. in a container build)",
+        description="Compile the packaged resolver.wasm with optimizations and store it in the "
+        "compiled-module cache, so that providers on this machine start warm. The cache is "
+        "$XDG_CACHE_HOME/confidence-openfeature-provider (default ~/.cache/...): build and "
+        "run with the same XDG_CACHE_HOME (or HOME). The cache is tied to this wasmtime "
+        "version and CPU; a mismatch is detected and recompiled.",
+        epilog="exit status: 0 ok, 1 the cache could not be written",
+        formatter_class=formatter,
+    )
+    precompile.add_argument(
+        "--cache-dir", metavar="DIR", help="cache directory (default: the one providers use)"
+    )
+    precompile.set_defaults(handler=_guarded(_precompile))
+
+
+def _precompile(args: argparse.Namespace) -> int:
+    from confidence._engine import CompiledResolver, Tier, cache_path, default_cache_dir
+
+    directory = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    compiled = CompiledResolver.load(cache_dir=directory)
+    path = cache_path(directory, compiled.digest, Tier.OPTIMIZED)
+    if not path.is_file():
+        raise CliError(f"could not write the module cache in {directory}", EXIT_FAILED)
+    print(path)
+    return EXIT_OK
 
 
 def _require_state(handler: Handler) -> Handler:

@@ -15,8 +15,13 @@ parallel.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import enum
+import functools
 import hashlib
+import importlib.metadata
 import os
 import tempfile
 import threading
@@ -31,8 +36,10 @@ from wasmtime import _ffi as _wffi
 __all__ = [
     "CompiledResolver",
     "Export",
+    "Tier",
     "WasmInstance",
     "WasmTrap",
+    "cache_path",
     "default_cache_dir",
     "load_resolver_wasm",
 ]
@@ -41,7 +48,14 @@ __all__ = [
 #: runaway allocation traps instead of eating the host.
 DEFAULT_MEMORY_LIMIT: Final = 512 * 1024 * 1024
 
-_WASMTIME_VERSION: Final = getattr(wasmtime, "__version__", "unknown")
+
+@functools.cache
+def _wasmtime_version() -> str:
+    # wasmtime-py has no __version__; the distribution's version keys the module cache.
+    try:
+        return importlib.metadata.version("wasmtime")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "unknown"
 
 
 class WasmTrap(Exception):
@@ -77,47 +91,97 @@ def default_cache_dir() -> Path:
 
 
 _ENGINE_LOCK = threading.Lock()
-_ENGINE: wasmtime.Engine | None = None
 
 
-def _engine() -> wasmtime.Engine:
-    # One Engine per process: compiled code is shared by every Store.
-    global _ENGINE
+class Tier(enum.Enum):
+    """How resolver.wasm is compiled.
+
+    OPTIMIZED is what serves: Cranelift at `speed`, cached on disk. QUICK is for starts with
+    a cold cache: no optimization passes and the single-pass register allocator compile in
+    about 55 % of the time, for code that resolves about 1.5x slower (bench/README.md). A
+    provider that starts cold becomes READY on QUICK code and moves to OPTIMIZED code once
+    a background compile (which also fills the disk cache) finishes.
+    """
+
+    OPTIMIZED = "optimized"
+    QUICK = "quick"
+
+
+_ENGINES: dict[Tier, wasmtime.Engine] = {}
+#: Compiled modules by (wasm digest, tier): every pool in the process shares them.
+_MODULES: dict[tuple[str, Tier], wasmtime.Module] = {}
+
+
+def _engine(tier: Tier = Tier.OPTIMIZED) -> wasmtime.Engine:
+    # One Engine per tier and process: compiled code is shared by every Store.
     with _ENGINE_LOCK:
-        if _ENGINE is None:
+        engine = _ENGINES.get(tier)
+        if engine is None:
             config = wasmtime.Config()
-            config.cranelift_opt_level = "speed"
+            if tier is Tier.QUICK:
+                config.cranelift_opt_level = "none"
+                with contextlib.suppress(Exception):  # a flag an older wasmtime lacks
+                    config.cranelift_flag_set("regalloc_algorithm", "single_pass")
+            else:
+                config.cranelift_opt_level = "speed"
             if _FORKED:
                 # The parent's compile threads (rayon) did not survive the fork: a parallel
                 # compile in this child would wait for them forever.
                 config.parallel_compilation = False
-            _ENGINE = wasmtime.Engine(config)
-        return _ENGINE
+            engine = _ENGINES[tier] = wasmtime.Engine(config)
+        return engine
+
+
+def _module(
+    tier: Tier, digest: str, build: Callable[[wasmtime.Engine], wasmtime.Module]
+) -> wasmtime.Module:
+    key = (digest, tier)
+    module = _MODULES.get(key)
+    if module is None:
+        # Two pools starting at once may both build; one result is kept.
+        module = _MODULES.setdefault(key, build(_engine(tier)))
+    return module
 
 
 _FORKED = False
 
 
 def _reset_after_fork() -> None:
-    # A forked child must not share the parent's engine lock state, nor its engine (see
+    # A forked child must not share the parent's engine lock state, nor its engines (see
     # _engine()). The parent's modules and Stores keep their own reference to the old
-    # engine; a child never uses them (see _fork).
-    global _ENGINE_LOCK, _ENGINE, _FORKED
+    # engines; a child never uses them (see _fork).
+    global _ENGINE_LOCK, _FORKED
     _ENGINE_LOCK = threading.Lock()
-    _ENGINE = None
+    _ENGINES.clear()
+    _MODULES.clear()
     _FORKED = True
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
+@atexit.register
+def _release_modules() -> None:
+    # Dropped while wasmtime's bindings still exist: at interpreter teardown their
+    # finalizers would find them gone and print "Exception ignored" noise.
+    _MODULES.clear()
+    _ENGINES.clear()
+
+
 class CompiledResolver:
     """resolver.wasm compiled once per process (and cached on disk across processes)."""
 
-    def __init__(self, module: wasmtime.Module, engine: wasmtime.Engine, digest: str) -> None:
+    def __init__(
+        self,
+        module: wasmtime.Module,
+        engine: wasmtime.Engine,
+        digest: str,
+        tier: Tier = Tier.OPTIMIZED,
+    ) -> None:
         self._module = module
         self._engine = engine
         self.digest = digest
+        self.tier = tier
 
     @classmethod
     def load(
@@ -126,27 +190,47 @@ class CompiledResolver:
         *,
         cache_dir: Path | None = None,
         use_cache: bool = True,
+        quick_if_cold: bool = False,
     ) -> CompiledResolver:
         """Compile `wasm` (default: the packaged resolver.wasm), reusing a disk cache.
 
         The cache key covers the wasm bytes and the wasmtime version; a corrupt or stale
-        cache file is ignored and rewritten.
+        cache file is ignored and rewritten. With `quick_if_cold`, when neither this
+        process nor the disk cache has the OPTIMIZED code, the QUICK tier is compiled
+        instead (and cached under its own name); `load()` again later for OPTIMIZED code.
         """
         wasm_bytes = load_resolver_wasm() if wasm is None else wasm
-        engine = _engine()
         digest = hashlib.sha256(wasm_bytes).hexdigest()
+
+        def compile_only(engine: wasmtime.Engine) -> wasmtime.Module:
+            return wasmtime.Module(engine, wasm_bytes)
+
         if not use_cache:
-            return cls(wasmtime.Module(engine, wasm_bytes), engine, digest)
+            return cls(_module(Tier.OPTIMIZED, digest, compile_only), _engine(), digest)
         directory = cache_dir if cache_dir is not None else default_cache_dir()
-        path = directory / f"resolver-{digest[:32]}-wasmtime-{_WASMTIME_VERSION}.cwasm"
-        module = _read_cached(engine, path)
-        if module is None:
-            module = wasmtime.Module(engine, wasm_bytes)
-            _write_cache(path, module)
-        return cls(module, engine, digest)
+        tier = Tier.OPTIMIZED
+        path = cache_path(directory, digest, tier)
+        if quick_if_cold and (digest, tier) not in _MODULES and not path.is_file():
+            tier = Tier.QUICK
+            path = cache_path(directory, digest, tier)
+
+        def cached(engine: wasmtime.Engine) -> wasmtime.Module:
+            module = _read_cached(engine, path)
+            if module is None:
+                module = wasmtime.Module(engine, wasm_bytes)
+                _write_cache(path, module)
+            return module
+
+        return cls(_module(tier, digest, cached), _engine(tier), digest, tier)
 
     def instantiate(self, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> WasmInstance:
         return WasmInstance(self._module, self._engine, memory_limit=memory_limit)
+
+
+def cache_path(directory: Path, digest: str, tier: Tier = Tier.OPTIMIZED) -> Path:
+    """Where the compiled module for `digest` lives in the cache `directory`."""
+    suffix = "" if tier is Tier.OPTIMIZED else f"-{tier.value}"
+    return directory / f"resolver-{digest[:32]}-wasmtime-{_wasmtime_version()}{suffix}.cwasm"
 
 
 def _read_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:

@@ -31,7 +31,7 @@ from confidence._abi import (
     StateSummary,
     WasmTrap,
 )
-from confidence._engine import CompiledResolver
+from confidence._engine import CompiledResolver, Tier
 from confidence._version import __version__
 
 __all__ = ["NoStateError", "PoolStats", "ResolverPool"]
@@ -78,10 +78,16 @@ class ResolverPool:
         compiled: CompiledResolver | None = None,
         memory_limit: int | None = None,
         max_pending_exposure_bytes: int = 0,
+        quick_start: bool = False,
     ) -> None:
+        """`quick_start`: when the compiled-module cache is cold, start on QUICK code
+        (`_engine.Tier`) and let the owner call `tier_up()` in the background."""
         self.size = default_pool_size() if size is None else max(1, size)
+        self._cache_dir = cache_dir
         self._compiled = (
-            compiled if compiled is not None else CompiledResolver.load(cache_dir=cache_dir)
+            compiled
+            if compiled is not None
+            else CompiledResolver.load(cache_dir=cache_dir, quick_if_cold=quick_start)
         )
         self._instance_kwargs = {
             "sdk_version": sdk_version,
@@ -120,6 +126,10 @@ class ResolverPool:
     def _new_instance(self) -> ResolverInstance:
         return ResolverInstance(self._compiled, **self._instance_kwargs)  # type: ignore[arg-type]
 
+    @property
+    def tier(self) -> Tier:
+        return self._compiled.tier
+
     def set_state(self, state: bytes, account_id: str) -> StateSummary:
         """Validate `state` on a fresh instance, then make it the pool's state.
 
@@ -127,33 +137,54 @@ class ResolverPool:
         (a few ms per instance): call it off the event loop.
         """
         with self._swap_lock:
-            fresh = self._new_instance()
-            summary = fresh.set_state(state, account_id)  # raises: old state untouched
+            return self._install_locked(state, account_id)
+
+    def tier_up(self) -> bool:
+        """Compile the OPTIMIZED tier and move the pool onto it; False when nothing changed.
+
+        Blocking for as long as a full compile (~0.3-0.7 s; wasmtime releases the GIL), so
+        the owner runs it in a worker thread. The swap itself is a state swap with the
+        current state: fresh instances, old ones drained and retired, no resolve waits.
+        """
+        if self._compiled.tier is Tier.OPTIMIZED or self._closed:
+            return False
+        compiled = CompiledResolver.load(cache_dir=self._cache_dir)
+        with self._swap_lock:
+            if self._closed:
+                return False
+            self._compiled = compiled
+            if self._state is not None:
+                self._install_locked(*self._state)
+        return True
+
+    def _install_locked(self, state: bytes, account_id: str) -> StateSummary:
+        fresh = self._new_instance()
+        summary = fresh.set_state(state, account_id)  # raises: old state untouched
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            self._state = (state, account_id)
+            previous = len(self._slots)
+            stale = self._take_idle_stale_locked()
+            slot = _Slot(fresh, generation)
+            self._slots.append(slot)
+            self._idle.append(slot)
+            self._released.notify_all()
+        self._retire(stale)
+        # Rebuild the rest off the hot path so resolves never pay instance creation.
+        for _ in range(max(0, previous - 1)):
+            instance = self._new_instance()
+            instance.set_state(state, account_id)
             with self._lock:
-                self._generation += 1
-                generation = self._generation
-                self._state = (state, account_id)
-                previous = len(self._slots)
-                stale = self._take_idle_stale_locked()
-                slot = _Slot(fresh, generation)
+                if self._generation != generation or self._current_locked() >= self.size:
+                    break
+                stale = self._take_idle_stale_locked(limit=1)
+                slot = _Slot(instance, generation)
                 self._slots.append(slot)
                 self._idle.append(slot)
-                self._released.notify_all()
+                self._released.notify()
             self._retire(stale)
-            # Rebuild the rest off the hot path so resolves never pay instance creation.
-            for _ in range(max(0, previous - 1)):
-                instance = self._new_instance()
-                instance.set_state(state, account_id)
-                with self._lock:
-                    if self._generation != generation or self._current_locked() >= self.size:
-                        break
-                    stale = self._take_idle_stale_locked(limit=1)
-                    slot = _Slot(instance, generation)
-                    self._slots.append(slot)
-                    self._idle.append(slot)
-                    self._released.notify()
-                self._retire(stale)
-            return summary
+        return summary
 
     def _current_locked(self) -> int:
         generation = self._generation

@@ -106,6 +106,9 @@ class RuntimeSettings:
     materialization_store: object | None = field(default=None, repr=False)
     use_remote_materialization_store: bool = False
     cache_dir: Path | None = None
+    # A cold compiled-module cache: become READY on quickly compiled code, then move to
+    # optimized code compiled in the background (_engine.Tier).
+    quick_start: bool = True
     # Limits (docs/reliability.md): whole-request deadline and body cap of a state fetch,
     # failed fetches before STALE, and the guest memory cap of each resolver instance.
     state_request_timeout: float = 10.0
@@ -362,6 +365,8 @@ class Runtime:
                             tg.start_soon(self._start_from_cache, syncer)
                     if self.events is not None:
                         tg.start_soon(self.events.run)
+                    if self._pool.tier.value == "quick":
+                        tg.start_soon(self._tier_up)
                     if not self._settled.is_set() and syncer is None:
                         # Nothing will ever bring a state: settle so waiters get an answer.
                         self._fatal("no state source: no state_file and state sync disabled")
@@ -403,7 +408,32 @@ class Runtime:
             memory_limit=settings.memory_limit,
             enable_apply_dedup=settings.enable_apply_dedup,
             max_pending_exposure_bytes=settings.max_pending_exposure_bytes,
+            quick_start=settings.quick_start,
         )
+
+    async def _tier_up(self) -> None:
+        """After a cold start on QUICK code, compile the OPTIMIZED tier and move onto it.
+
+        Waits for the first state so the compile never delays READY. Abandoned (not
+        awaited) on shutdown: the pool is closed by then and `tier_up` returns without
+        touching it, so stopping never waits for a compile.
+        """
+        assert self._settled_event is not None
+        await self._settled_event.wait()
+        if self.fatal_error is not None:
+            return
+        pool = self._pool
+        started = time.perf_counter()
+        try:
+            upgraded = await anyio.to_thread.run_sync(pool.tier_up, abandon_on_cancel=True)
+        except Exception as exc:  # e.g. out of memory: the QUICK code keeps serving
+            logger.warning("Could not compile the optimized resolver: %s", exc)
+            return
+        if upgraded:
+            logger.debug(
+                "Resolver moved to optimized code after %.0f ms",
+                1e3 * (time.perf_counter() - started),
+            )
 
     def _make_store(self, session: Any) -> object | None:
         settings = self._settings
