@@ -177,7 +177,25 @@ impl<'a> Parser<'a> {
     fn string(&mut self) -> Result<String, JsonError> {
         // at '"'
         self.i += 1;
-        let mut out: Vec<u8> = Vec::new();
+        // Fast path: most strings have no escapes; copy them in one go instead of byte by
+        // byte into a growing buffer.
+        let start = self.i;
+        let mut j = start;
+        while let Some(&c) = self.b.get(j) {
+            if c == b'"' {
+                self.i = j + 1;
+                return std::str::from_utf8(&self.b[start..j])
+                    .map(str::to_owned)
+                    .map_err(|_| JsonError("invalid UTF-8 in string".into()));
+            }
+            if c == b'\\' || c < 0x20 {
+                break;
+            }
+            j += 1;
+        }
+        let mut out: Vec<u8> = Vec::with_capacity(j - start + 8);
+        out.extend_from_slice(&self.b[start..j]);
+        self.i = j;
         loop {
             let c = match self.peek() {
                 None => return self.err("unterminated string"),

@@ -18,7 +18,8 @@ use crate::resolve::FlagOutcome;
 use crate::state::ClientIdentity;
 use crate::value::{Context, Value};
 use prost::Message;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use crate::hash::{FastMap, FastSet};
+use std::collections::{BTreeMap, VecDeque};
 
 pub const MAX_SCHEMAS_PER_CREDENTIAL: usize = 50;
 pub const DEDUP_WINDOW_MS: i64 = 120_000;
@@ -182,9 +183,9 @@ pub fn context_schema(ctx: &Context) -> EvaluationContextSchemaInstance {
 #[derive(Default, Debug)]
 struct ClientSchemas {
     /// fingerprints of contexts already accounted for
-    fingerprints: HashSet<u64>,
+    fingerprints: FastSet<u64>,
     /// hashes of the schemas in `list`
-    seen: HashSet<u64>,
+    seen: FastSet<u64>,
     list: Vec<EvaluationContextSchemaInstance>,
 }
 
@@ -224,7 +225,7 @@ pub struct Logs {
     pending: VecDeque<Vec<u8>>,
     pending_bytes: usize,
     /// identity hash -> apply time (ms) of the last exposure sent
-    dedup: HashMap<u128, i64>,
+    dedup: FastMap<u128, i64>,
     counters: DedupCounters,
     rates: BTreeMap<i32, u32>,
     /// what the pending cap refused since the last drain: events and the flags they held
@@ -297,8 +298,20 @@ impl Logs {
 
     /// Resolve info for one resolve (applied or not).
     pub fn record_resolve(&mut self, client: &ClientIdentity, ctx: &Context, flags: &[FlagOutcome]) {
-        let key = (client.client.clone(), client.credential.clone());
-        let entry = self.schemas.entry(key).or_default();
+        // Found by reference (a process has a credential or two): the owned key is built
+        // once per credential, not on every resolve.
+        let known = self.schemas.keys().any(|(c, cr)| *c == client.client && *cr == client.credential);
+        if !known {
+            self.schemas.insert((client.client.clone(), client.credential.clone()), ClientSchemas::default());
+        }
+        let entry = match self
+            .schemas
+            .iter_mut()
+            .find(|((c, cr), _)| *c == client.client && *cr == client.credential)
+        {
+            Some((_, e)) => e,
+            None => unreachable!("inserted above"),
+        };
         if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL {
             self.scratch.clear();
             fingerprint(&ctx.fields, &mut self.scratch);

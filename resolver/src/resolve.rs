@@ -1,5 +1,5 @@
 //! Resolving flags (resolve.md §2, §3, §8).
-use crate::hash::{bucket, hash};
+use crate::hash::{bucket, hash_concat};
 use crate::json::{format_number, write_proto_value, write_string};
 use crate::materialize::{MatError, Materializer, Mode, ReadAnswer};
 use crate::proto::admin::flag::rule::{assignment::Assignment as AssignmentKind, Assignment, AssignmentSpec};
@@ -423,7 +423,7 @@ fn choose_assignment<'s>(
             None => rule.segment.as_str(),
         };
         let n = if spec.bucket_count > 0 { spec.bucket_count as u64 } else { 0 };
-        bucket(hash(&format!("{}|{}", seg, u)), n)
+        bucket(hash_concat(&[seg, "|", u]), n)
             .ok_or_else(|| format!("rule {} has bucket count {}", rule.name, spec.bucket_count))
     };
     if let Some(sv) = sticky_variant {

@@ -7,7 +7,7 @@ use crate::resolve::value_json;
 use std::borrow::Cow;
 use crate::proto::iam::client_credential;
 use prost::Message;
-use std::collections::HashMap;
+use crate::hash::FastMap;
 
 /// Who a client secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +26,13 @@ pub struct State {
     /// The account id without `accounts/` (bitset hashing).
     pub account_id: String,
     pub flags: Vec<Flag>,
-    pub flag_index: HashMap<String, usize>,
-    pub segments: HashMap<String, Segment>,
+    pub flag_index: FastMap<String, usize>,
+    pub segments: FastMap<String, Segment>,
     /// Stored bitsets; a segment without an entry is fully allocated.
-    pub bitsets: HashMap<String, Bitset>,
+    pub bitsets: FastMap<String, Bitset>,
     /// Bloom filters by materialized segment name (strategy 1 only).
-    pub blooms: HashMap<String, Bloom>,
-    pub secrets: HashMap<String, ClientIdentity>,
+    pub blooms: FastMap<String, Bloom>,
+    pub secrets: FastMap<String, ClientIdentity>,
     /// (flag name, digest of the flag's serialized bytes), in state order.
     pub digests: Vec<(String, u64)>,
     /// Each flag's variant values as JSON (schema-backfilled), aligned with `flags` and
@@ -55,7 +55,7 @@ impl State {
         let account_id = account_id.strip_prefix("accounts/").unwrap_or(account_id).to_string();
 
         let mut digests = Vec::with_capacity(rs.flags.len());
-        let mut flag_index = HashMap::with_capacity(rs.flags.len());
+        let mut flag_index = FastMap::with_capacity_and_hasher(rs.flags.len(), Default::default());
         let mut flags = Vec::with_capacity(rs.flags.len());
         for f in rs.flags {
             if flag_index.contains_key(&f.name) {
@@ -72,12 +72,12 @@ impl State {
             .map(|f: &Flag| f.variants.iter().map(|v| value_json(v.value.as_ref(), f.schema.as_ref())).collect())
             .collect();
 
-        let mut segments = HashMap::with_capacity(rs.segments_no_bitsets.len());
+        let mut segments = FastMap::with_capacity_and_hasher(rs.segments_no_bitsets.len(), Default::default());
         for s in rs.segments_no_bitsets {
             segments.insert(s.name.clone(), s);
         }
 
-        let mut bitsets = HashMap::new();
+        let mut bitsets = FastMap::default();
         for b in rs.bitsets {
             use resolver_state::packed_bitset::Bitset as B;
             match b.bitset {
@@ -95,7 +95,7 @@ impl State {
             }
         }
 
-        let mut blooms = HashMap::new();
+        let mut blooms = FastMap::default();
         for bf in rs.bloom_filters {
             if bf.strategy != SUPPORTED_BLOOM_STRATEGY {
                 continue; // unsupported strategies are skipped, not an error
@@ -103,7 +103,7 @@ impl State {
             blooms.insert(bf.materialized_segment, Bloom::new(bf.data, bf.hash_function_count, bf.bit_count));
         }
 
-        let mut secrets = HashMap::new();
+        let mut secrets = FastMap::default();
         let account = format!("accounts/{}", account_id);
         for client in &rs.clients {
             for cred in &rs.client_credentials {
