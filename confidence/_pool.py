@@ -79,16 +79,24 @@ class ResolverPool:
         memory_limit: int | None = None,
         max_pending_exposure_bytes: int = 0,
         quick_start: bool = False,
+        defer_compile: bool = False,
     ) -> None:
         """`quick_start`: when the compiled-module cache is cold, start on QUICK code
-        (`_engine.Tier`) and let the owner call `tier_up()` in the background."""
+        (`_engine.Tier`) and let the owner call `tier_up()` in the background.
+
+        `defer_compile`: return at once and let the owner call `compile()` (in a worker
+        thread, e.g. while the first state downloads); `set_state` waits for it.
+        """
         self.size = default_pool_size() if size is None else max(1, size)
         self._cache_dir = cache_dir
-        self._compiled = (
-            compiled
-            if compiled is not None
-            else CompiledResolver.load(cache_dir=cache_dir, quick_if_cold=quick_start)
-        )
+        self._quick_start = quick_start
+        self._compiled: CompiledResolver | None = compiled
+        self._compile_error: Exception | None = None
+        self._compiled_ready = threading.Event()
+        if compiled is None and not defer_compile:
+            self.compile()
+        elif compiled is not None:
+            self._compiled_ready.set()
         self._instance_kwargs = {
             "sdk_version": sdk_version,
             "enable_apply_dedup": enable_apply_dedup,
@@ -124,11 +132,31 @@ class ResolverPool:
         return self._generation
 
     def _new_instance(self) -> ResolverInstance:
-        return ResolverInstance(self._compiled, **self._instance_kwargs)  # type: ignore[arg-type]
+        compiled = self._compiled or self._wait_compiled()
+        return ResolverInstance(compiled, **self._instance_kwargs)  # type: ignore[arg-type]
+
+    def compile(self) -> None:
+        """Compile (or load from the module cache) the resolver; raises what that raised."""
+        try:
+            self._compiled = CompiledResolver.load(
+                cache_dir=self._cache_dir, quick_if_cold=self._quick_start
+            )
+        except Exception as exc:
+            self._compile_error = exc
+            raise
+        finally:
+            self._compiled_ready.set()
+
+    def _wait_compiled(self) -> CompiledResolver:
+        self._compiled_ready.wait()
+        if self._compiled is None:
+            raise ResolverError(f"the resolver could not be compiled: {self._compile_error}")
+        return self._compiled
 
     @property
-    def tier(self) -> Tier:
-        return self._compiled.tier
+    def tier(self) -> Tier | None:
+        """The code serving resolves; None until `compile()` has finished."""
+        return None if self._compiled is None else self._compiled.tier
 
     def set_state(self, state: bytes, account_id: str) -> StateSummary:
         """Validate `state` on a fresh instance, then make it the pool's state.
@@ -146,7 +174,7 @@ class ResolverPool:
         the owner runs it in a worker thread. The swap itself is a state swap with the
         current state: fresh instances, old ones drained and retired, no resolve waits.
         """
-        if self._compiled.tier is Tier.OPTIMIZED or self._closed:
+        if self._wait_compiled().tier is Tier.OPTIMIZED or self._closed:
             return False
         compiled = CompiledResolver.load(cache_dir=self._cache_dir)
         with self._swap_lock:

@@ -47,6 +47,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
+from confidence._engine import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._version import __version__
 
@@ -285,13 +286,17 @@ class Runtime:
     async def _serve(self) -> None:
         settings = self._settings
         try:
-            self._pool = await anyio.to_thread.run_sync(self._build_pool)
+            self._pool = self._build_pool()  # compiles nothing yet: see _compile
         except Exception as exc:
             self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
             return
         self._logs.pool = self._pool
 
-        async with AsyncExitStack() as stack:
+        # The compile runs while the session opens and the first state downloads; applying
+        # that state waits for it (ResolverPool.set_state).
+        async with anyio.create_task_group() as compiling, AsyncExitStack() as stack:
+            compiling.start_soon(self._compile)
+            stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
             session = None
             if (
                 settings.sync_state
@@ -365,7 +370,7 @@ class Runtime:
                             tg.start_soon(self._start_from_cache, syncer)
                     if self.events is not None:
                         tg.start_soon(self.events.run)
-                    if self._pool.tier.value == "quick":
+                    if settings.quick_start:
                         tg.start_soon(self._tier_up)
                     if not self._settled.is_set() and syncer is None:
                         # Nothing will ever bring a state: settle so waiters get an answer.
@@ -409,7 +414,17 @@ class Runtime:
             enable_apply_dedup=settings.enable_apply_dedup,
             max_pending_exposure_bytes=settings.max_pending_exposure_bytes,
             quick_start=settings.quick_start,
+            defer_compile=True,
         )
+
+    async def _compile(self) -> None:
+        try:
+            # Abandoned on a stop: the pool is closed by then and never used again.
+            await anyio.to_thread.run_sync(self._pool.compile, abandon_on_cancel=True)
+        except Exception as exc:
+            self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
+            assert self._stop_event is not None
+            self._stop_event.set()  # nothing can ever resolve: end the runtime
 
     async def _tier_up(self) -> None:
         """After a cold start on QUICK code, compile the OPTIMIZED tier and move onto it.
@@ -420,9 +435,9 @@ class Runtime:
         """
         assert self._settled_event is not None
         await self._settled_event.wait()
-        if self.fatal_error is not None:
-            return
         pool = self._pool
+        if self.fatal_error is not None or pool.tier is not Tier.QUICK:
+            return
         started = time.perf_counter()
         try:
             upgraded = await anyio.to_thread.run_sync(pool.tier_up, abandon_on_cancel=True)

@@ -399,7 +399,6 @@ class ConfidenceProvider(AbstractProvider):
         the background then, and the provider emits PROVIDER_READY once a state arrives.
         """
         on_loop = _on_event_loop()
-        self._instrument_otel()
         with self._lifecycle_lock:
             runtime = self._live_runtime()
             if runtime is None:
@@ -407,6 +406,8 @@ class ConfidenceProvider(AbstractProvider):
                 host = PortalHost(runtime)
                 host.start()  # starts a thread and schedules a task; never waits for I/O
                 self._runtime, self._host = runtime, host
+        # After the start: importing OpenTelemetry (~20 ms) overlaps the compile and fetch.
+        self._instrument_otel()
         if not runtime.has_state:
             if on_loop:
                 # Blocking here would stall (or deadlock) the caller's event loop.

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
+from openfeature.exception import ProviderFatalError
 from openfeature.flag_evaluation import Reason
 from provider_support import (
     SECRET,
@@ -34,7 +35,7 @@ from confidence._engine import CompiledResolver, Tier, cache_path
 from confidence._pool import ResolverPool
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._proto.confidence.wasm.v1 import abi_pb2
-from confidence.testing.emulator import ConfidenceEmulator
+from confidence.testing.emulator import ConfidenceEmulator, Route
 from confidence.testing.state_builder import StateBuilder, rollout
 
 __all__ = ["openfeature_api"]
@@ -276,3 +277,33 @@ def test_shutdown_while_the_optimized_compile_runs(
     assert provider.is_ready is False
     assert not [r for r in caplog.records if r.levelno >= 30 and "confidence" in r.name]
     assert emulator.exposure_count("feature") == 1
+
+
+def test_the_first_state_downloads_while_the_resolver_compiles(
+    emulator: ConfidenceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_compile = ResolverPool.compile
+
+    def compile_once_the_state_was_requested(self: ResolverPool) -> None:
+        # Were the download to wait for the compile, this would never see the request.
+        wait_until(lambda: bool(emulator.requests_for(Route.STATE)), timeout=15)
+        real_compile(self)
+
+    monkeypatch.setattr(ResolverPool, "compile", compile_once_the_state_was_requested)
+    api.set_provider_and_wait(make_provider(emulator))
+    assert api.get_client().get_boolean_value("feature.enabled", False, EvaluationContext("u"))
+
+
+def test_a_resolver_that_cannot_be_compiled_is_a_fatal_error(
+    emulator: ConfidenceEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no usable resolver.wasm")
+
+    monkeypatch.setattr(_engine.CompiledResolver, "load", broken)
+    provider = make_provider(emulator)
+    with pytest.raises(ProviderFatalError, match="could not load the resolver"):
+        provider.initialize(EvaluationContext())
+    details = provider.resolve_boolean_details("feature.enabled", False, EvaluationContext("u"))
+    assert details.value is False and details.error_code is not None
+    provider.shutdown()
