@@ -164,8 +164,10 @@ def _field_bytes(number: int, data: bytes) -> bytes:
 
 _CONTEXT_TAG: Final = b"\x12"  # ResolveCall.context_json (2, length-delimited)
 _NOW_TAG: Final = b"\x28"  # ResolveCall.now_unix_millis (5, varint)
-_SMALL_LENGTHS: Final = tuple(  # the varint of every length below 2**14, built quickly
-    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(16384)
+#: The varint of every length below 4 KiB (contexts are rarely longer; a longer one pays a
+#: _varint call); a bigger table would cost start-up time for nothing.
+_SMALL_LENGTHS: Final = tuple(
+    bytes((n,)) if n < 0x80 else bytes(((n & 0x7F) | 0x80, n >> 7)) for n in range(4096)
 )
 #: The C JSON scanner (accepts NaN/Infinity like json.loads; clears its memo per call).
 _scan_json: Final = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -341,7 +343,7 @@ class ResolverInstance:
             (
                 prefix,
                 _CONTEXT_TAG,
-                _SMALL_LENGTHS[n] if n < 16384 else _varint(n),
+                _SMALL_LENGTHS[n] if n < 4096 else _varint(n),
                 ctx,
                 self._now_field,
             )

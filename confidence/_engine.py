@@ -21,7 +21,6 @@ import ctypes
 import enum
 import functools
 import hashlib
-import importlib.metadata
 import os
 import tempfile
 import threading
@@ -52,6 +51,8 @@ DEFAULT_MEMORY_LIMIT: Final = 512 * 1024 * 1024
 @functools.cache
 def _wasmtime_version() -> str:
     # wasmtime-py has no __version__; the distribution's version keys the module cache.
+    import importlib.metadata  # ~15 ms: only when a cache path is needed
+
     try:
         return importlib.metadata.version("wasmtime")
     except Exception:  # pragma: no cover - not installed as a distribution
@@ -234,13 +235,13 @@ def cache_path(directory: Path, digest: str, tier: Tier = Tier.OPTIMIZED) -> Pat
 
 
 def _read_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
+    if not path.is_file():
         return None
     try:
-        return wasmtime.Module.deserialize(engine, data)
-    except Exception:  # stale/corrupt cache: recompile
+        # Mapped, not read: no 1 MB copy. Safe because the cache file is only ever
+        # replaced (a new inode), never rewritten in place.
+        return wasmtime.Module.deserialize_file(engine, str(path))
+    except Exception:  # stale/corrupt cache (or unreadable): recompile
         return None
 
 

@@ -2,10 +2,13 @@
 
 `Runtime.run()` is a single task that owns, for its whole life, in this order:
 
-1. the resolver pool (compiled and instantiated in a worker thread, never on the loop),
+1. the resolver pool, whose compile runs in a worker thread (never on the loop) while the
+   next steps proceed, so the first state downloads during the compile; applying a state
+   waits for it. A cold module cache compiles QUICK code and a later task moves the pool to
+   OPTIMIZED code (`_engine.Tier`),
 2. one `aiohttp.ClientSession` (created inside the loop, closed last),
-3. an anyio task group running the state-sync loop, the log-flush loop and the
-   materialization-write drain.
+3. an anyio task group running the state-sync loop, the log-flush loop, the
+   materialization-write drain and that tier-up.
 
 `run()` reports `started()` at once (before the pool exists) so that whoever starts it never
 blocks on I/O; readiness is a separate "settled" signal: the first state was applied, or a

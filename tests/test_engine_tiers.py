@@ -121,6 +121,7 @@ def test_a_warm_cache_loads_without_compiling(
 
     class CountingModule:
         deserialize = staticmethod(real.deserialize)
+        deserialize_file = staticmethod(real.deserialize_file)
 
         def __new__(cls, *args: Any) -> Any:
             compiles.append(args)
