@@ -106,6 +106,9 @@ def test_a_cold_cache_gives_quick_code_and_the_optimized_compile_fills_the_cache
     optimized = CompiledResolver.load(cache_dir=tmp_path)
     assert optimized.tier is Tier.OPTIMIZED
     assert cache_path(tmp_path, optimized.digest).is_file()
+    # The stand-in is dropped from the process and from the cache.
+    assert (quick.digest, Tier.QUICK) not in _engine._MODULES
+    assert not cache_path(tmp_path, quick.digest, Tier.QUICK).exists()
     # From now on this process, and any other using the cache, starts optimized.
     assert CompiledResolver.load(cache_dir=tmp_path, quick_if_cold=True).tier is Tier.OPTIMIZED
 
