@@ -121,7 +121,7 @@ def _engine(tier: Tier = Tier.OPTIMIZED) -> wasmtime.Engine:
             config = wasmtime.Config()
             if tier is Tier.QUICK:
                 config.cranelift_opt_level = "none"
-                with contextlib.suppress(Exception):  # a flag an older wasmtime lacks
+                if _single_pass_checked():
                     config.cranelift_flag_set("regalloc_algorithm", "single_pass")
             else:
                 config.cranelift_opt_level = "speed"
@@ -131,6 +131,20 @@ def _engine(tier: Tier = Tier.OPTIMIZED) -> wasmtime.Engine:
                 config.parallel_compilation = False
             engine = _ENGINES[tier] = wasmtime.Engine(config)
         return engine
+
+
+#: wasmtime-py versions (major) on which `regalloc_algorithm=single_pass` was checked to
+#: work. Before 45 `Config.cranelift_flag_set` does not exist; on a version that did not
+#: know the setting, creating the Engine would panic and abort the process, so newer majors
+#: get the QUICK tier without it until checked.
+_SINGLE_PASS_MAJORS: Final = range(45, 51)
+
+
+def _single_pass_checked() -> bool:
+    try:
+        return int(_wasmtime_version().split(".")[0]) in _SINGLE_PASS_MAJORS
+    except ValueError:
+        return False
 
 
 def _module(

@@ -311,3 +311,19 @@ def test_a_resolver_that_cannot_be_compiled_is_a_fatal_error(
     details = provider.resolve_boolean_details("feature.enabled", False, EvaluationContext("u"))
     assert details.value is False and details.error_code is not None
     provider.shutdown()
+
+
+def test_an_unchecked_wasmtime_gets_quick_code_without_the_single_pass_allocator(
+    tmp_path: Path, cold_process: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An unknown Cranelift setting makes wasmtime abort the process, so it is only set on
+    # the versions it was checked with.
+    monkeypatch.setattr(_engine, "_ENGINES", {})
+    monkeypatch.setattr(_engine, "_wasmtime_version", lambda: "99.0.0")
+    assert not _engine._single_pass_checked()
+    pool = ResolverPool(size=1, cache_dir=tmp_path, quick_start=True)
+    assert pool.tier is Tier.QUICK
+    pool.set_state(_split_state(), ACCOUNT)
+    assert len(_assignments(pool, range(20))) == 20
+    monkeypatch.setattr(_engine, "_wasmtime_version", lambda: "50.0.1")
+    assert _engine._single_pass_checked()
