@@ -7,6 +7,7 @@ resolver.wasm, real wasmtime compiles, real threads.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -277,10 +278,17 @@ def test_shutdown_while_the_optimized_compile_runs(
     api.set_provider_and_wait(provider)
     assert _provider_tier(provider) is Tier.QUICK  # the optimized compile has just begun
     assert api.get_client().get_boolean_value("feature.enabled", False, EvaluationContext("u"))
+    pool = provider._runtime and provider._runtime._pool  # (gone from the provider after shutdown)
     api.shutdown()  # does not wait for the compile; the abandoned compile touches nothing
     assert provider.is_ready is False
     assert not [r for r in caplog.records if r.levelno >= 30 and "confidence" in r.name]
     assert emulator.exposure_count("feature") == 1
+    # The abandoned compile still finishes (it cannot be interrupted) and fills the cache,
+    # but leaves the closed pool alone. Waiting for it also keeps it out of later tests.
+    digest = hashlib.sha256(_engine.load_resolver_wasm()).hexdigest()
+    wait_until(lambda: (digest, Tier.OPTIMIZED) in _engine._MODULES, timeout=120)
+    wait_until(lambda: cache_path(cold_machine, digest).is_file(), timeout=30)
+    assert pool is None or pool.tier is Tier.QUICK
 
 
 def test_the_first_state_downloads_while_the_resolver_compiles(
