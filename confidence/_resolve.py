@@ -144,13 +144,7 @@ class FlagResolver:
             pool.release(slot)
             if type(result) is Resolved and not result.writes:
                 return result
-        request = ResolveRequest(
-            flags=(flag,),
-            context_json=context_json,
-            client_secret=client_secret,
-            apply=apply,
-            materialization_mode=mode,
-        )
+        request = _one_flag_request(flag, context_json, client_secret, apply, mode)
         if result is None:
             # The trapped instance is gone; one retry on a fresh one (as _resolve_once).
             with pool.borrow() as instance:
@@ -242,23 +236,11 @@ class FlagResolver:
                 pool.release(slot)
                 if type(result) is Resolved and not result.writes:
                     return result
-                request = ResolveRequest(
-                    flags=(flag,),
-                    context_json=context_json,
-                    client_secret=client_secret,
-                    apply=apply,
-                    materialization_mode=mode,
-                )
+                request = _one_flag_request(flag, context_json, client_secret, apply, mode)
                 return await self._settle_async(request, result)
         # Every instance busy (wait in a worker thread), or a trap (retry on a fresh one).
         return await self.resolve_async(
-            ResolveRequest(
-                flags=(flag,),
-                context_json=context_json,
-                client_secret=client_secret,
-                apply=apply,
-                materialization_mode=mode,
-            )
+            _one_flag_request(flag, context_json, client_secret, apply, mode)
         )
 
     async def _resolve_once_async(self, request: ResolveRequest) -> Resolved | Suspended:
@@ -334,3 +316,16 @@ class FlagResolver:
             materialization_mode=MaterializationMode.COMPLETE,
             materializations=request.materializations + records,
         )
+
+
+def _one_flag_request(
+    flag: str, context_json: bytes, client_secret: str, apply: bool, mode: MaterializationMode
+) -> ResolveRequest:
+    """The general path's request for what the one-flag fast paths resolve."""
+    return ResolveRequest(
+        flags=(flag,),
+        context_json=context_json,
+        client_secret=client_secret,
+        apply=apply,
+        materialization_mode=mode,
+    )
