@@ -234,16 +234,16 @@ class CompiledResolver:
             if module is None:
                 module = wasmtime.Module(engine, wasm_bytes)
                 _write_cache(path, module)
+            if tier is Tier.OPTIMIZED:
+                # QUICK code is only a stand-in: let it go once the real thing exists (pool
+                # instances still running it keep it alive until they retire). Once per
+                # process, not on every load.
+                _MODULES.pop((digest, Tier.QUICK), None)
+                with contextlib.suppress(OSError):
+                    cache_path(directory, digest, Tier.QUICK).unlink(missing_ok=True)
             return module
 
-        compiled = cls(_module(tier, digest, cached), _engine(tier), digest, tier)
-        if tier is Tier.OPTIMIZED:
-            # QUICK code is only a stand-in: let it go once the real thing exists (pool
-            # instances still running it keep it alive until they retire).
-            _MODULES.pop((digest, Tier.QUICK), None)
-            with contextlib.suppress(OSError):
-                cache_path(directory, digest, Tier.QUICK).unlink(missing_ok=True)
-        return compiled
+        return cls(_module(tier, digest, cached), _engine(tier), digest, tier)
 
     def instantiate(self, *, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> WasmInstance:
         return WasmInstance(self._module, self._engine, memory_limit=memory_limit)
