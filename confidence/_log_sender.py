@@ -40,8 +40,14 @@ __all__ = [
     "LOG_DESTINATION_CLOUDFLARE",
     "LOG_DESTINATION_SPOTIFY_EDGE",
     "LogSender",
+    "Permanent",
     "RetryPolicy",
+    "Retryable",
+    "check_status",
+    "describe_error",
     "parse_retry_after",
+    "post_body",
+    "retry_delay",
 ]
 
 logger = logging.getLogger("confidence.log_sender")
@@ -113,14 +119,49 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-class _Retryable(Exception):
+# -- one HTTP POST attempt's outcome, shared with the event publisher (_tracking) -----------
+
+
+class Retryable(Exception):
+    """The attempt failed in a way another attempt may not (network, 5xx, 408, 429)."""
+
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class _Permanent(Exception):
-    pass
+class Permanent(Exception):
+    """The server refused the request; resending it will not help."""
+
+
+def check_status(status: int, retry_after: str | None) -> None:
+    """Raise for a non-2xx status: Retryable for 5xx, 408 and 429 (with Retry-After)."""
+    if 200 <= status < 300:
+        return
+    if status >= 500 or status in _RETRYABLE_STATUSES:
+        raise Retryable(f"HTTP {status}", parse_retry_after(retry_after))
+    raise Permanent(f"HTTP {status}")
+
+
+def post_body(body: bytes) -> bytes | io.BytesIO:
+    """The request body for aiohttp: raw bytes warn (ResourceWarning) above 1 MiB, so larger
+    bodies are streamed, from a fresh BytesIO per attempt (a consumed one can't be resent)."""
+    return io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
+
+
+def describe_error(exc: BaseException, secret: str) -> str:
+    """`exc` as one line for a log message, with `secret` masked."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.replace(secret, "***")
+
+
+def retry_delay(
+    policy: RetryPolicy, attempt: int, rand: Callable[[], float], retry_after: float | None
+) -> float:
+    """How long to wait after failed attempt `attempt`: the policy's backoff, or the server's
+    Retry-After capped at the policy's max_delay."""
+    delay = policy.delay(attempt, rand)  # (drawn either way: seeded jitter stays in step)
+    return delay if retry_after is None else min(retry_after, policy.max_delay)
 
 
 class LogSender:
@@ -196,12 +237,12 @@ class LogSender:
                 if attempt > 1:
                     logger.info("Flag logs delivered to %s after %d attempts", name, attempt)
                 return True
-            except _Permanent as exc:
+            except Permanent as exc:
                 logger.warning(
                     "Flag log delivery to %s (%s) failed permanently: %s", name, role, exc
                 )
                 return False
-            except _Retryable as exc:
+            except Retryable as exc:
                 if attempt == policy.max_attempts:
                     logger.warning(
                         "Flag log delivery to %s (%s) failed after %d attempt(s): %s",
@@ -211,9 +252,7 @@ class LogSender:
                         exc,
                     )
                     return False
-                delay = policy.delay(attempt, self._rng.random)
-                if exc.retry_after is not None:
-                    delay = min(exc.retry_after, policy.max_delay)
+                delay = retry_delay(policy, attempt, self._rng.random, exc.retry_after)
                 logger.debug(
                     "Flag log delivery to %s attempt %d failed (%s); retrying in %.3fs",
                     name,
@@ -225,9 +264,7 @@ class LogSender:
         return False  # pragma: no cover - the loop always returns
 
     async def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        # aiohttp warns (ResourceWarning) about raw bytes bodies over 1 MiB, and batches reach
-        # ~4 MiB; a fresh BytesIO per attempt is streamed instead (a consumed one can't be resent).
-        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
+        data = post_body(body)  # (batches reach ~4 MiB)
         try:
             with anyio.fail_after(self._retry.attempt_timeout):
                 # No redirects: following one would resend the Authorization header somewhere
@@ -240,22 +277,17 @@ class LogSender:
                     # Drain so the connection can be reused; the response message is empty.
                     await resp.read()
         except (TimeoutError, asyncio.TimeoutError):
-            raise _Retryable(f"timed out after {self._retry.attempt_timeout:g}s") from None
+            raise Retryable(f"timed out after {self._retry.attempt_timeout:g}s") from None
         except aiohttp.ClientError as exc:
-            raise _Retryable(f"network error: {self._describe(exc)}") from None
+            raise Retryable(f"network error: {self._describe(exc)}") from None
         except OSError as exc:
-            raise _Retryable(f"network error: {self._describe(exc)}") from None
+            raise Retryable(f"network error: {self._describe(exc)}") from None
         except Exception as exc:
             # A closed session, an invalid URL...: retrying will not help, but the caller still
             # gets a plain False (and can re-queue) instead of an exception from a flush task.
-            raise _Permanent(f"unexpected error: {self._describe(exc)}") from None
+            raise Permanent(f"unexpected error: {self._describe(exc)}") from None
 
-        if 200 <= status < 300:
-            return
-        if status >= 500 or status in _RETRYABLE_STATUSES:
-            raise _Retryable(f"HTTP {status}", parse_retry_after(retry_after))
-        raise _Permanent(f"HTTP {status}")
+        check_status(status, retry_after)
 
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return text.replace(self._secret, "***")
+        return describe_error(exc, self._secret)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import io
 import json
 import logging
 import math
@@ -47,7 +46,15 @@ import anyio
 import anyio.abc
 
 from confidence._context import SKIP_APPLY_KEY
-from confidence._log_sender import RetryPolicy, parse_retry_after
+from confidence._log_sender import (
+    Permanent,
+    Retryable,
+    RetryPolicy,
+    check_status,
+    describe_error,
+    post_body,
+    retry_delay,
+)
 from confidence._stats import EventStats
 
 __all__ = [
@@ -73,8 +80,6 @@ MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 #: The events enum's id for this SDK (protocol §9 "Identity").
 SDK_ID: Final = "SDK_ID_PYTHON_LOCAL_PROVIDER"
 
-_RETRYABLE_STATUSES: Final = frozenset({408, 429})
-_RAW_BODY_LIMIT: Final = 1024 * 1024
 _MAX_DEPTH: Final = 64
 
 
@@ -291,16 +296,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _Permanent(Exception):
-    pass
-
-
 class EventPublisher:
     """Delivers the queue's events; started in the runtime's task group."""
 
@@ -388,11 +383,11 @@ class EventPublisher:
         for attempt in range(1, policy.max_attempts + 1):
             try:
                 response = await self._attempt(body)
-            except _Permanent as exc:
+            except Permanent as exc:
                 self._queue.count(settled=len(batch), dropped=len(batch), failed_batches=1)
                 logger.warning("Event publish refused (%s): dropped %d event(s)", exc, len(batch))
                 return True
-            except _Retryable as exc:
+            except Retryable as exc:
                 if attempt == policy.max_attempts:
                     self._queue.count(failed_batches=1)
                     logger.warning(
@@ -403,10 +398,7 @@ class EventPublisher:
                         len(batch),
                     )
                     return False
-                delay = policy.delay(attempt, self._rng.random)
-                if exc.retry_after is not None:
-                    delay = min(exc.retry_after, policy.max_delay)
-                await self._sleep(delay)
+                await self._sleep(retry_delay(policy, attempt, self._rng.random, exc.retry_after))
                 continue
             self._account(batch, response)
             return True
@@ -437,7 +429,7 @@ class EventPublisher:
             )
 
     async def _attempt(self, body: bytes) -> bytes:
-        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > _RAW_BODY_LIMIT else body
+        data = post_body(body)
         headers = {"Content-Type": "application/json"}
         try:
             with anyio.fail_after(self._retry.attempt_timeout):
@@ -449,17 +441,13 @@ class EventPublisher:
                     retry_after = resp.headers.get("Retry-After")
                     content = await resp.read()
         except (TimeoutError, asyncio.TimeoutError):
-            raise _Retryable(f"timed out after {self._retry.attempt_timeout:g}s") from None
+            raise Retryable(f"timed out after {self._retry.attempt_timeout:g}s") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise _Retryable(f"network error: {self._describe(exc)}") from None
+            raise Retryable(f"network error: {self._describe(exc)}") from None
         except Exception as exc:
-            raise _Retryable(f"unexpected error: {self._describe(exc)}") from None
-        if 200 <= status < 300:
-            return content
-        if status >= 500 or status in _RETRYABLE_STATUSES:
-            raise _Retryable(f"HTTP {status}", parse_retry_after(retry_after))
-        raise _Permanent(f"HTTP {status}")
+            raise Retryable(f"unexpected error: {self._describe(exc)}") from None
+        check_status(status, retry_after)
+        return content
 
     def _describe(self, exc: BaseException) -> str:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return text.replace(self._secret, "***")
+        return describe_error(exc, self._secret)
