@@ -197,6 +197,17 @@ def openfeature_api() -> Iterator[None]:
         api.shutdown()
 
 
+@pytest.fixture
+def emulator(
+    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
+) -> Iterator[ConfidenceEmulator]:
+    """The emulator serving `sample_state()`; OpenFeature is shut down while it still runs,
+    so the final log flush can land."""
+    confidence_emulator_sync.set_state(sample_state().build())
+    yield confidence_emulator_sync
+    api.shutdown()
+
+
 @contextmanager
 def recording_events() -> Iterator[EventRecorder]:
     recorder = EventRecorder()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ from openfeature.exception import ProviderFatalError
 from openfeature.flag_evaluation import Reason
 from provider_support import (
     SECRET,
+    emulator,
     make_provider,
     openfeature_api,
     requires_wasm,
-    sample_state,
     variant,
     wait_until,
 )
@@ -39,7 +38,7 @@ from confidence._proto.confidence.wasm.v1 import abi_pb2
 from confidence.testing.emulator import ConfidenceEmulator, Route
 from confidence.testing.state_builder import StateBuilder, rollout
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = requires_wasm
 
@@ -226,15 +225,6 @@ def test_precompile_command_fills_the_cache_providers_use(
 
 
 # -- through the provider ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()
 
 
 @pytest.fixture

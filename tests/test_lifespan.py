@@ -18,6 +18,7 @@ from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent
 from provider_support import (
+    emulator,
     make_provider,
     openfeature_api,
     recording_events,
@@ -32,18 +33,9 @@ from starlette.routing import Route
 
 from confidence.testing.emulator import ConfidenceEmulator
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()  # while the emulator still runs, so the final flush can land
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 from provider_support import (
     SECRET,
+    emulator,
     make_provider,
     openfeature_api,
     recording_events,
@@ -36,18 +36,9 @@ from confidence.testing.emulator import ConfidenceEmulator, Hang, Route, Status
 
 USER = EvaluationContext("user-1")
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()  # while the emulator still runs, so the final flush can land
 
 
 def test_set_provider_and_wait_in_a_sync_app(emulator: ConfidenceEmulator) -> None:

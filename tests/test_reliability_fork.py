@@ -24,7 +24,7 @@ import traceback
 import urllib.request
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from provider_support import (
     SECRET,
+    emulator,
     make_provider,
     openfeature_api,
     requires_wasm,
@@ -44,7 +45,7 @@ from provider_support import (
 from confidence import _fork
 from confidence.testing.emulator import ConfidenceEmulator
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [
     requires_wasm,
@@ -53,15 +54,6 @@ pytestmark = [
 ]
 
 SKIP_APPLY = {"_confidence_skip_apply": True}
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()
 
 
 def run_in_child(body: Callable[[], dict[str, Any]], timeout: float = 60.0) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -23,6 +22,7 @@ from openfeature.event import ProviderEvent
 from openfeature.exception import ErrorCode, ProviderFatalError, ProviderNotReadyError
 from openfeature.provider import ProviderStatus
 from provider_support import (
+    emulator,
     make_provider,
     openfeature_api,
     recording_events,
@@ -45,20 +45,11 @@ from confidence.testing.emulator import (
     TruncatedBody,
 )
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
 
 USER = EvaluationContext("user-1")
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()  # while the emulator still runs
 
 
 def _color() -> str:

@@ -34,6 +34,7 @@ from openfeature.provider import ProviderStatus
 from provider_support import (
     ACCOUNT,
     SECRET,
+    emulator,
     make_provider,
     openfeature_api,
     recording_events,
@@ -55,7 +56,7 @@ from confidence.testing.emulator import (
     Status,
 )
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
 
@@ -71,15 +72,6 @@ def _needles(emulator: ConfidenceEmulator) -> list[str]:
 def _assert_clean(text: str, needles: list[str], what: str) -> None:
     for needle in needles:
         assert needle not in text, f"a secret leaked into {what}"
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()
 
 
 def test_no_secret_anywhere_across_every_fault(
@@ -272,9 +264,10 @@ def test_https_emulator_works_for_a_client_that_trusts_its_ca(
 
     async def fetch() -> int:
         trusting = ssl.create_default_context(cafile=str(ca_file))
-        async with aiohttp.ClientSession() as session, session.get(
-            emu.state_url(), ssl=trusting
-        ) as response:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(emu.state_url(), ssl=trusting) as response,
+        ):
             return response.status
 
     assert anyio.run(fetch) == 200

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from openfeature import api
@@ -25,6 +25,7 @@ from provider_support import (
     ACCOUNT,
     SECRET,
     EventRecorder,
+    emulator,
     make_provider,
     openfeature_api,
     recording_events,
@@ -40,21 +41,12 @@ from confidence._protowire import encode_client_resolver_state
 from confidence.testing.emulator import ConfidenceEmulator, GarbageBody, Route
 from confidence.testing.state_builder import StateBuilder, rollout
 
-__all__ = ["openfeature_api"]
+__all__ = ["emulator", "openfeature_api"]
 
 pytestmark = [requires_wasm, pytest.mark.usefixtures("openfeature_api")]
 
 USER = EvaluationContext("user-1")
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def emulator(
-    confidence_emulator_sync: ConfidenceEmulator, openfeature_api: None
-) -> Iterator[ConfidenceEmulator]:
-    confidence_emulator_sync.set_state(sample_state().build())
-    yield confidence_emulator_sync
-    api.shutdown()
 
 
 def _color() -> str:
@@ -277,4 +269,3 @@ def test_bad_state_before_the_first_good_one_is_not_ready_then_recovers(
     assert details.error_code == ErrorCode.PROVIDER_NOT_READY
     emulator.set_state(sample_state().build())
     wait_until(lambda: _color() == "blue")
-
