@@ -217,6 +217,11 @@ class LogPreparer:
     def _prepare_one(self, body: bytes, now_ms: int) -> list[LogBatch]:
         request = api_pb2.WriteFlagLogsRequest.FromString(body)
         changed = False
+        if request.HasField("telemetry_data") and request.telemetry_data.resolve_rate:
+            # Counted by the host instead, once per evaluation with its final outcome (the
+            # guest cannot know about a type mismatch or a missing path): see _stats.
+            del request.telemetry_data.resolve_rate[:]
+            changed = True
         if self.dedup is not None and request.flag_assigned:
             deduped, overflowed = self.dedup.filter(request, now_ms)
             if deduped or overflowed:

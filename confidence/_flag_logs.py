@@ -26,7 +26,12 @@ Delivery is at-least-once: a request that times out after the server stored it i
 
 The host adds what the guest cannot know to each request's `telemetry_data` by appending a
 small serialized `WriteFlagLogsRequest` (protobuf merges concatenated messages): the counts
-of earlier deliveries that succeeded or failed, and when the state was last updated.
+of earlier deliveries that succeeded or failed (`flush`, always present), when the state was
+last updated, the resolve analytics of the evaluations since the last delivery
+(`resolve_rate` and the `resolve_latency` histogram, from `_stats.StatsRecorder`; the guest's
+own per-instance `resolve_rate` is removed in `_exposures.LogPreparer`), and, until one
+delivery has succeeded, `provider_init_rate` (count 1, label `encryption`). Whatever a failed
+delivery carried rides on the next one.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -47,6 +52,7 @@ from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+from confidence._stats import LN_RATIO, HostTelemetry
 
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
@@ -159,9 +165,15 @@ class FlagLogPipeline:
         interval: float,
         dedup: bool,
         state_updated_at: Callable[[], float | None] = lambda: None,
+        analytics: Any = None,
+        init_labels: Mapping[str, str] | None = None,
     ) -> None:
         self._interval = interval
         self._state_updated_at = state_updated_at
+        # A _stats.StatsRecorder (telemetry_delta / acknowledge), or None.
+        self._analytics = analytics
+        # provider_init_rate labels; sent until one delivery succeeds, then None.
+        self._init_labels = dict(init_labels) if init_labels is not None else None
         self._dedup = Deduplicator() if dedup else None
         self._preparer = LogPreparer(dedup=self._dedup)
         self.backlog = _Backlog()
@@ -288,7 +300,10 @@ class FlagLogPipeline:
         if sender is None or batch is None:
             return False
         succeeded, failed = self._report_succeeded, self._report_failed
-        body = batch.body + self._host_telemetry(succeeded, failed)
+        analytics = self._analytics
+        delta = analytics.telemetry_delta() if analytics is not None else None
+        init_labels = self._init_labels
+        body = batch.body + self._host_telemetry(succeeded, failed, delta, init_labels)
         ok = False
         try:
             # Shielded: stopping the loops must not abort a request the server may already
@@ -303,6 +318,10 @@ class FlagLogPipeline:
             self._inflight = None
             self.backlog.end(batch, ok)
         if ok:
+            if delta is not None:
+                analytics.acknowledge(delta)
+            if init_labels is not None:
+                self._init_labels = None
             # Those counts reached Confidence; this delivery is reported by the next one.
             self._report_succeeded = min(_UINT32_MAX, self._report_succeeded - succeeded + 1)
             self._report_failed -= failed
@@ -315,11 +334,23 @@ class FlagLogPipeline:
                 self._failed_deliveries += 1
         return ok
 
-    def _host_telemetry(self, succeeded: int, failed: int) -> bytes:
+    def _host_telemetry(
+        self,
+        succeeded: int,
+        failed: int,
+        delta: HostTelemetry | None = None,
+        init_labels: Mapping[str, str] | None = None,
+    ) -> bytes:
         telemetry = api_pb2.TelemetryData()
-        if succeeded or failed:
-            telemetry.flush.succeeded = succeeded
-            telemetry.flush.failed = failed
+        # Always present (as the reference sends it), zeros included.
+        telemetry.flush.SetInParent()
+        telemetry.flush.succeeded = succeeded
+        telemetry.flush.failed = failed
+        if delta is not None and delta.count:
+            _add_analytics(telemetry, delta)
+        if init_labels is not None:
+            init = telemetry.provider_init_rate.add(count=1)
+            init.labels.update(init_labels)
         updated = self._state_updated_at()
         if updated is not None:
             telemetry.state_age.last_state_update = int(updated * 1000)
@@ -348,3 +379,21 @@ class FlagLogPipeline:
         """After the final flush: report whatever could not be delivered."""
         self._closed = True
         self._drop_batches(self.backlog.take_all(), "not delivered before the shutdown deadline")
+
+
+def _add_analytics(telemetry: Any, delta: HostTelemetry) -> None:
+    """Resolve counts by reason, and the latency histogram as dense spans of consecutive
+    exponents (each span's `offset` is the exponent of its first bucket)."""
+    for reason, count in sorted(delta.rates.items()):
+        telemetry.resolve_rate.add(count=min(_UINT32_MAX, count), reason=reason)
+    latency = telemetry.resolve_latency
+    latency.sum = min(_UINT32_MAX, delta.sum_us)
+    latency.count = min(_UINT32_MAX, delta.count)
+    latency.ln_ratio = LN_RATIO
+    span: Any = None
+    previous: int | None = None
+    for exponent in sorted(delta.buckets):
+        if previous is None or exponent != previous + 1:
+            span = latency.buckets.add(offset=exponent)
+        span.counts.append(min(_UINT32_MAX, delta.buckets[exponent]))
+        previous = exponent

@@ -52,6 +52,7 @@ from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
 from confidence._engine import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
+from confidence._state_sync import FailureKind
 from confidence._version import __version__
 
 __all__ = [
@@ -68,16 +69,13 @@ logger = logging.getLogger("confidence.runtime")
 #: Consecutive failed state fetches after which a loaded state is reported STALE.
 STALE_AFTER_FAILURES: Final = 3
 
-# The syncer reports failures as safe strings; these ones will not heal by waiting.
-_FATAL_PREFIXES: Final = ("HTTP 401", "HTTP 403", "HTTP 404", "could not decrypt state")
+# What a failed fetch means (typed by the syncer, never parsed from its message): before any
+# state, these will not heal by waiting (FATAL); a 404 is not among them, because a new
+# credential's first state may appear later (it is retried with backoff, status ERROR).
+_FATAL_KINDS: Final = frozenset({FailureKind.UNAUTHORIZED, FailureKind.UNDECRYPTABLE})
 # ... and these ones mean the CDN served a state we cannot use (not a network problem): with
 # a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
-_BAD_STATE_PREFIXES: Final = (
-    "could not decrypt state",
-    "invalid ClientResolverState",
-    "state rejected by apply",
-    "state body is",
-)
+_BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.BAD_STATE})
 
 
 def _flag_key(name: str) -> str:
@@ -132,6 +130,45 @@ class RuntimeSettings:
     events_base_url: str = "https://events.confidence.dev"
     # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
     state_cache: Any = field(default=None, repr=False)
+    # The provider's _stats.StatsRecorder: resolve analytics sent in flag-log telemetry.
+    analytics: Any = field(default=None, repr=False)
+    # Closes the user's materialization_store once per provider, at the first shutdown.
+    store_closer: StoreCloser | None = field(default=None, repr=False)
+
+
+class StoreCloser:
+    """Calls a user store's `close()` (or `aclose()`) exactly once, whichever runtime of the
+    provider stops first (the reference closes it at shutdown and never reopens it)."""
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._claimed = False
+
+    def claim(self) -> bool:
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+            return not claimed
+
+    async def close(self) -> None:
+        """Close the store (bounded by the caller's scope); failures are logged."""
+        import inspect
+
+        if not self.claim():
+            return
+        store = self.store
+        try:
+            aclose = getattr(store, "aclose", None)
+            close = getattr(store, "close", None)
+            if aclose is not None and inspect.iscoroutinefunction(aclose):
+                await aclose()
+            elif close is not None and inspect.iscoroutinefunction(close):
+                await close()
+            elif callable(close):
+                # A sync close may block (a socket, a pool): keep it off the loop.
+                await anyio.to_thread.run_sync(close, abandon_on_cancel=True)
+        except Exception:
+            logger.exception("The materialization store's close() raised")
 
 
 class TransitionKind(enum.Enum):
@@ -186,6 +223,8 @@ class Runtime:
             interval=settings.log_poll_interval,
             dedup=settings.enable_apply_dedup,
             state_updated_at=lambda: self.state_loaded_at,
+            analytics=settings.analytics,
+            init_labels={"encryption": "true" if settings.encryption_key else "false"},
         )
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
@@ -205,6 +244,11 @@ class Runtime:
     @property
     def is_stale(self) -> bool:
         return self._status is _Status.STALE
+
+    @property
+    def refusing_bad_state(self) -> bool:
+        """The CDN serves a state we refused; the last good one keeps serving."""
+        return self._status is _Status.ERROR
 
     @property
     def settled(self) -> bool:
@@ -400,6 +444,8 @@ class Runtime:
                 with anyio.CancelScope(deadline=deadline, shield=True) as scope:
                     if writes is not None:
                         await writes.flush(scope.deadline)
+                    if settings.store_closer is not None:
+                        await settings.store_closer.close()  # after its last write
                     await self._logs.final_flush()
                     if self.events is not None:
                         await self.events.flush(final=True)
@@ -605,9 +651,10 @@ class Runtime:
             # The syncer only goes STALE from its own READY; a state that came from a
             # state_file and was never refreshed is just as stale.
             self._on_sync_stale()
-        if self._digests is not None and message.startswith(_BAD_STATE_PREFIXES):
+        kind = syncer.last_failure_kind if syncer is not None else None
+        if self._digests is not None and kind in _BAD_STATE_KINDS:
             self._on_bad_state(message)
-        if self._digests is None and message.startswith(_FATAL_PREFIXES):
+        if self._digests is None and kind in _FATAL_KINDS:
             # Wrong secret or key: say so now instead of letting initialize() time out.
             self._fatal(message)
 

@@ -41,6 +41,7 @@ from ._protowire import ProtoDecodeError, decode_client_resolver_state
 __all__ = [
     "DEFAULT_CDN_BASE_URL",
     "ApplyStateFn",
+    "FailureKind",
     "FetchedState",
     "StateSyncer",
     "SyncStatus",
@@ -122,8 +123,37 @@ def backoff_delay(
     return delay * (1.0 + jitter * (2.0 * rand() - 1.0))
 
 
+class FailureKind(enum.Enum):
+    """What a failed fetch means for the provider (the runtime decides on this, never on
+    the message text)."""
+
+    #: Network trouble, timeouts, 5xx, other odd statuses: retry with backoff.
+    TRANSIENT = "transient"
+    #: HTTP 401/403: the credential is refused; waiting will not help.
+    UNAUTHORIZED = "unauthorized"
+    #: HTTP 404: no state published for this credential (yet). Retried with backoff: a new
+    #: credential's first state may appear some time after a deploy.
+    NOT_FOUND = "not_found"
+    #: The body could not be decrypted (wrong encryption key, or a corrupt body).
+    UNDECRYPTABLE = "undecryptable"
+    #: A state we cannot use: undecodable, refused by the resolver, or too large.
+    BAD_STATE = "bad_state"
+
+
 class _FetchFailure(Exception):
-    """Internal: a failed attempt, with a message that is safe to log."""
+    """Internal: a failed attempt, with a message that is safe to log, and its kind."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.TRANSIENT) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _status_kind(status: int) -> FailureKind:
+    if status in (401, 403):
+        return FailureKind.UNAUTHORIZED
+    if status == 404:
+        return FailureKind.NOT_FOUND
+    return FailureKind.TRANSIENT
 
 
 class StateSyncer:
@@ -202,6 +232,7 @@ class StateSyncer:
         self._last_error: str | None = None
         self.last_success_at: float | None = None  # wall clock of the latest good fetch
         self.last_failure_at: float | None = None
+        self.last_failure_kind: FailureKind | None = None  # of the latest failed fetch
         # Created lazily inside the event loop (anyio primitives are loop-bound).
         self._lock: anyio.Lock | None = None
         self._ready_event: anyio.Event | None = None
@@ -284,7 +315,7 @@ class StateSyncer:
             try:
                 changed = await self._fetch_and_apply()
             except _FetchFailure as exc:
-                self._record_failure(str(exc))
+                self._record_failure(str(exc), exc.kind)
                 return False
             except Exception as exc:
                 # E.g. a closed session (RuntimeError) or an invalid base URL (ValueError): still
@@ -318,7 +349,9 @@ class StateSyncer:
             # Decrypting and hashing up to max_state_bytes is CPU work; keep it off the loop.
             plaintext, digest = await anyio.to_thread.run_sync(self._decrypt_and_hash, body)
         except StateDecryptionError as exc:
-            raise _FetchFailure(f"could not decrypt state: {exc}") from None
+            raise _FetchFailure(
+                f"could not decrypt state: {exc}", FailureKind.UNDECRYPTABLE
+            ) from None
 
         if digest == self._applied_digest:
             # Same content under a new ETag (e.g. re-encrypted with a fresh nonce): the ETag
@@ -330,11 +363,15 @@ class StateSyncer:
         try:
             decoded = decode_client_resolver_state(plaintext)
         except ProtoDecodeError as exc:
-            raise _FetchFailure(f"invalid ClientResolverState: {exc}") from None
+            raise _FetchFailure(
+                f"invalid ClientResolverState: {exc}", FailureKind.BAD_STATE
+            ) from None
         if not decoded.account:
             # The reference provider refuses to become READY without an account (§2.5), and
             # flag logs for the Cloudflare destination need it.
-            raise _FetchFailure("invalid ClientResolverState: missing account id")
+            raise _FetchFailure(
+                "invalid ClientResolverState: missing account id", FailureKind.BAD_STATE
+            )
 
         fetched = FetchedState(
             state=decoded.state,
@@ -346,7 +383,9 @@ class StateSyncer:
         try:
             changed = await self._apply(fetched)
         except Exception as exc:
-            raise _FetchFailure(f"state rejected by apply: {self._describe(exc)}") from None
+            raise _FetchFailure(
+                f"state rejected by apply: {self._describe(exc)}", FailureKind.BAD_STATE
+            ) from None
 
         # Only now is the state in use, so only now may a 304 stand for it.
         self._applied_digest = digest
@@ -366,16 +405,18 @@ class StateSyncer:
                 return 304, None, b""
             if resp.status != 200:
                 # Anything else, including other 2xx/3xx, is not a state we understand.
-                raise _FetchFailure(f"HTTP {resp.status}")
+                raise _FetchFailure(f"HTTP {resp.status}", _status_kind(resp.status))
             declared = resp.content_length
             if declared is not None and declared > self._max_state_bytes:
-                raise _FetchFailure(self._too_large(declared))
+                raise _FetchFailure(self._too_large(declared), FailureKind.BAD_STATE)
             buf = bytearray()
             async for chunk in resp.content.iter_chunked(_CHUNK_SIZE):
                 buf += chunk
                 # Checked while streaming: Content-Length may be absent, wrong, or compressed.
                 if len(buf) > self._max_state_bytes:
-                    raise _FetchFailure(self._too_large(len(buf), at_least=True))
+                    raise _FetchFailure(
+                        self._too_large(len(buf), at_least=True), FailureKind.BAD_STATE
+                    )
             return 200, resp.headers.get("ETag"), bytes(buf)
 
     def _decrypt_and_hash(self, body: bytes) -> tuple[bytes, bytes]:
@@ -402,8 +443,9 @@ class StateSyncer:
             self._notify(self._on_ready)
         self._notify(self._on_success)  # every successful attempt, READY or not
 
-    def _record_failure(self, message: str) -> None:
+    def _record_failure(self, message: str, kind: FailureKind = FailureKind.TRANSIENT) -> None:
         self.last_failure_at = time.time()
+        self.last_failure_kind = kind
         self._consecutive_failures += 1
         self._last_error = message
         logger.warning(

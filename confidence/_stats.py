@@ -9,10 +9,20 @@ builds. A snapshot sums the shards; shards of threads that have ended are folded
 
 Latency is kept as an exponential histogram (4 buckets per power of two of nanoseconds,
 i.e. at most 25 % relative error), from which the snapshot derives percentiles.
+
+Each evaluation that reaches a decision (the resolver answered) is also counted for
+Confidence's own resolve analytics (`TelemetryData.resolve_rate` / `resolve_latency`,
+protocol.md §3.4): by the outcome's `ResolveReason` (the resolver's, or TYPE_MISMATCH /
+FLAG_NOT_FOUND when the host decided; each evaluation exactly once), and its latency in
+microseconds on Confidence's layout (bucket `i` holds values in
+`(exp((i-1)*ln_ratio), exp(i*ln_ratio)]`, ln_ratio = ln(10)/18). `telemetry_delta()` gives
+what was not yet acknowledged; `acknowledge()` marks a delivered delta, so a failed
+delivery's counts ride on the next one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -22,16 +32,73 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from openfeature.exception import ErrorCode
+
 __all__ = [
+    "LN_RATIO",
     "EventStats",
+    "HostTelemetry",
     "LatencySummary",
     "ProviderStats",
+    "SnapshotConfig",
     "StatsRecorder",
+    "prometheus_text",
     "snapshot",
 ]
 
 # Index = 4 * bit_length + the two bits below the leading one; 64-bit ns covers ~584 years.
 _BUCKETS: Final = 4 * 65
+
+
+#: Confidence's resolve-latency histogram: 18 buckets per decade (protocol.md §3.4).
+LN_RATIO: Final = math.log(10) / 18
+_INV_LN_RATIO: Final = 1 / LN_RATIO
+# ResolveReason numbers the host decides (resolve.md §7).
+_TYPE_MISMATCH: Final = 9
+_FLAG_NOT_FOUND: Final = 10
+
+
+def latency_exponent(micros: int) -> int:
+    """Confidence histogram bucket of a latency in µs (values below 1 µs count as 1 µs)."""
+    if micros <= 1:
+        return 0
+    return math.ceil(math.log(micros) * _INV_LN_RATIO - 1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class HostTelemetry:
+    """Cumulative resolve analytics (or a delta of them): counts by `ResolveReason` number,
+    latency bucket counts by exponent, the latency sum (µs) and count."""
+
+    rates: Mapping[int, int] = field(default_factory=dict)
+    buckets: Mapping[int, int] = field(default_factory=dict)
+    sum_us: int = 0
+    count: int = 0
+
+    def minus(self, other: HostTelemetry) -> HostTelemetry:
+        def sub(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
+            return {k: n - b.get(k, 0) for k, n in a.items() if n - b.get(k, 0) > 0}
+
+        return HostTelemetry(
+            sub(self.rates, other.rates),
+            sub(self.buckets, other.buckets),
+            max(0, self.sum_us - other.sum_us),
+            max(0, self.count - other.count),
+        )
+
+    def plus(self, other: HostTelemetry) -> HostTelemetry:
+        def add(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
+            out = dict(a)
+            for k, n in b.items():
+                out[k] = out.get(k, 0) + n
+            return out
+
+        return HostTelemetry(
+            add(self.rates, other.rates),
+            add(self.buckets, other.buckets),
+            self.sum_us + other.sum_us,
+            self.count + other.count,
+        )
 
 
 def _bucket(ns: int) -> int:
@@ -52,7 +119,19 @@ def _bucket_upper_ns(index: int) -> int:
 class _Shard:
     """One thread's counters. Written only by that thread."""
 
-    __slots__ = ("buckets", "count", "errors", "max_ns", "reasons", "thread", "total_ns")
+    __slots__ = (
+        "buckets",
+        "count",
+        "errors",
+        "max_ns",
+        "reasons",
+        "t_buckets",
+        "t_count",
+        "t_rates",
+        "t_sum_us",
+        "thread",
+        "total_ns",
+    )
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
@@ -62,6 +141,11 @@ class _Shard:
         self.total_ns = 0
         self.max_ns = 0
         self.buckets = [0] * _BUCKETS
+        # Resolve analytics for Confidence (decided evaluations only).
+        self.t_rates: dict[int, int] = {}
+        self.t_buckets: dict[int, int] = {}
+        self.t_sum_us = 0
+        self.t_count = 0
 
     def fold_into(self, other: _Shard) -> None:
         for key, n in dict(self.reasons).items():
@@ -75,6 +159,12 @@ class _Shard:
         for i, n in enumerate(list(self.buckets)):
             if n:
                 buckets[i] += n
+        for key, n in dict(self.t_rates).items():
+            other.t_rates[key] = other.t_rates.get(key, 0) + n
+        for key, n in dict(self.t_buckets).items():
+            other.t_buckets[key] = other.t_buckets.get(key, 0) + n
+        other.t_sum_us += self.t_sum_us
+        other.t_count += self.t_count
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +253,7 @@ class StatsRecorder:
         self._lock = threading.Lock()  # guards the shard list; never taken by record()
         self._shards: list[_Shard] = []
         self._retired = _Shard(None)
+        self._acknowledged = HostTelemetry()  # resolve analytics Confidence has received
         #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
         #: histogram. None (the default) costs one attribute read.
         self.latency_observer: Callable[[int, Any], None] | None = None
@@ -176,6 +267,7 @@ class StatsRecorder:
         self._local = threading.local()
         self._shards = []
         self._retired = _Shard(None)
+        self._acknowledged = HostTelemetry()
 
     def _new_shard(self) -> _Shard:
         shard = _Shard(threading.current_thread())
@@ -184,8 +276,12 @@ class StatsRecorder:
         self._local.shard = shard
         return shard
 
-    def record(self, reason: Any, error_code: Any, elapsed_ns: int) -> None:
-        """Count one evaluation. Called on the hot path: keep it to increments."""
+    def record(self, reason: Any, error_code: Any, elapsed_ns: int, resolved: Any = None) -> None:
+        """Count one evaluation. Called on the hot path: keep it to increments.
+
+        `resolved` is the resolver's answer (`_abi.Resolved`) when the evaluation reached
+        one; only those evaluations count in Confidence's resolve analytics.
+        """
         try:
             shard: _Shard = self._local.shard
         except AttributeError:
@@ -203,6 +299,23 @@ class StatsRecorder:
         bits = elapsed_ns.bit_length()
         index = (bits << 2) + ((elapsed_ns >> (bits - 3)) & 3) if bits >= 3 else bits
         shard.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
+        if resolved is not None:
+            # The host's verdict wins over the resolver's reason: a type mismatch or a
+            # missing path is counted once, as that, and not also as the resolver's MATCH.
+            if error_code is ErrorCode.TYPE_MISMATCH:
+                code = _TYPE_MISMATCH
+            elif error_code is ErrorCode.FLAG_NOT_FOUND or not resolved.flags:
+                code = _FLAG_NOT_FOUND
+            else:
+                code = resolved.flags[0].reason
+            rates = shard.t_rates
+            rates[code] = rates.get(code, 0) + 1
+            micros = elapsed_ns // 1000
+            exponent = latency_exponent(micros)
+            t_buckets = shard.t_buckets
+            t_buckets[exponent] = t_buckets.get(exponent, 0) + 1
+            shard.t_sum_us += micros
+            shard.t_count += 1
         observer = self.latency_observer
         if observer is not None:
             try:
@@ -227,6 +340,24 @@ class StatsRecorder:
             for shard in alive:
                 shard.fold_into(total)
         return total
+
+    def telemetry_totals(self) -> HostTelemetry:
+        """Resolve analytics since the provider was created (or this process forked)."""
+        total = self.totals()
+        return HostTelemetry(
+            dict(total.t_rates), dict(total.t_buckets), total.t_sum_us, total.t_count
+        )
+
+    def telemetry_delta(self) -> HostTelemetry:
+        """Resolve analytics not yet acknowledged as delivered to Confidence."""
+        current = self.telemetry_totals()
+        with self._lock:
+            return current.minus(self._acknowledged)
+
+    def acknowledge(self, delta: HostTelemetry) -> None:
+        """`delta` (from telemetry_delta()) reached Confidence: do not report it again."""
+        with self._lock:
+            self._acknowledged = self._acknowledged.plus(delta)
 
     def counts(self) -> tuple[Mapping[str, int], Mapping[str, int], LatencySummary]:
         total = self.totals()
@@ -359,3 +490,123 @@ def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStat
         events=event_stats,
         pool=pool_stats,
     )
+
+
+class SnapshotConfig:
+    """Accepted by `get_prometheus_metrics()` for compatibility with the official provider
+    (where it is an empty, experimental class); it changes nothing."""
+
+
+# ResolveReason names for the `reason` label (as Confidence's resolver reports them).
+_REASON_NAMES: Final = {
+    0: "RESOLVE_REASON_UNSPECIFIED",
+    1: "RESOLVE_REASON_MATCH",
+    2: "RESOLVE_REASON_NO_SEGMENT_MATCH",
+    3: "RESOLVE_REASON_NO_TREATMENT_MATCH",
+    4: "RESOLVE_REASON_FLAG_ARCHIVED",
+    5: "RESOLVE_REASON_TARGETING_KEY_ERROR",
+    6: "RESOLVE_REASON_ERROR",
+    7: "RESOLVE_REASON_UNRECOGNIZED_TARGETING_RULE",
+    8: "RESOLVE_REASON_MATERIALIZATION_NOT_SUPPORTED",
+    9: "RESOLVE_REASON_TYPE_MISMATCH",
+    10: "RESOLVE_REASON_FLAG_NOT_FOUND",
+}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def prometheus_text(stats: ProviderStats, analytics: HostTelemetry) -> str:
+    """Prometheus text exposition (format 0.0.4) of a stats snapshot and the cumulative
+    resolve analytics. Metric names follow the official provider's where it has one."""
+    lines: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+
+    family(
+        "confidence_resolves_total",
+        "counter",
+        "Evaluations that reached a decision, by Confidence resolve reason.",
+    )
+    for code, count in sorted(analytics.rates.items()):
+        name = _REASON_NAMES.get(code, str(code))
+        lines.append(f'confidence_resolves_total{{reason="{_label(name)}"}} {count}')
+
+    family(
+        "confidence_resolve_latency_microseconds",
+        "histogram",
+        "Latency of evaluations that reached a decision (18 buckets per decade).",
+    )
+    cumulative = 0
+    for exponent in sorted(analytics.buckets):
+        cumulative += analytics.buckets[exponent]
+        bound = math.exp(exponent * LN_RATIO)
+        lines.append(
+            f'confidence_resolve_latency_microseconds_bucket{{le="{bound:.6g}"}} {cumulative}'
+        )
+    lines.append(f'confidence_resolve_latency_microseconds_bucket{{le="+Inf"}} {analytics.count}')
+    lines.append(f"confidence_resolve_latency_microseconds_sum {analytics.sum_us}")
+    lines.append(f"confidence_resolve_latency_microseconds_count {analytics.count}")
+
+    family(
+        "confidence_evaluations_total",
+        "counter",
+        "Every evaluation, by OpenFeature reason.",
+    )
+    for reason, count in sorted(stats.resolves_by_reason.items()):
+        lines.append(f'confidence_evaluations_total{{reason="{_label(reason)}"}} {count}')
+    family(
+        "confidence_evaluation_errors_total",
+        "counter",
+        "Evaluations that returned an error, by OpenFeature error code.",
+    )
+    for code_name, count in sorted(stats.errors_by_code.items()):
+        lines.append(f'confidence_evaluation_errors_total{{code="{_label(code_name)}"}} {count}')
+
+    family("confidence_ready", "gauge", "1 while a resolver state is being served.")
+    lines.append(f"confidence_ready {1 if stats.status in ('READY', 'STALE') else 0}")
+    if stats.state_age_seconds is not None:
+        family("confidence_state_age_seconds", "gauge", "Age of the served resolver state.")
+        lines.append(f"confidence_state_age_seconds {_number(stats.state_age_seconds)}")
+    family(
+        "confidence_state_sync_consecutive_failures",
+        "gauge",
+        "Consecutive failed state fetches.",
+    )
+    lines.append(f"confidence_state_sync_consecutive_failures {stats.sync_consecutive_failures}")
+    for name, help_text, value in (
+        (
+            "confidence_flag_log_batches_delivered_total",
+            "Flag-log requests delivered.",
+            stats.log_delivered_batches,
+        ),
+        (
+            "confidence_flag_log_batches_dropped_total",
+            "Flag-log requests lost.",
+            stats.log_dropped_batches,
+        ),
+        (
+            "confidence_flag_log_exposures_dropped_total",
+            "Exposures lost.",
+            stats.log_dropped_exposures,
+        ),
+        (
+            "confidence_apply_dedup_deduped_total",
+            "Exposures not sent again within the de-duplication window.",
+            stats.log_exposures_deduplicated,
+        ),
+        ("confidence_events_published_total", "track() events delivered.", stats.events.published),
+        ("confidence_events_dropped_total", "track() events lost.", stats.events.dropped),
+    ):
+        family(name, "counter", help_text)
+        lines.append(f"{name} {value}")
+    family("confidence_flag_log_backlog_batches", "gauge", "Flag-log requests awaiting delivery.")
+    lines.append(f"confidence_flag_log_backlog_batches {stats.log_backlog_batches}")
+    return "\n".join(lines) + "\n"

@@ -19,11 +19,15 @@ if TYPE_CHECKING:
         RemoteMaterializationError as RemoteMaterializationError,
     )
     from confidence._remote_materialization import (
+        RemoteMaterializationStore as AsyncRemoteMaterializationStore,
+    )
+    from confidence._remote_sync import (
         RemoteMaterializationStore as RemoteMaterializationStore,
     )
 
 __all__ = [
     "AsyncMaterializationStore",
+    "AsyncRemoteMaterializationStore",
     "InMemoryMaterializationStore",
     "InclusionReadOp",
     "InclusionReadResult",
@@ -38,6 +42,11 @@ __all__ = [
     "VariantReadResult",
     "VariantWriteOp",
 ]
+
+
+# The op and result types are frozen (immutable, hashable), unlike the official provider's
+# mutable dataclasses: a store builds new results instead of filling them in place, and
+# nothing it returns can change under the resolver (docs/migration.md).
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +179,17 @@ class InMemoryMaterializationStore:
 def __getattr__(name: str) -> Any:
     # The remote store lives in its own module (it imports this one for the op types) and
     # is loaded on first use, so importing the store protocol stays cheap.
-    if name in ("RemoteMaterializationStore", "RemoteMaterializationError"):
+    if name == "RemoteMaterializationError":
         from confidence import _remote_materialization
 
-        return getattr(_remote_materialization, name)
+        return _remote_materialization.RemoteMaterializationError
+    if name == "AsyncRemoteMaterializationStore":
+        from confidence import _remote_materialization
+
+        return _remote_materialization.RemoteMaterializationStore
+    if name == "RemoteMaterializationStore":
+        # The official provider's name and sync API (read/write/close).
+        from confidence import _remote_sync
+
+        return _remote_sync.RemoteMaterializationStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,7 +53,7 @@ from openfeature.exception import (
     ProviderNotReadyError,
 )
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
-from openfeature.provider import AbstractProvider, Metadata
+from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from confidence import _fork
 from confidence._abi import ResolveRequest, ResolverError
@@ -67,11 +67,18 @@ from confidence._runtime import (
     PortalHost,
     Runtime,
     RuntimeSettings,
+    StoreCloser,
     Transition,
     TransitionKind,
 )
 from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
-from confidence._stats import ProviderStats, StatsRecorder, snapshot
+from confidence._stats import (
+    ProviderStats,
+    SnapshotConfig,
+    StatsRecorder,
+    prometheus_text,
+    snapshot,
+)
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
 
 if TYPE_CHECKING:
@@ -93,6 +100,40 @@ MAX_FLAG_KEY_LENGTH: Final = 1024
 _INVALID_CONTEXT_PREFIX: Final = "invalid context JSON"
 
 
+#: The official provider's injection points that have no meaning here, and what to use.
+_NO_INJECTION: Final = {
+    "http_client": (
+        "HTTP runs on the provider's own aiohttp session; to point it elsewhere, pass "
+        "cdn_base_url= (state) and api_base_url= (flag logs, materializations)"
+    ),
+    "grpc_channel": (
+        "no gRPC is used: flag logs and materializations go over HTTPS to api_base_url="
+    ),
+    "state_fetcher": (
+        "start from a local state with state_file= (offline=True for no network), or serve "
+        "states with confidence.testing.emulator.ConfidenceEmulator and cdn_base_url="
+    ),
+    "flag_logger": (
+        "flag logs go to api_base_url=: in tests, point it at "
+        "confidence.testing.emulator.ConfidenceEmulator (which records them), or pass "
+        "offline=True with state_file= to send none"
+    ),
+    "wasm_bytes": (
+        "the provider always runs the resolver it ships (a different module with a "
+        "different interface); for test states use state_file= or the emulator"
+    ),
+}
+
+
+def _refuse_official_injections(**given: object) -> None:
+    for name, value in given.items():
+        if value is not None:
+            raise TypeError(
+                f"ConfidenceProvider does not take {name}= (an injection point of the "
+                f"official provider): {_NO_INJECTION[name]}. See docs/migration.md."
+            )
+
+
 def _on_event_loop() -> bool:
     """True when the calling thread is running an asyncio event loop right now."""
     try:
@@ -105,7 +146,23 @@ def _on_event_loop() -> bool:
 class ConfidenceProvider(AbstractProvider):
     """OpenFeature provider that resolves Confidence flags in a local WebAssembly resolver.
 
-    Parameters follow the official provider; keyword-only extras:
+    Parameters follow the official provider (`confidence-openfeature-provider` 0.15.3), in
+    its order, so `ConfidenceProvider(secret, key)` works:
+
+    - `encryption_key`: the credential's 64-hex-character key (without it the legacy
+      plaintext state is fetched).
+    - `assign_poll_interval`: accepted for compatibility (must be > 0) and has no effect:
+      exposures leave with the other flag logs every `log_poll_interval` and at shutdown.
+    - `materialization_store`: a sync or async store; its `close()` (or `aclose()`) is
+      called once, at the first shutdown, after its last write.
+    - `disable_exposure_collection`: resolve every flag with apply=false, so no exposure is
+      logged at all; resolve counts and telemetry are still sent.
+    - `http_client`, `grpc_channel`, `state_fetcher`, `flag_logger`, `wasm_bytes`: the
+      official provider's injection points; they have no equivalent here and raise a
+      `TypeError` that names what to use instead (`cdn_base_url`, `api_base_url`,
+      `state_file`, the emulator).
+
+    Keyword-only extras:
 
     - `init_timeout`: how long `initialize()`/`start()` wait for the first state (seconds).
     - `shutdown_timeout`: budget for the final log flush at shutdown (seconds).
@@ -130,12 +187,22 @@ class ConfidenceProvider(AbstractProvider):
     def __init__(
         self,
         client_secret: str,
-        *,
+        # The official provider's parameters, in its order (so positional calls keep
+        # working); the ones without a meaning here raise a TypeError naming ours.
         encryption_key: str | None = None,
         state_poll_interval: float = 30.0,
         log_poll_interval: float = 10.0,
-        use_remote_materialization_store: bool = False,
+        assign_poll_interval: float | None = None,
         materialization_store: object | None = None,
+        use_remote_materialization_store: bool = False,
+        http_client: object | None = None,
+        grpc_channel: object | None = None,
+        state_fetcher: object | None = None,
+        flag_logger: object | None = None,
+        wasm_bytes: bytes | None = None,
+        enable_apply_dedup: bool = True,
+        disable_exposure_collection: bool = False,
+        *,
         cdn_base_url: str = DEFAULT_CDN_BASE_URL,
         api_base_url: str = DEFAULT_API_BASE_URL,
         pool_size: int | None = None,
@@ -147,15 +214,23 @@ class ConfidenceProvider(AbstractProvider):
         events_base_url: str = DEFAULT_EVENTS_BASE_URL,
         state_cache_dir: str | PathLike[str] | None = None,
         otel_metrics: bool = True,
-        enable_apply_dedup: bool = True,
         state_request_timeout: float = 10.0,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         stale_after_failures: int = 3,
         resolver_memory_limit: int | None = None,
     ) -> None:
         super().__init__()
+        _refuse_official_injections(
+            http_client=http_client,
+            grpc_channel=grpc_channel,
+            state_fetcher=state_fetcher,
+            flag_logger=flag_logger,
+            wasm_bytes=wasm_bytes,
+        )
         if not isinstance(client_secret, str) or not client_secret:
             raise ValueError("client_secret must be a non-empty string")
+        if assign_poll_interval is not None and not assign_poll_interval > 0:
+            raise ValueError("assign_poll_interval must be > 0")
         for name, value in (
             ("state_poll_interval", state_poll_interval),
             ("log_poll_interval", log_poll_interval),
@@ -180,6 +255,9 @@ class ConfidenceProvider(AbstractProvider):
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
 
         self._client_secret = client_secret
+        # False: every evaluation resolves with apply=false, so no exposure is ever logged
+        # (resolve counts and telemetry still are).
+        self._collect_exposures = not disable_exposure_collection
         self._init_timeout = float(init_timeout)
         self._shutdown_timeout = float(shutdown_timeout)
         path = Path(state_file) if state_file is not None else None
@@ -230,6 +308,10 @@ class ConfidenceProvider(AbstractProvider):
             events_base_url=events_base_url,
             state_cache=state_cache,
             enable_apply_dedup=bool(enable_apply_dedup),
+            analytics=self._stats,
+            store_closer=(
+                StoreCloser(materialization_store) if materialization_store is not None else None
+            ),
         )
 
         # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
@@ -272,6 +354,39 @@ class ConfidenceProvider(AbstractProvider):
     def stats(self) -> ProviderStats:
         """A snapshot of counters and status (cheap; safe from any thread)."""
         return snapshot(self._stats, self._runtime, self._event_queue)
+
+    def get_status(self) -> ProviderStatus:
+        """The provider's own view of its status (the official provider's `get_status()`).
+
+        NOT_READY before a first state (and after shutdown), READY, STALE (the state could
+        not be refreshed), ERROR (the CDN serves a state we refused; the last good one keeps
+        serving), FATAL (wrong secret or key: waiting will not help). The OpenFeature SDK
+        keeps its own status (`client.get_provider_status()`), from our events.
+        """
+        runtime = self._runtime
+        if runtime is None or runtime.finished:
+            return ProviderStatus.NOT_READY
+        if not runtime.has_state:
+            return (
+                ProviderStatus.FATAL
+                if runtime.fatal_error is not None
+                else (ProviderStatus.NOT_READY)
+            )
+        if runtime.is_stale:
+            return ProviderStatus.STALE
+        if runtime.refusing_bad_state:
+            return ProviderStatus.ERROR
+        return ProviderStatus.READY
+
+    def get_prometheus_metrics(self, request: SnapshotConfig | None = None) -> str:
+        """Counters and gauges in Prometheus text exposition format (0.0.4).
+
+        `confidence_resolves_total{reason="RESOLVE_REASON_..."}` and the
+        `confidence_resolve_latency_microseconds` histogram carry the same numbers as the
+        resolve analytics sent to Confidence, cumulative over the provider's lifetime; the
+        rest mirrors `stats()`. `request` is accepted for compatibility and ignored.
+        """
+        return prometheus_text(self.stats(), self._stats.telemetry_totals())
 
     def _instrument_otel(self) -> None:
         if not self._otel_metrics or self._otel_instrumented:
@@ -597,7 +712,7 @@ class ConfidenceProvider(AbstractProvider):
             flags=(lookup.resource,),
             context_json=context_json,
             client_secret=self._client_secret,
-            apply=not skip_apply,
+            apply=self._collect_exposures and not skip_apply,
         )
         return resolver, lookup, request
 
@@ -623,6 +738,7 @@ class ConfidenceProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
+        resolved = None  # the resolver's answer, once there is one (resolve analytics)
         try:
             runtime = self._runtime
             resolver = runtime.resolver if runtime is not None else None
@@ -643,7 +759,10 @@ class ConfidenceProvider(AbstractProvider):
                 # The hot path: the same steps as _prepare, without the ResolveRequest.
                 context_json, skip_apply = encode_context(evaluation_context)
                 resolved = resolver.resolve_flag(
-                    lookup.resource, context_json, self._client_secret, not skip_apply
+                    lookup.resource,
+                    context_json,
+                    self._client_secret,
+                    self._collect_exposures and not skip_apply,
                 )
                 details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
@@ -652,17 +771,17 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
-        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
         return details
 
     def _finish(
-        self, details: FlagResolutionDetails[Any], start: int
+        self, details: FlagResolutionDetails[Any], start: int, resolved: Any = None
     ) -> FlagResolutionDetails[Any]:
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
             details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
-        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
         return details
 
     async def _evaluate_async(
@@ -673,6 +792,7 @@ class ConfidenceProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
+        resolved = None  # the resolver's answer, once there is one (resolve analytics)
         try:
             runtime = self._runtime
             resolver = runtime.resolver if runtime is not None else None
@@ -693,12 +813,15 @@ class ConfidenceProvider(AbstractProvider):
                 # The hot path, as in _evaluate.
                 context_json, skip_apply = encode_context(evaluation_context)
                 resolved = await resolver.resolve_flag_async(
-                    lookup.resource, context_json, self._client_secret, not skip_apply
+                    lookup.resource,
+                    context_json,
+                    self._client_secret,
+                    self._collect_exposures and not skip_apply,
                 )
                 details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
-        return self._finish(details, start)
+        return self._finish(details, start, resolved)
 
     def resolve_boolean_details(
         self,

@@ -202,7 +202,9 @@ async def open_store(kind: str, request: pytest.FixtureRequest) -> AsyncIterator
             finally:
                 await async_store.aclose()
     elif kind == "remote":
-        from confidence.materialization import RemoteMaterializationStore
+        from confidence.materialization import (
+            AsyncRemoteMaterializationStore as RemoteMaterializationStore,
+        )
         from confidence.testing.emulator import ConfidenceEmulator
 
         async with (

@@ -230,4 +230,10 @@ def test_host_telemetry_merges_into_the_guest_telemetry() -> None:
     assert (merged.telemetry_data.flush.succeeded, merged.telemetry_data.flush.failed) == (3, 1)
     assert merged.telemetry_data.state_age.last_state_update == 1_234_500
     assert exposures(merged) == exposures(guest)
-    assert FlagLogPipeline(interval=1.0, dedup=False)._host_telemetry(0, 0) == b""
+    # flush is always present (as the reference sends it), zeros included.
+    bare = api_pb2.WriteFlagLogsRequest.FromString(
+        FlagLogPipeline(interval=1.0, dedup=False)._host_telemetry(0, 0)
+    )
+    assert bare.telemetry_data.HasField("flush")
+    assert (bare.telemetry_data.flush.succeeded, bare.telemetry_data.flush.failed) == (0, 0)
+    assert not bare.telemetry_data.resolve_rate and not bare.telemetry_data.provider_init_rate

@@ -125,11 +125,42 @@ def test_wrong_encryption_key_is_fatal(emulator: ConfidenceEmulator, caplog: Any
         assert emulator.encryption_key_hex not in text
 
 
-def test_unknown_credentials_are_fatal(emulator: ConfidenceEmulator) -> None:
+def test_refused_credentials_are_fatal(emulator: ConfidenceEmulator) -> None:
+    for status in (401, 403):
+        emulator.inject(Route.STATE, Status(status))  # every fetch, until cleared
+        provider = make_provider(emulator, init_timeout=5.0)
+        with pytest.raises(ProviderFatalError, match=str(status)):
+            api.set_provider_and_wait(provider)
+        assert provider.get_status() is ProviderStatus.FATAL
+        api.shutdown()
+        emulator.clear_faults()
+
+
+def test_404_before_any_state_is_retried_until_the_state_appears(
+    emulator: ConfidenceEmulator,
+) -> None:
+    """A credential whose first state is published after the app started: NOT_READY (the
+    SDK says ERROR), polling with backoff, then READY, not a terminal FATAL."""
     emulator.clear_state()  # the CDN answers 404
-    provider = make_provider(emulator, init_timeout=5.0)
-    with pytest.raises(ProviderFatalError, match="404"):
-        api.set_provider_and_wait(provider)
+    provider = make_provider(emulator, init_timeout=1.0)
+    with recording_events() as events:
+        with pytest.raises(ProviderNotReadyError, match="404"):
+            api.set_provider_and_wait(provider)
+        client = api.get_client()
+        assert client.get_provider_status() is ProviderStatus.ERROR
+        assert provider.get_status() is ProviderStatus.NOT_READY
+        details = client.get_string_details("feature.color", "none", USER)
+        assert (details.value, details.error_code) == ("none", ErrorCode.PROVIDER_NOT_READY)
+        polled = len(emulator.requests_for(Route.STATE))
+        assert polled >= 1
+        emulator.set_state(sample_state().build())
+        events.wait_for(ProviderEvent.PROVIDER_READY, timeout=15)
+        assert client.get_provider_status() is ProviderStatus.READY
+        assert provider.get_status() is ProviderStatus.READY
+        assert client.get_string_value("feature.color", "none", USER) == "blue"
+        # Only the SDK's ERROR for initialize() raising: never FATAL.
+        errors = events.of(ProviderEvent.PROVIDER_ERROR)
+        assert [e.error_code for e in errors] == [ErrorCode.PROVIDER_NOT_READY]
 
 
 def test_configuration_changed_stale_and_recovery(emulator: ConfidenceEmulator) -> None:

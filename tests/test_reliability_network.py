@@ -173,9 +173,10 @@ def test_304_storm_without_a_state_never_becomes_ready(emulator: ConfidenceEmula
         (Hang(), False),
         (SlowBody(chunk=8, interval=0.05), False),
         (ResetConnection(), False),
-        (Status(404), True),
+        (Status(404), False),  # no state published yet: retried (until it appears)
+        (Status(403), True),
     ],
-    ids=["hang", "slow-drip", "reset", "404"],
+    ids=["hang", "slow-drip", "reset", "404", "403"],
 )
 def test_faults_at_start_up_are_bounded(
     emulator: ConfidenceEmulator, fault: Fault, fatal: bool

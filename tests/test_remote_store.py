@@ -11,10 +11,12 @@ import pytest
 
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence.materialization import (
+    AsyncRemoteMaterializationStore as RemoteMaterializationStore,
+)
+from confidence.materialization import (
     InclusionReadOp,
     InclusionReadResult,
     RemoteMaterializationError,
-    RemoteMaterializationStore,
     VariantReadOp,
     VariantReadResult,
     VariantWriteOp,

@@ -1,8 +1,9 @@
 //! Timestamp text parsing (resolve.md §4.2).
 //!
-//! With a `T` (or `t`) or a space between date and time: RFC 3339 when the time part
-//! carries `Z`, `+` or `-`; otherwise `YYYY-MM-DD[T| ]HH:MM:SS[.fraction]` as UTC.
-//! Without a separator: `YYYY-MM-DD` at midnight UTC.
+//! With a `T` or a space between date and time: RFC 3339 when the time part carries `Z`,
+//! `+` or `-`; otherwise `YYYY-MM-DD[T| ]HH:MM:SS[.fraction]` as UTC. Without a separator:
+//! `YYYY-MM-DD` at midnight UTC. Only the upper-case `T` and `Z` count (resolve.md §4.2, and
+//! the reference resolver): `2022-11-17t15:16:17z` is not a timestamp.
 
 /// Smallest and largest seconds of a protobuf Timestamp (0001-01-01 .. 9999-12-31).
 pub const MIN_SECONDS: i64 = -62_135_596_800;
@@ -103,20 +104,20 @@ fn in_range(secs: i64, nanos: i32) -> Option<(i64, i32)> {
 /// Parses timestamp text into (epoch seconds, nanos).
 pub fn parse_timestamp(text: &str) -> Option<(i64, i32)> {
     let b = text.as_bytes();
-    let sep = b.iter().position(|c| *c == b'T' || *c == b't' || *c == b' ');
+    let sep = b.iter().position(|c| *c == b'T' || *c == b' ');
     let sep = match sep {
         None => return in_range(parse_date(b)? * 86_400, 0),
         Some(p) => p,
     };
     let days = parse_date(&b[..sep])?;
     let time = &b[sep + 1..];
-    let zone_at = time.iter().position(|c| matches!(*c, b'Z' | b'z' | b'+' | b'-'));
+    let zone_at = time.iter().position(|c| matches!(*c, b'Z' | b'+' | b'-'));
     let (clock, offset_secs) = match zone_at {
         None => (time, 0i64),
         Some(z) => {
             let zone = &time[z..];
             let off = match zone {
-                [b'Z'] | [b'z'] => 0,
+                [b'Z'] => 0,
                 [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
                     let h = digits(&[*h1, *h2])?;
                     let m = digits(&[*m1, *m2])?;
@@ -166,7 +167,7 @@ mod tests {
         assert_eq!(parse_timestamp("2022-11-17T15:16:17.118Z"), Some((1_668_698_177, 118_000_000)));
         assert_eq!(parse_timestamp("2022-11-17T16:16:17+01:00"), Some((1_668_698_177, 0)));
         assert_eq!(parse_timestamp("2022-11-17T14:16:17.5-01:00"), Some((1_668_698_177, 500_000_000)));
-        assert_eq!(parse_timestamp("2022-11-17 15:16:17z"), Some((1_668_698_177, 0)));
+        assert_eq!(parse_timestamp("2022-11-17 15:16:17Z"), Some((1_668_698_177, 0)));
         assert_eq!(parse_timestamp("2022-11-17T15:16:17.123456789123Z"), Some((1_668_698_177, 123_456_789)));
     }
 
@@ -184,6 +185,17 @@ mod tests {
             "", "2022", "2022-13-01", "2022-02-30", "2021-02-29", "2022-11-17T25:00:00Z", "2022-11-17T15:16Z",
             "2022-11-17T15:16:17+0100", "2022-11-17T15:16:17.Z", "hello", "2022-11-17T", "2022-11-17Tx",
             "22-11-17", "2022-11-17T15:16:17ZZ",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lower_case_t_and_z_are_not_timestamps() {
+        // The reference resolver accepts only `T` and `Z`; such text compares as a string.
+        for bad in [
+            "2022-11-17t15:16:17.118z", "2022-11-17t15:16:17.118Z", "2022-11-17T15:16:17.118z",
+            "2022-11-17 15:16:17z", "2022-11-17t15:16:17", "2022-11-17t15:16:17+01:00",
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
