@@ -131,13 +131,8 @@ def states(draw: st.DrawFn) -> tuple[bytes, list[FlagSpec]]:
         rules = []
         for _ in range(draw(st.integers(0, 3))):
             segment = draw(st.sampled_from([*segments, "segments/missing"]))
-            cuts = sorted(
-                draw(
-                    st.lists(
-                        st.integers(0, 100), min_size=len(variants) - 1, max_size=len(variants) - 1
-                    )
-                )
-            )
+            cuts = sorted(draw(st.lists(st.integers(0, 100), min_size=len(variants) - 1,
+                                        max_size=len(variants) - 1)))
             bounds = [0, *cuts, draw(st.integers(max(cuts, default=0), 100))]
             weights = {v: bounds[i + 1] - bounds[i] for i, v in enumerate(variant_names)}
             selector = draw(st.sampled_from(["", "", "user_id"]))

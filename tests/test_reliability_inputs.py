@@ -253,9 +253,8 @@ _scalars = (
 )
 _values = st.recursive(
     _scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=25,
 )
 _keys = st.text(st.characters(codec=None), max_size=30) | st.sampled_from(

@@ -230,11 +230,9 @@ def test_threads_and_a_loop_under_swaps_and_a_flapping_log_endpoint(
     totals = emu.call("totals")
     evaluations = sum(counts.values())
 
-    print(
-        f"\n{evaluations} evaluations {counts}; {totals['swaps']} state swaps, "
-        f"{totals['outages']} log outages, {totals['refused']} log posts refused; "
-        f"RSS {[round(size / MiB) for _, size in rss]} MiB"
-    )
+    print(f"\n{evaluations} evaluations {counts}; {totals['swaps']} state swaps, "
+          f"{totals['outages']} log outages, {totals['refused']} log posts refused; "
+          f"RSS {[round(size / MiB) for _, size in rss]} MiB")
     assert failures == [], failures[:5]
     assert min(counts.values()) > 0, counts
     # The load really ran through swaps and outages.
