@@ -52,7 +52,7 @@ from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
-from confidence._stats import LN_RATIO, HostTelemetry
+from confidence._stats import LN_RATIO, HostTelemetry, StatsRecorder
 
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
@@ -165,12 +165,12 @@ class FlagLogPipeline:
         interval: float,
         dedup: bool,
         state_updated_at: Callable[[], float | None] = lambda: None,
-        analytics: Any = None,
+        analytics: StatsRecorder | None = None,
         init_labels: Mapping[str, str] | None = None,
     ) -> None:
         self._interval = interval
         self._state_updated_at = state_updated_at
-        # A _stats.StatsRecorder (telemetry_delta / acknowledge), or None.
+        # Where the resolve analytics come from (telemetry_delta / acknowledge).
         self._analytics = analytics
         # provider_init_rate labels; sent until one delivery succeeds, then None.
         self._init_labels = dict(init_labels) if init_labels is not None else None
@@ -318,7 +318,7 @@ class FlagLogPipeline:
             self._inflight = None
             self.backlog.end(batch, ok)
         if ok:
-            if delta is not None:
+            if analytics is not None and delta is not None:
                 analytics.acknowledge(delta)
             if init_labels is not None:
                 self._init_labels = None

@@ -53,6 +53,7 @@ from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 from confidence._engine import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._state_sync import FailureKind
+from confidence._stats import StatsRecorder
 from confidence._version import __version__
 
 __all__ = [
@@ -131,7 +132,7 @@ class RuntimeSettings:
     # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
     state_cache: Any = field(default=None, repr=False)
     # The provider's _stats.StatsRecorder: resolve analytics sent in flag-log telemetry.
-    analytics: Any = field(default=None, repr=False)
+    analytics: StatsRecorder | None = field(default=None, repr=False)
     # Closes the user's materialization_store once per provider, at the first shutdown.
     store_closer: StoreCloser | None = field(default=None, repr=False)
 
