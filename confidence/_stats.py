@@ -53,6 +53,7 @@ _BUCKETS: Final = 4 * 65
 #: Confidence's resolve-latency histogram: 18 buckets per decade (protocol.md §3.4).
 LN_RATIO: Final = math.log(10) / 18
 _INV_LN_RATIO: Final = 1 / LN_RATIO
+_log: Final = math.log
 # ResolveReason numbers the host decides (resolve.md §7).
 _TYPE_MISMATCH: Final = 9
 _FLAG_NOT_FOUND: Final = 10
@@ -62,7 +63,11 @@ def latency_exponent(micros: int) -> int:
     """Confidence histogram bucket of a latency in µs (values below 1 µs count as 1 µs)."""
     if micros <= 1:
         return 0
-    return math.ceil(math.log(micros) * _INV_LN_RATIO - 1e-9)
+    return int(math.log(micros) * _INV_LN_RATIO) + 1
+
+
+_TYPE_MISMATCH_CODE: Final = ErrorCode.TYPE_MISMATCH
+_FLAG_NOT_FOUND_CODE: Final = ErrorCode.FLAG_NOT_FOUND
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,16 +307,19 @@ class StatsRecorder:
         if resolved is not None:
             # The host's verdict wins over the resolver's reason: a type mismatch or a
             # missing path is counted once, as that, and not also as the resolver's MATCH.
-            if error_code is ErrorCode.TYPE_MISMATCH:
+            if error_code is None:
+                code = resolved.flags[0].reason
+            elif error_code is _TYPE_MISMATCH_CODE:
                 code = _TYPE_MISMATCH
-            elif error_code is ErrorCode.FLAG_NOT_FOUND or not resolved.flags:
+            elif error_code is _FLAG_NOT_FOUND_CODE or not resolved.flags:
                 code = _FLAG_NOT_FOUND
             else:
                 code = resolved.flags[0].reason
             rates = shard.t_rates
             rates[code] = rates.get(code, 0) + 1
             micros = elapsed_ns // 1000
-            exponent = latency_exponent(micros)
+            # latency_exponent(), inlined (ceil of a positive non-integer as int(x) + 1).
+            exponent = int(_log(micros) * _INV_LN_RATIO) + 1 if micros > 1 else 0
             t_buckets = shard.t_buckets
             t_buckets[exponent] = t_buckets.get(exponent, 0) + 1
             shard.t_sum_us += micros
