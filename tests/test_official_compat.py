@@ -420,3 +420,65 @@ def test_telemetry_fields_decoded_from_the_emulator(emulator: ConfidenceEmulator
     assert received[0].telemetry_data.flush.succeeded == 0
     assert received[-1].telemetry_data.flush.succeeded >= 1
     assert sum(t.flush.failed for t in telemetry) == 1
+
+
+# -- resolver parity -----------------------------------------------------------------------
+
+
+@requires_wasm
+def test_lower_case_t_and_z_are_not_timestamps(emulator: ConfidenceEmulator) -> None:
+    """As in the official resolver (resolve.md: `T`/`Z`): such text is a plain string, and
+    a string never satisfies a timestamp bound."""
+    from confidence.testing.state_builder import StateBuilder, rollout
+
+    after_2022 = {
+        "criteria": {
+            "c": {
+                "attribute": {
+                    "attributeName": "seen",
+                    "rangeRule": {"startInclusive": {"timestampValue": "2022-01-01T00:00:00Z"}},
+                }
+            }
+        },
+        "expression": {"ref": "c"},
+    }
+    on = "flags/recent/variants/on"
+    emulator.set_state(
+        StateBuilder(account="accounts/test")
+        .client(SECRET)
+        .segment("segments/recent", targeting=after_2022)
+        .flag(
+            "flags/recent",
+            variants={on: {"enabled": True}},
+            rules=[rollout("segments/recent", {on: 100})],
+        )
+        .build()
+    )
+    api.set_provider_and_wait(make_provider(emulator))
+    client = api.get_client()
+
+    def matches(seen: str) -> bool:
+        return client.get_boolean_value(
+            "recent.enabled", False, EvaluationContext("u", {"seen": seen})
+        )
+
+    assert matches("2022-11-17T15:16:17.118Z")
+    assert matches("2022-11-17 15:16:17.118+01:00")
+    for text in ("2022-11-17t15:16:17.118z", "2022-11-17T15:16:17.118z", "2022-11-17t15:16:17Z"):
+        assert not matches(text), text
+
+
+@requires_wasm
+def test_provider_init_rate_says_when_the_state_is_not_encrypted(
+    emulator: ConfidenceEmulator,
+) -> None:
+    provider = make_provider(emulator, encryption_key=None)  # the legacy plaintext state
+    api.set_provider_and_wait(provider)
+    assert api.get_client().get_boolean_value("feature.enabled", False, USER) is True
+    api.shutdown()
+    inits = [
+        (i.count, dict(i.labels))
+        for r in emulator.flag_logs
+        for i in r.telemetry_data.provider_init_rate
+    ]
+    assert inits == [(1, {"encryption": "false"})]
