@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -238,6 +239,10 @@ class Runtime:
     @property
     def delivered_log_batches(self) -> int:
         return self._logs.stats().delivered_batches
+
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._settings.shutdown_timeout
 
     def log_stats(self) -> FlagLogStats:
         """Flag-log counters: delivered, dropped (exposures and resolve counts), dedup."""
@@ -656,15 +661,64 @@ class Runtime:
 _PORTALS = BlockingPortalProvider()
 
 
+#: Sync-hosted runtimes of this process that are still running, flushed at interpreter exit.
+#: Plain dict operations only (atomic under the GIL): the fork hook must not take a lock.
+_LIVE_HOSTS: dict[int, PortalHost] = {}
+_EXIT_HOOK_PID: int | None = None
+
+
 def _reset_after_fork() -> BlockingPortalProvider:
     """In a forked child (see _fork): the loop thread is gone, but its lease count is not.
 
     Returns the inherited provider, which the caller must keep alive: finalizing it would
-    close its portal, i.e. wait forever for the parent's loop thread.
+    close its portal, i.e. wait forever for the parent's loop thread. The parent's live hosts
+    are forgotten: the child's exit flush must never touch them (the parent flushes its own).
     """
     global _PORTALS
     inherited, _PORTALS = _PORTALS, BlockingPortalProvider()
+    _LIVE_HOSTS.clear()
     return inherited
+
+
+def _flush_at_exit() -> None:
+    """Interpreter exit without `shutdown()`: stop every sync-hosted runtime this process
+    started, all at once, each bounded by its own `shutdown_timeout` (+0.5 s).
+
+    Registered with `threading._register_atexit` where it exists: those hooks run before
+    non-daemon threads are joined and, registered after `concurrent.futures.thread`, before
+    the default executor refuses new work (asyncio's getaddrinfo needs it). Never raises.
+    """
+    hosts = [h for h in list(_LIVE_HOSTS.values()) if h.pid == os.getpid()]
+    if not hosts:
+        return
+    try:
+        for host in hosts:
+            host.runtime.stop()
+        for host in hosts:
+            host.stop(host.runtime.shutdown_timeout + 0.5)
+    except BaseException:  # an exit path must never print a traceback
+        logger.debug("Confidence exit flush failed", exc_info=True)
+
+
+def _ensure_exit_hook() -> None:
+    """Register `_flush_at_exit` once per process (a forked child registers its own)."""
+    global _EXIT_HOOK_PID
+    pid = os.getpid()
+    if pid == _EXIT_HOOK_PID:
+        return
+    _EXIT_HOOK_PID = pid
+    import concurrent.futures.thread  # noqa: F401 - its exit hook must run after ours
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_flush_at_exit)
+            return
+    except RuntimeError:  # already shutting down: nothing to register for
+        return
+    import atexit
+
+    atexit.register(_flush_at_exit)
 
 
 class PortalHost:
@@ -672,6 +726,7 @@ class PortalHost:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.pid = os.getpid()
         self._portal: BlockingPortal | None = None
         self._future: Future[None] | None = None
         self._lock = threading.Lock()
@@ -690,12 +745,16 @@ class PortalHost:
                 _PORTALS.__exit__(None, None, None)
                 raise
             self._portal = portal
+            self.pid = os.getpid()
+            _LIVE_HOSTS[id(self)] = self
+        _ensure_exit_hook()
 
     def stop(self, timeout: float) -> None:
         """Stop the runtime (final flush included) and release the loop thread. Bounded."""
         with self._lock:
             portal, future = self._portal, self._future
             self._portal = self._future = None
+            _LIVE_HOSTS.pop(id(self), None)
         if portal is None or future is None:
             return
         try:
