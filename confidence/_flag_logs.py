@@ -6,21 +6,26 @@ Two loops run in the runtime's task group (protocol.md §3):
   instance (each instance is taken out of service only for its drain call), de-duplicates
   exposures across instances and splits the result into requests below 4 MiB
   (`_exposures.LogPreparer`), then appends them to the backlog;
-- the **send loop** delivers the backlog oldest first through `LogSender` (which retries with
-  backoff and jitter on 5xx, 408, 429, timeouts and connection errors). A batch leaves the
-  backlog only once delivered; after a failed delivery the loop pauses (exponential, at most
-  `log_poll_interval`) and tries the same batch again.
+- the **send loop** delivers the backlog oldest first, pipelined: up to `MAX_IN_FLIGHT`
+  deliveries at once through `LogSender` (which retries with backoff and jitter). A batch
+  leaves the backlog only once delivered; after a failed delivery every sender pauses
+  (exponential, at most `log_poll_interval`) and the batch goes back to the queue.
 
 Draining never waits for sending, so a slow or dead endpoint cannot make the resolvers' own
-queues fill up: logs move into the backlog, which is bounded (256 batches, 64 MiB). Whatever is
-lost is counted and logged at WARNING, never silent: batches the full backlog pushes out,
-exposures a resolver instance refused because its own queue was full, and batches still
-undelivered when shutdown's deadline passes.
+queues fill up: logs move into the backlog, which is bounded (256 batches, 64 MiB).
 
-Shutdown: the send currently in flight is shielded from the cancellation of the loops (so a
-batch the server may already have stored is not sent again), bounded by the shutdown
-deadline; then `final_flush()` drains everything and delivers what it can before the
-deadline; `finish()` reports what is left.
+Accounting (the `_Ledger`): for exposures and for resolve counts, at every moment
+`produced = delivered + in_flight + queued + dropped`, read atomically under one lock by
+`stats()`. "Produced" is what left the resolvers (after host de-duplication) plus what a
+resolver refused because its own queue was full. Every drop is counted and reported in one
+WARNING with exact numbers: batches the full backlog pushes out, exposures a resolver refused,
+batches still undelivered when shutdown's deadline passes.
+
+Shutdown (`_runtime`): `begin_shutdown()` bounds the deliveries in flight (shielded from
+the loops' cancellation, so a batch the server may already have stored is not sent again);
+`final_drain()` empties the resolver instances *before* the bounded final send, so nothing
+stays inside them uncounted; `final_flush()` delivers what it can before the deadline;
+`finish()` counts and reports what is left.
 
 Delivery is at-least-once: a request that times out after the server stored it is sent again.
 
@@ -51,6 +56,7 @@ from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
     "MAX_BACKLOG_BATCHES",
+    "MAX_IN_FLIGHT",
     "MAX_BACKLOG_BYTES",
     "RETRY_POLICY",
     "FlagLogPipeline",
@@ -66,20 +72,29 @@ MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 #: Exposure bytes per drain call: keeps each drained request (plus its resolve info) below
 #: the request limit, so splitting is the exception.
 DRAIN_ASSIGNED_BYTES: Final = 3 * 1024 * 1024
+#: Deliveries on the wire at once: one slow request must not hold the whole backlog back,
+#: and a sustained exposure rate needs more than one round trip per batch to keep up.
+MAX_IN_FLIGHT: Final = 4
 #: How LogSender retries one delivery (module-level so tests can shorten the timeouts).
 RETRY_POLICY: RetryPolicy = RetryPolicy()
 _UINT32_MAX: Final = 2**32 - 1
 
 
+
+
 @dataclass(frozen=True, slots=True)
 class FlagLogStats:
-    """Counters of the flag-log pipeline since the provider started."""
+    """Counters of the flag-log pipeline since the provider started, read atomically.
+
+    For exposures and for resolve counts alike:
+    ``produced == delivered + in_flight + queued + dropped``.
+    """
 
     delivered_batches: int = 0
     delivered_exposures: int = 0
     delivered_resolves: int = 0
     failed_deliveries: int = 0
-    backlog_batches: int = 0
+    backlog_batches: int = 0  # queued plus in flight
     backlog_bytes: int = 0
     #: Lost, for any reason: full backlog, full resolver queue, shutdown deadline.
     dropped_batches: int = 0
@@ -87,20 +102,42 @@ class FlagLogStats:
     dropped_resolves: int = 0
     #: Host-side (cross-instance) apply de-duplication; None when it is switched off.
     dedup: DedupStats | None = None
+    produced_exposures: int = 0
+    produced_resolves: int = 0
+    in_flight_batches: int = 0
+    in_flight_exposures: int = 0
+    in_flight_resolves: int = 0
+    queued_exposures: int = 0
+    queued_resolves: int = 0
+
+
+def _remove(items: deque[LogBatch], batch: LogBatch) -> None:
+    # By identity: two batches can have equal bodies (deque.remove compares with ==).
+    for index, item in enumerate(items):
+        if item is batch:
+            del items[index]
+            return
 
 
 class _Backlog:
-    """Bounded FIFO of prepared batches. Thread-safe (filled from the drain's worker thread).
+    """Bounded FIFO of prepared batches, and the ledger of every exposure and resolve count
+    that went through it. Thread-safe (filled from the drain's worker thread).
 
-    The batch being delivered is never the one pushed out, so a delivery that succeeds is
-    never also counted as dropped.
+    A batch in flight is never the one pushed out, so a delivery that succeeds is never also
+    counted as dropped. Every method moves counts between the ledger's columns under one
+    lock, so `produced = delivered + in_flight + queued + dropped` holds at every moment.
     """
 
     def __init__(self) -> None:
-        self._items: deque[LogBatch] = deque()
+        self._items: deque[LogBatch] = deque()  # queued and in flight, oldest first
+        self._inflight: set[int] = set()  # id() of the batches being delivered
         self._bytes = 0
         self._lock = threading.Lock()
-        self._inflight: LogBatch | None = None
+        # [batches, exposures, resolves] per column.
+        self._produced = [0, 0, 0]
+        self._delivered = [0, 0, 0]
+        self._dropped = [0, 0, 0]
+        self._in_flight = [0, 0, 0]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -109,45 +146,92 @@ class _Backlog:
     def bytes(self) -> int:
         return self._bytes
 
+    @staticmethod
+    def _add(column: list[int], batch: LogBatch, sign: int = 1) -> None:
+        column[0] += sign
+        column[1] += sign * batch.exposures
+        column[2] += sign * batch.resolves
+
     def extend(self, batches: list[LogBatch]) -> list[LogBatch]:
-        """Append; returns the batches pushed out to respect the bounds (oldest first)."""
+        """Append; returns the batches pushed out to respect the bounds (oldest first),
+        already counted as dropped."""
         dropped: list[LogBatch] = []
         with self._lock:
             items = self._items
             for batch in batches:
                 items.append(batch)
                 self._bytes += len(batch.body)
-            while len(items) > 1 and (
+                self._add(self._produced, batch)
+            while len(items) > len(self._inflight) and (
                 len(items) > MAX_BACKLOG_BATCHES or self._bytes > MAX_BACKLOG_BYTES
             ):
-                if items[0] is self._inflight:
-                    victim = items[1]
-                    del items[1]
-                else:
-                    victim = items.popleft()
+                victim = next(b for b in items if id(b) not in self._inflight)
+                _remove(items, victim)
                 self._bytes -= len(victim.body)
+                self._add(self._dropped, victim)
                 dropped.append(victim)
         return dropped
 
-    def begin(self) -> LogBatch | None:
-        """The oldest batch, marked as in flight."""
+    def refused(self, exposures: int) -> None:
+        """Exposures a resolver instance dropped itself (its queue was full)."""
         with self._lock:
-            self._inflight = self._items[0] if self._items else None
-            return self._inflight
+            self._produced[1] += exposures
+            self._dropped[1] += exposures
+
+    def begin(self) -> LogBatch | None:
+        """The oldest batch not yet in flight, now marked as in flight."""
+        with self._lock:
+            for batch in self._items:
+                if id(batch) not in self._inflight:
+                    self._inflight.add(id(batch))
+                    self._add(self._in_flight, batch)
+                    return batch
+            return None
 
     def end(self, batch: LogBatch, delivered: bool) -> None:
         with self._lock:
-            self._inflight = None
-            if delivered and self._items and self._items[0] is batch:
-                self._items.popleft()
+            if id(batch) not in self._inflight:
+                return
+            self._inflight.discard(id(batch))
+            self._add(self._in_flight, batch, -1)
+            if delivered:
+                _remove(self._items, batch)
                 self._bytes -= len(batch.body)
+                self._add(self._delivered, batch)
 
     def take_all(self) -> list[LogBatch]:
+        """Remove every batch not in flight (for the spool or the final drop count; the
+        caller counts them with `drop`)."""
         with self._lock:
-            items = list(self._items)
-            self._items.clear()
-            self._bytes = 0
-            return items
+            taken = [b for b in self._items if id(b) not in self._inflight]
+            self._items = deque(b for b in self._items if id(b) in self._inflight)
+            self._bytes = sum(len(b.body) for b in self._items)
+            return taken
+
+    def drop(self, batches: list[LogBatch]) -> None:
+        """Count batches taken out with `take_all` as dropped."""
+        with self._lock:
+            for batch in batches:
+                self._add(self._dropped, batch)
+
+    def saved(self, batches: list[LogBatch]) -> None:
+        """Batches taken out with `take_all` that were written to the spool: they left this
+        process's books (the process that delivers them counts them as produced again)."""
+        with self._lock:
+            for batch in batches:
+                self._add(self._produced, batch, -1)
+
+    def snapshot(self) -> tuple[list[int], list[int], list[int], list[int], int, int]:
+        """(produced, delivered, dropped, in_flight, batches kept, bytes kept), atomically."""
+        with self._lock:
+            return (
+                list(self._produced),
+                list(self._delivered),
+                list(self._dropped),
+                list(self._in_flight),
+                len(self._items),
+                self._bytes,
+            )
 
 
 class FlagLogPipeline:
@@ -159,49 +243,59 @@ class FlagLogPipeline:
         interval: float,
         dedup: bool,
         state_updated_at: Callable[[], float | None] = lambda: None,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._interval = interval
         self._state_updated_at = state_updated_at
         self._dedup = Deduplicator() if dedup else None
         self._preparer = LogPreparer(dedup=self._dedup)
+        self._max_in_flight = max(1, max_in_flight)
         self.backlog = _Backlog()
         self.pool: Any = None  # ResolverPool, set once built
         self.sender: LogSender | None = None  # None: offline, logs are drained and discarded
-        self._lock = threading.Lock()  # the counters below (drops come from worker threads)
-        self._delivered = (0, 0, 0)  # batches, exposures, resolves
-        self._dropped = (0, 0, 0)
+        self._drain_lock = threading.Lock()  # one drain at a time (the preparer is stateful)
         self._failed_deliveries = 0
-        # Deliveries since the counts were last reported in a request's telemetry.
+        self._consecutive_failures = 0
+        self._pause_until = 0.0  # anyio clock: every sender waits after a failure
+        # Deliveries since the counts were last reported in a request's telemetry; taken
+        # by the request that carries them (and given back if it fails).
         self._report_succeeded = 0
         self._report_failed = 0
         self._closed = False
         self._wakeup: anyio.Event | None = None
-        self._inflight: anyio.CancelScope | None = None
+        self._inflight_scopes: set[anyio.CancelScope] = set()
         self._stop_deadline: float | None = None
         self._rng = random.Random()
 
     # -- counters ----------------------------------------------------------------------------
 
     def stats(self) -> FlagLogStats:
-        with self._lock:
-            delivered, dropped, failed = self._delivered, self._dropped, self._failed_deliveries
+        produced, delivered, dropped, in_flight, kept, kept_bytes = self.backlog.snapshot()
+        queued = [p - d - x - f for p, d, x, f in zip(produced, delivered, dropped, in_flight)]
         return FlagLogStats(
             delivered_batches=delivered[0],
             delivered_exposures=delivered[1],
             delivered_resolves=delivered[2],
-            failed_deliveries=failed,
-            backlog_batches=len(self.backlog),
-            backlog_bytes=self.backlog.bytes,
+            failed_deliveries=self._failed_deliveries,
+            backlog_batches=kept,
+            backlog_bytes=kept_bytes,
             dropped_batches=dropped[0],
             dropped_exposures=dropped[1],
             dropped_resolves=dropped[2],
             dedup=self._dedup.stats() if self._dedup is not None else None,
+            produced_exposures=produced[1],
+            produced_resolves=produced[2],
+            in_flight_batches=in_flight[0],
+            in_flight_exposures=in_flight[1],
+            in_flight_resolves=in_flight[2],
+            queued_exposures=queued[1],
+            queued_resolves=queued[2],
         )
 
-    def _record_drop(self, batches: int, exposures: int, resolves: int, why: str) -> None:
-        with self._lock:
-            b, e, r = self._dropped
-            self._dropped = total = (b + batches, e + exposures, r + resolves)
+    def _report_drop(self, batches: int, exposures: int, resolves: int, why: str) -> None:
+        if not (batches or exposures or resolves):
+            return
+        total = self.stats()
         logger.warning(
             "Flag logs lost (%s): %d exposure(s) and %d resolve count(s)%s; "
             "%d exposure(s) and %d resolve count(s) lost since start",
@@ -209,37 +303,52 @@ class FlagLogPipeline:
             exposures,
             resolves,
             f" in {batches} batch(es)" if batches else "",
-            total[1],
-            total[2],
+            total.dropped_exposures,
+            total.dropped_resolves,
         )
 
-    def _drop_batches(self, batches: list[LogBatch], why: str) -> None:
-        if batches:
-            self._record_drop(
-                len(batches),
-                sum(b.exposures for b in batches),
-                sum(b.resolves for b in batches),
-                why,
-            )
+    def _report_batches(self, batches: list[LogBatch], why: str) -> None:
+        self._report_drop(
+            len(batches),
+            sum(b.exposures for b in batches),
+            sum(b.resolves for b in batches),
+            why,
+        )
 
     # -- draining (worker thread) ------------------------------------------------------------
 
-    def _drain(self) -> None:
+    def _drain(self, skip_empty: bool = False) -> None:
+        """Drain the pool into the backlog. `skip_empty`: leave out batches that carry only
+        the resolver's telemetry (no exposure, no resolve count), for the extra drains of
+        shutdown, which would otherwise each add a heartbeat request."""
         pool = self.pool
         if pool is None:
             return
-        drained = pool.flush_logs(wait=True, max_assigned_bytes=DRAIN_ASSIGNED_BYTES)
-        if self.sender is None:
-            return  # offline: drained only so that the resolvers' memory stays bounded
-        _events, refused = pool.take_dropped_exposures()
-        if refused:
-            self._record_drop(0, refused, 0, "a resolver's exposure queue was full")
-        batches = self._preparer.prepare(drained, now_millis())
-        if self._closed:
-            # An abandoned final drain finishing after shutdown: nobody will send these.
-            self._drop_batches(batches, "drained after shutdown")
-            return
-        self._drop_batches(self.backlog.extend(batches), "the flag-log backlog was full")
+        with self._drain_lock:
+            drained = pool.flush_logs(wait=True, max_assigned_bytes=DRAIN_ASSIGNED_BYTES)
+            if self.sender is None:
+                return  # offline: drained only so that the resolvers' memory stays bounded
+            _events, refused = pool.take_dropped_exposures()
+            if refused:
+                self.backlog.refused(refused)
+                self._report_drop(0, refused, 0, "a resolver's exposure queue was full")
+            batches = self._preparer.prepare(drained, now_millis())
+            if skip_empty:
+                batches = [b for b in batches if b.exposures or b.resolves]
+            if self._closed:
+                # Drained after finish() (an evaluation racing the shutdown): nobody will
+                # send these any more.
+                self.backlog.extend(batches)
+                late = self.backlog.take_all()
+                self._discard(late, "produced after the final flush")
+                return
+            pushed_out = self.backlog.extend(batches)
+        if pushed_out:
+            self._report_batches(pushed_out, "the flag-log backlog was full")
+
+    def drain_now(self) -> None:
+        """Drain synchronously (any thread): the runtime's last look before the pool closes."""
+        self._drain(skip_empty=True)
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -251,67 +360,78 @@ class FlagLogPipeline:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain_loop)
             if self.sender is not None:
-                tg.start_soon(self._send_loop)
+                for _ in range(self._max_in_flight):
+                    tg.start_soon(self._send_loop)
             task_status.started()
+
+    def _wake_senders(self) -> None:
+        # Only called on the loop thread: replacing the event and setting the old one
+        # cannot interleave with a sender's check-then-wait (no await in between).
+        if self._wakeup is not None:
+            woken, self._wakeup = self._wakeup, anyio.Event()
+            woken.set()
 
     async def _drain_loop(self) -> None:
         while True:
             await anyio.sleep(self._interval)
             try:
+                # Not abandoned on cancellation: a drain half done would lose what it took.
                 await anyio.to_thread.run_sync(self._drain)
             except Exception:
                 # Keep draining whatever one round hit; what was drained is in the backlog.
                 logger.exception("Flag log drain failed")
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._wake_senders()
 
     async def _send_loop(self) -> None:
-        failures = 0
+        """One of `max_in_flight` senders sharing the backlog."""
         while True:
-            if not len(self.backlog):
-                # Only the drain loop (on this loop thread) sets it, after filling the backlog.
-                self._wakeup = anyio.Event()
+            pause = self._pause_until - anyio.current_time()
+            if pause > 0:
+                await anyio.sleep(pause)
+                continue
+            batch = self.backlog.begin()
+            if batch is None:
+                assert self._wakeup is not None
                 await self._wakeup.wait()
                 continue
-            if await self._deliver_next(shield=True):
-                failures = 0
+            if await self._deliver(batch, shield=True):
+                self._consecutive_failures = 0
                 continue
-            failures += 1
-            # The sender already retried this batch; pause before trying it again.
-            pause = min(self._interval, 0.5 * 2 ** min(failures - 1, 16))
-            await anyio.sleep(pause * (0.9 + 0.2 * self._rng.random()))
+            self._consecutive_failures += 1
+            # The sender already retried this batch; everyone pauses before trying again.
+            backoff = min(self._interval, 0.5 * 2 ** min(self._consecutive_failures - 1, 16))
+            backoff *= 0.9 + 0.2 * self._rng.random()
+            self._pause_until = max(self._pause_until, anyio.current_time() + backoff)
 
-    async def _deliver_next(self, *, shield: bool) -> bool:
-        """Deliver the oldest batch; True when it was delivered (and left the backlog)."""
+    async def _deliver(self, batch: LogBatch, *, shield: bool) -> bool:
+        """Deliver `batch` (marked in flight by `begin`); True when delivered."""
         sender = self.sender
-        batch = self.backlog.begin()
-        if sender is None or batch is None:
+        if sender is None:
+            self.backlog.end(batch, False)
             return False
         succeeded, failed = self._report_succeeded, self._report_failed
+        self._report_succeeded = self._report_failed = 0
         body = batch.body + self._host_telemetry(succeeded, failed)
         ok = False
+        scope = anyio.CancelScope(shield=shield)
         try:
             # Shielded: stopping the loops must not abort a request the server may already
             # have stored (it would be sent again). begin_shutdown() bounds it.
-            with anyio.CancelScope(shield=shield) as scope:
+            with scope:
                 if shield:
-                    self._inflight = scope
+                    self._inflight_scopes.add(scope)
                     if self._stop_deadline is not None:
                         scope.deadline = self._stop_deadline
                 ok = await sender.send(body)
         finally:
-            self._inflight = None
+            self._inflight_scopes.discard(scope)
             self.backlog.end(batch, ok)
-        if ok:
-            # Those counts reached Confidence; this delivery is reported by the next one.
-            self._report_succeeded = min(_UINT32_MAX, self._report_succeeded - succeeded + 1)
-            self._report_failed -= failed
-            with self._lock:
-                b, e, r = self._delivered
-                self._delivered = (b + 1, e + batch.exposures, r + batch.resolves)
-        else:
-            self._report_failed = min(_UINT32_MAX, self._report_failed + 1)
-            with self._lock:
+            if ok:
+                # Those counts reached Confidence; this delivery is reported by the next one.
+                self._report_succeeded = min(_UINT32_MAX, self._report_succeeded + 1)
+            else:
+                self._report_succeeded = min(_UINT32_MAX, self._report_succeeded + succeeded)
+                self._report_failed = min(_UINT32_MAX, self._report_failed + failed + 1)
                 self._failed_deliveries += 1
         return ok
 
@@ -331,20 +451,38 @@ class FlagLogPipeline:
     # -- shutdown ----------------------------------------------------------------------------
 
     def begin_shutdown(self, deadline: float) -> None:
-        """Bound the in-flight delivery by `deadline` (anyio clock). Call before cancelling."""
+        """Bound the deliveries in flight by `deadline` (anyio clock). Call before cancelling."""
         self._stop_deadline = deadline
-        if self._inflight is not None:
-            self._inflight.deadline = deadline
+        for scope in list(self._inflight_scopes):
+            scope.deadline = deadline
+
+    async def final_drain(self, *, skip_empty: bool = False) -> None:
+        """Empty every resolver instance into the backlog. Run it shielded and *before* the
+        bounded final send: a drain takes milliseconds, and what it leaves behind would be
+        lost without a count."""
+        await anyio.to_thread.run_sync(self._drain, skip_empty)
 
     async def final_flush(self) -> None:
-        """Drain everything and deliver it; run inside a bounded, shielded scope."""
-        # Abandoned at the deadline: the thread finishes on its own (see _drain's _closed).
-        await anyio.to_thread.run_sync(self._drain, abandon_on_cancel=True)
-        while len(self.backlog):
-            if not await self._deliver_next(shield=False):
-                break  # the sender already retried; the rest would fail the same way
+        """Deliver the backlog, pipelined; run inside a bounded, shielded scope."""
+        if self.sender is None:
+            return
+
+        async def worker() -> None:
+            while (batch := self.backlog.begin()) is not None:
+                if not await self._deliver(batch, shield=False):
+                    return  # the sender already retried; the rest would fail the same way
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(self._max_in_flight):
+                tg.start_soon(worker)
 
     def finish(self) -> None:
-        """After the final flush: report whatever could not be delivered."""
-        self._closed = True
-        self._drop_batches(self.backlog.take_all(), "not delivered before the shutdown deadline")
+        """After the final flush: count and report whatever could not be delivered."""
+        with self._drain_lock:
+            self._closed = True
+        self._discard(self.backlog.take_all(), "not delivered before the shutdown deadline")
+
+    def _discard(self, batches: list[LogBatch], why: str) -> None:
+        if batches:
+            self.backlog.drop(batches)
+            self._report_batches(batches, why)

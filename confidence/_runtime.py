@@ -282,6 +282,10 @@ class Runtime:
             self._status = _Status.STOPPED
             pool, self._pool = self._pool, None
             if pool is not None:
+                # An evaluation that raced the shutdown: its exposures are counted (as lost)
+                # rather than closed away with the pool.
+                with contextlib.suppress(Exception):
+                    self._logs.drain_now()
                 pool.close()
             self._settle()
             self._finished.set()
@@ -391,10 +395,13 @@ class Runtime:
                         await self._stop_event.wait()
                     finally:
                         # (Also when the owner is cancelled.) One budget for all of shutdown:
-                        # the log delivery in flight, shielded from the loops' cancellation,
+                        # the log deliveries in flight, shielded from the loops' cancellation,
                         # and the final flush below.
                         self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
                         self._logs.begin_shutdown(self._shutdown_deadline)
+                        # Empty the resolvers now, while the deliveries in flight finish.
+                        with anyio.CancelScope(shield=True):
+                            await self._logs.final_drain()
                     tg.cancel_scope.cancel()
             finally:
                 # Final flush, also when the owner was cancelled: shielded so it still
@@ -402,6 +409,10 @@ class Runtime:
                 deadline = self._shutdown_deadline
                 if deadline is None:  # failed before waiting for stop
                     deadline = anyio.current_time() + settings.shutdown_timeout
+                # What the resolvers got while the deliveries in flight finished: drained
+                # before (and outside) the bounded send, so it is at least counted.
+                with anyio.CancelScope(shield=True):
+                    await self._logs.final_drain(skip_empty=True)
                 with anyio.CancelScope(deadline=deadline, shield=True) as scope:
                     if writes is not None:
                         await writes.flush(scope.deadline)
