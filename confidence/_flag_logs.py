@@ -56,8 +56,8 @@ from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
     "MAX_BACKLOG_BATCHES",
-    "MAX_IN_FLIGHT",
     "MAX_BACKLOG_BYTES",
+    "MAX_IN_FLIGHT",
     "RETRY_POLICY",
     "FlagLogPipeline",
     "FlagLogStats",
@@ -78,8 +78,6 @@ MAX_IN_FLIGHT: Final = 4
 #: How LogSender retries one delivery (module-level so tests can shorten the timeouts).
 RETRY_POLICY: RetryPolicy = RetryPolicy()
 _UINT32_MAX: Final = 2**32 - 1
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +269,10 @@ class FlagLogPipeline:
 
     def stats(self) -> FlagLogStats:
         produced, delivered, dropped, in_flight, kept, kept_bytes = self.backlog.snapshot()
-        queued = [p - d - x - f for p, d, x, f in zip(produced, delivered, dropped, in_flight)]
+        queued = [
+            p - d - x - f
+            for p, d, x, f in zip(produced, delivered, dropped, in_flight, strict=True)
+        ]
         return FlagLogStats(
             delivered_batches=delivered[0],
             delivered_exposures=delivered[1],
