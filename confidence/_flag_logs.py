@@ -107,6 +107,11 @@ class FlagLogStats:
     in_flight_resolves: int = 0
     queued_exposures: int = 0
     queued_resolves: int = 0
+    #: Written to the spool directory (left this ledger) / read back from it (produced).
+    spooled_exposures: int = 0
+    spooled_resolves: int = 0
+    unspooled_exposures: int = 0
+    unspooled_resolves: int = 0
 
 
 def _remove(items: deque[LogBatch], batch: LogBatch) -> None:
@@ -136,6 +141,8 @@ class _Backlog:
         self._delivered = [0, 0, 0]
         self._dropped = [0, 0, 0]
         self._in_flight = [0, 0, 0]
+        self._spooled = [0, 0, 0]
+        self._unspooled = [0, 0, 0]
 
     def __len__(self) -> int:
         return len(self._items)
@@ -150,9 +157,9 @@ class _Backlog:
         column[1] += sign * batch.exposures
         column[2] += sign * batch.resolves
 
-    def extend(self, batches: list[LogBatch]) -> list[LogBatch]:
+    def extend(self, batches: list[LogBatch], *, unspooled: bool = False) -> list[LogBatch]:
         """Append; returns the batches pushed out to respect the bounds (oldest first),
-        already counted as dropped."""
+        already counted as dropped. `unspooled`: read back from the spool (counted too)."""
         dropped: list[LogBatch] = []
         with self._lock:
             items = self._items
@@ -160,6 +167,8 @@ class _Backlog:
                 items.append(batch)
                 self._bytes += len(batch.body)
                 self._add(self._produced, batch)
+                if unspooled:
+                    self._add(self._unspooled, batch)
             while len(items) > len(self._inflight) and (
                 len(items) > MAX_BACKLOG_BATCHES or self._bytes > MAX_BACKLOG_BYTES
             ):
@@ -218,18 +227,33 @@ class _Backlog:
         with self._lock:
             for batch in batches:
                 self._add(self._produced, batch, -1)
+                self._add(self._spooled, batch)
 
-    def snapshot(self) -> tuple[list[int], list[int], list[int], list[int], int, int]:
-        """(produced, delivered, dropped, in_flight, batches kept, bytes kept), atomically."""
+    def snapshot(self) -> _Ledger:
+        """Every column, atomically."""
         with self._lock:
-            return (
+            return _Ledger(
                 list(self._produced),
                 list(self._delivered),
                 list(self._dropped),
                 list(self._in_flight),
+                list(self._spooled),
+                list(self._unspooled),
                 len(self._items),
                 self._bytes,
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Ledger:
+    produced: list[int]
+    delivered: list[int]
+    dropped: list[int]
+    in_flight: list[int]
+    spooled: list[int]
+    unspooled: list[int]
+    kept: int
+    kept_bytes: int
 
 
 class FlagLogPipeline:
@@ -268,7 +292,9 @@ class FlagLogPipeline:
     # -- counters ----------------------------------------------------------------------------
 
     def stats(self) -> FlagLogStats:
-        produced, delivered, dropped, in_flight, kept, kept_bytes = self.backlog.snapshot()
+        ledger = self.backlog.snapshot()
+        produced, delivered = ledger.produced, ledger.delivered
+        dropped, in_flight = ledger.dropped, ledger.in_flight
         queued = [
             p - d - x - f
             for p, d, x, f in zip(produced, delivered, dropped, in_flight, strict=True)
@@ -278,8 +304,8 @@ class FlagLogPipeline:
             delivered_exposures=delivered[1],
             delivered_resolves=delivered[2],
             failed_deliveries=self._failed_deliveries,
-            backlog_batches=kept,
-            backlog_bytes=kept_bytes,
+            backlog_batches=ledger.kept,
+            backlog_bytes=ledger.kept_bytes,
             dropped_batches=dropped[0],
             dropped_exposures=dropped[1],
             dropped_resolves=dropped[2],
@@ -291,6 +317,10 @@ class FlagLogPipeline:
             in_flight_resolves=in_flight[2],
             queued_exposures=queued[1],
             queued_resolves=queued[2],
+            spooled_exposures=ledger.spooled[1],
+            spooled_resolves=ledger.spooled[2],
+            unspooled_exposures=ledger.unspooled[1],
+            unspooled_resolves=ledger.unspooled[2],
         )
 
     def _report_drop(self, batches: int, exposures: int, resolves: int, why: str) -> None:

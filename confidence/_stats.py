@@ -141,6 +141,24 @@ class ProviderStats:
     #: Exposures not sent because an identical one (same unit, flag, variant, rule, ...) was
     #: sent within 120 s by another resolver instance (`enable_apply_dedup`).
     log_exposures_deduplicated: int = 0
+    #: The flag-log ledger of the latest run (still readable after shutdown): for exposures
+    #: and for resolve counts, `produced == delivered + in_flight + queued + dropped` in
+    #: every snapshot. Produced = left the resolvers (after de-duplication) or was refused
+    #: by a resolver's full queue. Spooled: written to `log_spool_dir` (not lost, not yet
+    #: delivered; they leave this ledger). Respooled: read back from the spool and queued
+    #: here (counted as produced: delivery is at least once).
+    log_produced_exposures: int = 0
+    log_delivered_exposures: int = 0
+    log_in_flight_exposures: int = 0
+    log_queued_exposures: int = 0
+    log_produced_resolves: int = 0
+    log_delivered_resolves: int = 0
+    log_in_flight_resolves: int = 0
+    log_queued_resolves: int = 0
+    log_spooled_exposures: int = 0
+    log_spooled_resolves: int = 0
+    log_unspooled_exposures: int = 0
+    log_unspooled_resolves: int = 0
     events: EventStats = EventStats()
     #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
     pool: Any = None
@@ -298,6 +316,25 @@ def _status(runtime: Any) -> str:
     return "STALE" if runtime.is_stale else "READY"
 
 
+def _ledger(logs: Any) -> dict[str, int]:
+    if logs is None:
+        return {}
+    return {
+        "log_produced_exposures": logs.produced_exposures,
+        "log_delivered_exposures": logs.delivered_exposures,
+        "log_in_flight_exposures": logs.in_flight_exposures,
+        "log_queued_exposures": logs.queued_exposures,
+        "log_produced_resolves": logs.produced_resolves,
+        "log_delivered_resolves": logs.delivered_resolves,
+        "log_in_flight_resolves": logs.in_flight_resolves,
+        "log_queued_resolves": logs.queued_resolves,
+        "log_spooled_exposures": logs.spooled_exposures,
+        "log_spooled_resolves": logs.spooled_resolves,
+        "log_unspooled_exposures": logs.unspooled_exposures,
+        "log_unspooled_resolves": logs.unspooled_resolves,
+    }
+
+
 def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStats:
     """Assemble `ProviderStats` from the recorder, the live runtime (if any) and the event
     queue. Reads runtime fields without locks: each is a single attribute read."""
@@ -356,6 +393,7 @@ def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStat
         log_exposures_deduplicated=(
             logs.dedup.applies_deduped if logs is not None and logs.dedup is not None else 0
         ),
+        **_ledger(logs),
         events=event_stats,
         pool=pool_stats,
     )

@@ -236,6 +236,7 @@ class ConfidenceProvider(AbstractProvider):
         # waiting for I/O).
         self._lifecycle_lock = threading.Lock()
         self._runtime: Runtime | None = None
+        self._last_runtime: Runtime | None = None  # for stats() once it has stopped
         self._host: PortalHost | None = None  # sync-hosted runtime
         # The async-hosted runtime and the task group (entered in start()) that owns it.
         self._owner: tuple[AsyncExitStack, Runtime] | None = None
@@ -271,7 +272,9 @@ class ConfidenceProvider(AbstractProvider):
 
     def stats(self) -> ProviderStats:
         """A snapshot of counters and status (cheap; safe from any thread)."""
-        return snapshot(self._stats, self._runtime, self._event_queue)
+        # After shutdown: the last runtime's final counters (what was delivered and lost).
+        runtime = self._runtime or self._last_runtime
+        return snapshot(self._stats, runtime, self._event_queue)
 
     def _instrument_otel(self) -> None:
         if not self._otel_metrics or self._otel_instrumented:
@@ -465,7 +468,9 @@ class ConfidenceProvider(AbstractProvider):
     def _new_runtime(self) -> Runtime:
         self._reset_event_state()
         self._fork_resume = None  # started afresh: nothing inherited to resume
-        return Runtime(self._settings, self._on_transition)
+        runtime = Runtime(self._settings, self._on_transition)
+        self._last_runtime = runtime
+        return runtime
 
     def _forget(self, runtime: Runtime) -> None:
         with self._lifecycle_lock:
@@ -546,6 +551,7 @@ class ConfidenceProvider(AbstractProvider):
         self._lifecycle_lock = threading.Lock()
         self._event_lock = threading.Lock()
         self._runtime, self._host, self._owner = None, None, None
+        self._last_runtime = None  # the parent's counters are not this process's
         # The SDK's view (_initialized, _reported) is inherited as is: it still holds.
         self._fork_resume = _fork.inherit(runtime, host, owner)
 
@@ -558,6 +564,7 @@ class ConfidenceProvider(AbstractProvider):
                 runtime = self._live_runtime()
                 if runtime is None:
                     runtime = _fork.child_runtime(self._settings, resume, self._on_transition)
+                    self._last_runtime = runtime
                     host = PortalHost(runtime)
                     host.start()  # a thread and a task; never waits for I/O
                     self._runtime, self._host = runtime, host

@@ -244,3 +244,158 @@ def test_gunicorn_preload_flask_example_exits_silently_and_delivers(
     seen = units(checkout_emulator, "flags/checkout")
     assert set(seen) == {f"u{i}" for i in range(200)} and set(seen.values()) == {1}
     assert resolves(checkout_emulator, "flags/checkout") == 400
+
+
+# -- black hole + SIGTERM, async host ----------------------------------------------------------
+
+ASYNC_APP = """
+    import json, logging, os, sys, time
+    from contextlib import asynccontextmanager
+    from fastapi import FastAPI
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+    from confidence import ConfidenceProvider
+
+    TIMEOUT = float(os.environ["TEST_SHUTDOWN_TIMEOUT"])
+    logging.basicConfig(level=logging.WARNING)  # the library itself only has a NullHandler
+
+
+    @asynccontextmanager
+    async def lifespan(app):
+        provider = ConfidenceProvider(
+            os.environ["TEST_SECRET"],
+            encryption_key=os.environ["TEST_KEY"],
+            cdn_base_url=os.environ["TEST_URL"],
+            api_base_url=os.environ["TEST_URL"],
+            log_poll_interval=0.3,
+            shutdown_timeout=TIMEOUT,
+        )
+        async with provider:
+            api.set_provider_and_wait(provider)
+            yield
+            started = time.monotonic()
+        elapsed = time.monotonic() - started
+        stats = provider.stats()  # after leaving `async with`: the final counters
+        fields = {k: getattr(stats, k) for k in dir(stats) if k.startswith("log_")}
+        print(json.dumps({"aclose_seconds": elapsed, "status": stats.status, **fields}))
+
+
+    app = FastAPI(lifespan=lifespan)
+
+
+    @app.get("/health")
+    async def health():
+        return {"ok": True}
+
+
+    @app.get("/burst")
+    async def burst(start: int, n: int):
+        client = api.get_client()
+        for i in range(start, start + n):
+            await client.get_string_value_async("feature.color", "none", EvaluationContext(f"u{i}"))
+        return {"n": n}
+"""
+
+
+def _logs_posts(emulator: ConfidenceEmulator) -> int:
+    from confidence.testing.emulator import Route
+
+    return len(emulator.requests_for(Route.FLAG_LOGS))
+
+
+def test_sigterm_while_the_log_endpoint_black_holes_is_bounded_and_exactly_accounted(
+    emulator: ConfidenceEmulator, tmp_path: Path
+) -> None:
+    import json
+
+    from confidence.testing.emulator import Hang, Route
+
+    pytest.importorskip("uvicorn")
+    (tmp_path / "blackhole_app.py").write_text(textwrap.dedent(ASYNC_APP))
+    port = _free_port()
+    timeout = 2.0
+    env = env_for(emulator, TEST_SHUTDOWN_TIMEOUT=str(timeout))
+    command = [
+        sys.executable, "-m", "uvicorn", "blackhole_app:app", "--app-dir", str(tmp_path),
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def burst(start: int, n: int) -> None:
+        with urllib.request.urlopen(f"{base}/burst?start={start}&n={n}", timeout=30) as r:
+            r.read()
+
+    try:
+        _wait_http(f"{base}/health", proc)
+        burst(0, 1500)  # delivered normally
+        deadline = time.monotonic() + 20
+        while units(emulator).total() < 1500:
+            assert time.monotonic() < deadline, "the first burst was not delivered"
+            time.sleep(0.05)
+        emulator.inject(Route.FLAG_LOGS, Hang())  # accepts every request, never answers
+        posts = _logs_posts(emulator)
+        burst(1500, 1500)
+        while _logs_posts(emulator) == posts:  # that burst is now in flight, hanging
+            assert time.monotonic() < deadline + 20, "no delivery went in flight"
+            time.sleep(0.02)
+        burst(3000, 1000)  # stays queued (or in flight) behind the black hole
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # (uvicorn re-raises the captured SIGTERM once it has shut down gracefully.)
+    assert proc.returncode in (0, -signal.SIGTERM), stderr[-4000:]
+    final = json.loads(stdout.strip().splitlines()[-1])
+
+    assert final["aclose_seconds"] <= timeout + 0.5, final
+    assert final["status"] == "STOPPED"
+    delivered = units(emulator)
+    assert set(delivered.values()) <= {1}
+    lost_exposures = 4000 - delivered.total()
+    lost_resolves = 4000 - resolves(emulator)
+    assert lost_exposures > 0  # the black hole did swallow some: this is the lossy case
+    # Exactly what is missing is reported, in the counters ...
+    assert final["log_dropped_exposures"] == lost_exposures, final
+    assert final["log_dropped_resolves"] == lost_resolves, final
+    assert final["log_produced_exposures"] == 4000
+    assert final["log_produced_resolves"] == 4000
+    assert final["log_delivered_exposures"] == delivered.total()
+    assert final["log_in_flight_exposures"] == final["log_queued_exposures"] == 0
+    # ... and in the WARNINGs, whose running totals end at the same numbers.
+    assert (
+        f"{lost_exposures} exposure(s) and {lost_resolves} resolve count(s) lost since start"
+        in (stderr)
+    ), stderr[-4000:]
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr[-4000:]
+
+
+def test_sync_shutdown_with_a_black_hole_is_bounded_and_stats_keep_the_final_counts(
+    emulator: ConfidenceEmulator,
+) -> None:
+    from openfeature import api
+    from openfeature.evaluation_context import EvaluationContext
+    from provider_support import make_provider
+
+    from confidence.testing.emulator import Hang, Route
+
+    emulator.inject(Route.FLAG_LOGS, Hang())
+    provider = make_provider(emulator, log_poll_interval=0.2, shutdown_timeout=1.0)
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    for i in range(500):
+        client.get_string_value("feature.color", "none", EvaluationContext(f"s{i}"))
+    time.sleep(0.5)  # a delivery goes in flight and hangs
+    started = time.monotonic()
+    api.shutdown()
+    assert time.monotonic() - started <= 1.0 + 0.5
+    stats = provider.stats()
+    assert stats.status == "STOPPED"
+    assert stats.log_produced_exposures == stats.log_dropped_exposures == 500
+    assert stats.log_produced_resolves == stats.log_dropped_resolves == 500
+    assert stats.log_delivered_exposures == stats.log_in_flight_exposures == 0
+    assert emulator.exposure_count() == 0
