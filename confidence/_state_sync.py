@@ -21,7 +21,6 @@ secret that works as a capability, so only an 8-character prefix of it is ever l
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import logging
@@ -35,7 +34,9 @@ import aiohttp
 import anyio
 import anyio.abc
 
+from . import _http
 from ._crypto import KEY_SIZE, StateDecryptionError, decrypt_state
+from ._http import FailureKind, HttpFailure
 from ._protowire import ProtoDecodeError, decode_client_resolver_state
 
 __all__ = [
@@ -53,7 +54,6 @@ logger = logging.getLogger("confidence.state_sync")
 
 DEFAULT_CDN_BASE_URL: Final = "https://confidence-resolver-state-cdn.spotifycdn.com"
 
-_CHUNK_SIZE = 64 * 1024
 # 2**62 seconds is already "forever"; capping the exponent keeps the float maths finite.
 _MAX_BACKOFF_EXPONENT = 62
 
@@ -123,7 +123,11 @@ def backoff_delay(
 
 
 class _FetchFailure(Exception):
-    """Internal: a failed attempt, with a message that is safe to log."""
+    """Internal: a failed attempt, with a message that is safe to log and a typed kind."""
+
+    def __init__(self, message: str, kind: FailureKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class StateSyncer:
@@ -200,6 +204,8 @@ class StateSyncer:
         self._applied_digest: bytes | None = None
         self._consecutive_failures = 0
         self._last_error: str | None = None
+        #: Why the latest failed fetch failed (typed; the runtime can switch on it).
+        self.last_error_kind: FailureKind | None = None
         self.last_success_at: float | None = None  # wall clock of the latest good fetch
         self.last_failure_at: float | None = None
         # Created lazily inside the event loop (anyio primitives are loop-bound).
@@ -284,11 +290,13 @@ class StateSyncer:
             try:
                 changed = await self._fetch_and_apply()
             except _FetchFailure as exc:
+                self.last_error_kind = exc.kind
                 self._record_failure(str(exc))
                 return False
             except Exception as exc:
                 # E.g. a closed session (RuntimeError) or an invalid base URL (ValueError): still
                 # a failed attempt, and the loop must survive it. Cancellation is not caught.
+                self.last_error_kind = FailureKind.INTERNAL
                 self._record_failure(f"unexpected error: {self._describe(exc)}")
                 return False
             self._record_success()
@@ -298,19 +306,13 @@ class StateSyncer:
         headers = {}
         if self._etag is not None:
             headers["If-None-Match"] = self._etag  # echoed exactly, quotes included
-        try:
-            with anyio.fail_after(self._request_timeout):
-                status, etag, body = await self._download(headers)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise _FetchFailure(f"timed out after {self._request_timeout:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
-        except OSError as exc:
-            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
+        status, etag, body = await self._download(headers)
 
         if status == 304:
             if not self.has_state:
-                raise _FetchFailure("HTTP 304 but no state has been loaded")
+                raise _FetchFailure(
+                    "HTTP 304 but no state has been loaded", FailureKind.BAD_RESPONSE
+                )
             logger.debug("Resolver state not modified (state %s)", self._hint)
             return False
 
@@ -318,7 +320,9 @@ class StateSyncer:
             # Decrypting and hashing up to max_state_bytes is CPU work; keep it off the loop.
             plaintext, digest = await anyio.to_thread.run_sync(self._decrypt_and_hash, body)
         except StateDecryptionError as exc:
-            raise _FetchFailure(f"could not decrypt state: {exc}") from None
+            raise _FetchFailure(
+                f"could not decrypt state: {exc}", FailureKind.UNDECRYPTABLE
+            ) from None
 
         if digest == self._applied_digest:
             # Same content under a new ETag (e.g. re-encrypted with a fresh nonce): the ETag
@@ -330,11 +334,15 @@ class StateSyncer:
         try:
             decoded = decode_client_resolver_state(plaintext)
         except ProtoDecodeError as exc:
-            raise _FetchFailure(f"invalid ClientResolverState: {exc}") from None
+            raise _FetchFailure(
+                f"invalid ClientResolverState: {exc}", FailureKind.INVALID_STATE
+            ) from None
         if not decoded.account:
             # The reference provider refuses to become READY without an account (§2.5), and
             # flag logs for the Cloudflare destination need it.
-            raise _FetchFailure("invalid ClientResolverState: missing account id")
+            raise _FetchFailure(
+                "invalid ClientResolverState: missing account id", FailureKind.INVALID_STATE
+            )
 
         fetched = FetchedState(
             state=decoded.state,
@@ -346,7 +354,9 @@ class StateSyncer:
         try:
             changed = await self._apply(fetched)
         except Exception as exc:
-            raise _FetchFailure(f"state rejected by apply: {self._describe(exc)}") from None
+            raise _FetchFailure(
+                f"state rejected by apply: {self._describe(exc)}", FailureKind.INVALID_STATE
+            ) from None
 
         # Only now is the state in use, so only now may a 304 stand for it.
         self._applied_digest = digest
@@ -361,30 +371,33 @@ class StateSyncer:
         return bool(changed)
 
     async def _download(self, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
-        async with self._session.get(self._url, headers=headers) as resp:
-            if resp.status == 304:
-                return 304, None, b""
-            if resp.status != 200:
-                # Anything else, including other 2xx/3xx, is not a state we understand.
-                raise _FetchFailure(f"HTTP {resp.status}")
-            declared = resp.content_length
-            if declared is not None and declared > self._max_state_bytes:
-                raise _FetchFailure(self._too_large(declared))
-            buf = bytearray()
-            async for chunk in resp.content.iter_chunked(_CHUNK_SIZE):
-                buf += chunk
-                # Checked while streaming: Content-Length may be absent, wrong, or compressed.
-                if len(buf) > self._max_state_bytes:
-                    raise _FetchFailure(self._too_large(len(buf), at_least=True))
-            return 200, resp.headers.get("ETag"), bytes(buf)
+        """One GET through `_http` (whole-request deadline, body cap checked while
+        streaming, no redirects, no Authorization: the URL's hash is the capability)."""
+        try:
+            response = await _http.attempt(
+                self._session,
+                "GET",
+                self._url,
+                timeout=self._request_timeout,
+                headers=headers,
+                accept=(304,),
+                max_body_bytes=self._max_state_bytes,
+            )
+        except HttpFailure as failure:
+            message = self._redact(str(failure))
+            if failure.kind is FailureKind.BAD_RESPONSE:  # over max_state_bytes
+                message = f"state {message}"
+            raise _FetchFailure(message, failure.kind) from None
+        if response.status == 304:
+            return 304, None, b""
+        if response.status != 200:
+            # Any other 2xx is not a state we understand.
+            raise _FetchFailure(f"HTTP {response.status}", FailureKind.BAD_RESPONSE)
+        return 200, response.headers.get("ETag"), response.body
 
     def _decrypt_and_hash(self, body: bytes) -> tuple[bytes, bytes]:
         plaintext = decrypt_state(body, self._key) if self._key is not None else body
         return plaintext, hashlib.sha256(plaintext).digest()
-
-    def _too_large(self, size: int, *, at_least: bool = False) -> str:
-        qualifier = "more than " if at_least else ""
-        return f"state body is {qualifier}{size} bytes, over the {self._max_state_bytes}-byte limit"
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -434,7 +447,9 @@ class StateSyncer:
 
     def _describe(self, exc: BaseException) -> str:
         # Some aiohttp exceptions embed the request URL, which carries the secret's hash.
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _redact(self, text: str) -> str:
         for needle, replacement in self._redactions:
             if needle:
                 text = text.replace(needle, replacement)
