@@ -15,8 +15,8 @@ Draining never waits for sending, so a slow or dead endpoint cannot make the res
 queues fill up: logs move into the backlog, which is bounded (256 batches, 64 MiB).
 
 Accounting (the `_Ledger`): for exposures and for resolve counts, at every moment
-`produced = delivered + in_flight + queued + dropped`, read atomically under one lock by
-`stats()`. "Produced" is what left the resolvers (after host de-duplication) plus what a
+`produced = delivered + in_flight + queued + dropped + spooled`, read atomically under one
+lock by `stats()`. "Produced" is what left the resolvers (after host de-duplication) plus what a
 resolver refused because its own queue was full. Every drop is counted and reported in one
 WARNING with exact numbers: batches the full backlog pushes out, exposures a resolver refused,
 batches still undelivered when shutdown's deadline passes.
@@ -40,6 +40,7 @@ import logging
 import random
 import threading
 from collections import deque
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -51,6 +52,7 @@ import anyio.to_thread
 from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
+from confidence._log_spool import LogSpool
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 
 __all__ = [
@@ -85,7 +87,8 @@ class FlagLogStats:
     """Counters of the flag-log pipeline since the provider started, read atomically.
 
     For exposures and for resolve counts alike:
-    ``produced == delivered + in_flight + queued + dropped``.
+    ``produced == delivered + in_flight + queued + dropped + spooled``; batches read back
+    from the spool count as produced again (and as unspooled).
     """
 
     delivered_batches: int = 0
@@ -207,26 +210,22 @@ class _Backlog:
                 self._add(self._delivered, batch)
 
     def take_all(self) -> list[LogBatch]:
-        """Remove every batch not in flight (for the spool or the final drop count; the
-        caller counts them with `drop`)."""
+        """Remove every batch not in flight, counted as dropped (`spooled` corrects that for
+        those the caller then writes to the spool)."""
         with self._lock:
             taken = [b for b in self._items if id(b) not in self._inflight]
             self._items = deque(b for b in self._items if id(b) in self._inflight)
             self._bytes = sum(len(b.body) for b in self._items)
+            for batch in taken:
+                self._add(self._dropped, batch)
             return taken
 
-    def drop(self, batches: list[LogBatch]) -> None:
-        """Count batches taken out with `take_all` as dropped."""
+    def spooled(self, batches: list[LogBatch]) -> None:
+        """Batches counted as dropped (pushed out by `extend`, or taken by `take_all`) that
+        were written to the spool instead: not lost, delivered by a later start."""
         with self._lock:
             for batch in batches:
-                self._add(self._dropped, batch)
-
-    def saved(self, batches: list[LogBatch]) -> None:
-        """Batches taken out with `take_all` that were written to the spool: they left this
-        process's books (the process that delivers them counts them as produced again)."""
-        with self._lock:
-            for batch in batches:
-                self._add(self._produced, batch, -1)
+                self._add(self._dropped, batch, -1)
                 self._add(self._spooled, batch)
 
     def snapshot(self) -> _Ledger:
@@ -266,12 +265,16 @@ class FlagLogPipeline:
         dedup: bool,
         state_updated_at: Callable[[], float | None] = lambda: None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        spool: LogSpool | None = None,
     ) -> None:
         self._interval = interval
         self._state_updated_at = state_updated_at
         self._dedup = Deduplicator() if dedup else None
         self._preparer = LogPreparer(dedup=self._dedup)
         self._max_in_flight = max(1, max_in_flight)
+        self._spool = spool
+        # Batches read back from the spool: id -> (batch, its claimed file).
+        self._claims: dict[int, tuple[LogBatch, Path]] = {}
         self.backlog = _Backlog()
         self.pool: Any = None  # ResolverPool, set once built
         self.sender: LogSender | None = None  # None: offline, logs are drained and discarded
@@ -295,10 +298,8 @@ class FlagLogPipeline:
         ledger = self.backlog.snapshot()
         produced, delivered = ledger.produced, ledger.delivered
         dropped, in_flight = ledger.dropped, ledger.in_flight
-        queued = [
-            p - d - x - f
-            for p, d, x, f in zip(produced, delivered, dropped, in_flight, strict=True)
-        ]
+        columns = zip(produced, delivered, dropped, in_flight, ledger.spooled, strict=True)
+        queued = [p - d - x - f - sp for p, d, x, f, sp in columns]
         return FlagLogStats(
             delivered_batches=delivered[0],
             delivered_exposures=delivered[1],
@@ -371,11 +372,11 @@ class FlagLogPipeline:
                 # send these any more.
                 self.backlog.extend(batches)
                 late = self.backlog.take_all()
-                self._discard(late, "produced after the final flush")
+                self._set_aside(late, "produced after the final flush")
                 return
             pushed_out = self.backlog.extend(batches)
         if pushed_out:
-            self._report_batches(pushed_out, "the flag-log backlog was full")
+            self._set_aside(pushed_out, "the flag-log backlog was full")
 
     def drain_now(self) -> None:
         """Drain synchronously (any thread): the runtime's last look before the pool closes."""
@@ -388,6 +389,9 @@ class FlagLogPipeline:
     ) -> None:
         """The drain and send loops; run until cancelled."""
         self._wakeup = anyio.Event()
+        if self.sender is not None and self._spool is not None:
+            # Before anything is drained: what earlier runs left behind goes out first.
+            await anyio.to_thread.run_sync(self._load_spool)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._drain_loop)
             if self.sender is not None:
@@ -457,6 +461,10 @@ class FlagLogPipeline:
         finally:
             self._inflight_scopes.discard(scope)
             self.backlog.end(batch, ok)
+            if ok and self._claims:
+                claimed = self._claims.pop(id(batch), None)
+                if claimed is not None:
+                    LogSpool.done(claimed[1])  # (one unlink)
             if ok:
                 # Those counts reached Confidence; this delivery is reported by the next one.
                 self._report_succeeded = min(_UINT32_MAX, self._report_succeeded + 1)
@@ -511,9 +519,59 @@ class FlagLogPipeline:
         """After the final flush: count and report whatever could not be delivered."""
         with self._drain_lock:
             self._closed = True
-        self._discard(self.backlog.take_all(), "not delivered before the shutdown deadline")
+        self._set_aside(self.backlog.take_all(), "not delivered before the shutdown deadline")
+
+    # -- the spool ---------------------------------------------------------------------------
+
+    def _load_spool(self) -> None:
+        assert self._spool is not None
+        claimed = self._spool.claim_all()
+        if not claimed:
+            return
+        batches = [c.batch for c in claimed]
+        for c in claimed:
+            self._claims[id(c.batch)] = (c.batch, c.claim)
+        logger.info(
+            "Delivering %d exposure(s) and %d resolve count(s) from the flag-log spool %s",
+            sum(b.exposures for b in batches),
+            sum(b.resolves for b in batches),
+            self._spool.directory,
+        )
+        pushed_out = self.backlog.extend(batches, unspooled=True)
+        if pushed_out:
+            self._set_aside(pushed_out, "the flag-log backlog was full")
+
+    def _set_aside(self, batches: list[LogBatch], why: str) -> None:
+        """Batches that leave the backlog undelivered: back to (or into) the spool when
+        there is one, else dropped. Either way counted, and reported in one WARNING."""
+        if not batches:
+            return
+        lost = batches
+        if self._spool is not None:
+            saved: list[LogBatch] = []
+            fresh: list[LogBatch] = []
+            for batch in batches:
+                claimed = self._claims.pop(id(batch), None)
+                if claimed is not None and LogSpool.release(claimed[1]):
+                    saved.append(batch)
+                else:
+                    fresh.append(batch)
+            written, lost = self._spool.save(fresh)
+            saved += written
+            if saved:
+                self.backlog.spooled(saved)
+                logger.warning(
+                    "Flag logs spooled to %s (%s): %d exposure(s) and %d resolve count(s) in "
+                    "%d batch(es), delivered by the next start with this log_spool_dir",
+                    self._spool.directory,
+                    why,
+                    sum(b.exposures for b in saved),
+                    sum(b.resolves for b in saved),
+                    len(saved),
+                )
+        self._discard(lost, why)
 
     def _discard(self, batches: list[LogBatch], why: str) -> None:
+        # (Already counted as dropped by the backlog.)
         if batches:
-            self.backlog.drop(batches)
             self._report_batches(batches, why)

@@ -133,6 +133,8 @@ class RuntimeSettings:
     events_base_url: str = "https://events.confidence.dev"
     # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
     state_cache: Any = field(default=None, repr=False)
+    # log_spool_dir: a _log_spool.LogSpool (undeliverable flag logs on disk).
+    log_spool: Any = field(default=None, repr=False)
 
 
 class TransitionKind(enum.Enum):
@@ -187,6 +189,7 @@ class Runtime:
             interval=settings.log_poll_interval,
             dedup=settings.enable_apply_dedup,
             state_updated_at=lambda: self.state_loaded_at,
+            spool=settings.log_spool,
         )
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping

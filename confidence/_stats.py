@@ -142,11 +142,11 @@ class ProviderStats:
     #: sent within 120 s by another resolver instance (`enable_apply_dedup`).
     log_exposures_deduplicated: int = 0
     #: The flag-log ledger of the latest run (still readable after shutdown): for exposures
-    #: and for resolve counts, `produced == delivered + in_flight + queued + dropped` in
-    #: every snapshot. Produced = left the resolvers (after de-duplication) or was refused
-    #: by a resolver's full queue. Spooled: written to `log_spool_dir` (not lost, not yet
-    #: delivered; they leave this ledger). Respooled: read back from the spool and queued
-    #: here (counted as produced: delivery is at least once).
+    #: and for resolve counts, `produced == delivered + in_flight + queued + dropped +
+    #: spooled` in every snapshot. Produced = left the resolvers (after de-duplication), was
+    #: refused by a resolver's full queue, or was read back from `log_spool_dir`
+    #: (unspooled: delivery is at least once). Spooled = written to `log_spool_dir` instead
+    #: of being dropped; a later start delivers it.
     log_produced_exposures: int = 0
     log_delivered_exposures: int = 0
     log_in_flight_exposures: int = 0

@@ -122,6 +122,10 @@ class ConfidenceProvider(AbstractProvider):
       STALE) when Confidence is unreachable at a cold start.
     - `otel_metrics`: publish `stats()` as OpenTelemetry metrics when `opentelemetry-api`
       is installed (`confidence.otel`).
+    - `log_spool_dir`: flag-log batches that cannot be delivered before the shutdown
+      deadline, or that overflow the in-memory backlog, are written there (atomically, mode
+      0600, at most `log_spool_max_bytes`, 256 MiB) and delivered first by the next start
+      of any process using the same directory (at least once; see docs/reliability.md).
     - `enable_apply_dedup`: an exposure identical to one sent within the last 120 s (same
       unit, flag, variant, rule, ...) is not sent again, across all resolver instances. With
       it off, N evaluations give N exposures.
@@ -152,6 +156,8 @@ class ConfidenceProvider(AbstractProvider):
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         stale_after_failures: int = 3,
         resolver_memory_limit: int | None = None,
+        log_spool_dir: str | PathLike[str] | None = None,
+        log_spool_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         super().__init__()
         if not isinstance(client_secret, str) or not client_secret:
@@ -175,6 +181,8 @@ class ConfidenceProvider(AbstractProvider):
         ):
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if log_spool_max_bytes < 1:
+            raise ValueError("log_spool_max_bytes must be >= 1")
         if offline and state_file is None:
             raise ValueError("offline=True needs a state_file")
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
@@ -208,6 +216,11 @@ class ConfidenceProvider(AbstractProvider):
                 # The cache must be in use before initialize() gives up.
                 grace=min(DEFAULT_GRACE, float(init_timeout) / 2),
             )
+        log_spool = None
+        if log_spool_dir is not None and not offline:
+            from confidence._log_spool import LogSpool
+
+            log_spool = LogSpool(Path(log_spool_dir), max_bytes=int(log_spool_max_bytes))
         self._settings = RuntimeSettings(
             client_secret=client_secret,
             encryption_key=key,
@@ -229,6 +242,7 @@ class ConfidenceProvider(AbstractProvider):
             event_queue=self._event_queue,
             events_base_url=events_base_url,
             state_cache=state_cache,
+            log_spool=log_spool,
             enable_apply_dedup=bool(enable_apply_dedup),
         )
 
