@@ -40,9 +40,9 @@ import logging
 import random
 import threading
 from collections import deque
-from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import anyio

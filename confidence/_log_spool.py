@@ -23,6 +23,7 @@ was not yet deleted, is sent again by the next process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -87,10 +88,8 @@ class LogSpool:
     def _spooled_bytes(self) -> int:
         total = 0
         for path in self.directory.glob(f"*{_SUFFIX}"):
-            try:
+            with contextlib.suppress(FileNotFoundError):  # claimed meanwhile
                 total += path.stat().st_size
-            except FileNotFoundError:
-                pass  # claimed meanwhile
         return total
 
     # -- writing -------------------------------------------------------------------------
@@ -158,9 +157,8 @@ class LogSpool:
         except OSError:
             return
         try:
-            os.fsync(fd)
-        except OSError:
-            pass
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -206,10 +204,8 @@ class LogSpool:
             batch = self._read(claim)
             if batch is None:
                 corrupt.append(name)
-                try:
+                with contextlib.suppress(OSError):
                     os.rename(claim, self.directory / f"{base}.corrupt")
-                except OSError:
-                    pass
                 continue
             claimed.append(SpooledBatch(batch, claim))
         if corrupt:
