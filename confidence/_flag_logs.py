@@ -273,6 +273,7 @@ class FlagLogPipeline:
         self._preparer = LogPreparer(dedup=self._dedup)
         self._max_in_flight = max(1, max_in_flight)
         self._spool = spool
+        self._spool_pending = False  # files left behind by the last partial load
         # Batches read back from the spool: id -> (batch, its claimed file).
         self._claims: dict[int, tuple[LogBatch, Path]] = {}
         self.backlog = _Backlog()
@@ -325,8 +326,8 @@ class FlagLogPipeline:
         )
 
     def _report_drop(self, batches: int, exposures: int, resolves: int, why: str) -> None:
-        if not (batches or exposures or resolves):
-            return
+        if not (exposures or resolves):
+            return  # telemetry only (counted as a dropped batch; no experiment data lost)
         total = self.stats()
         logger.warning(
             "Flag logs lost (%s): %d exposure(s) and %d resolve count(s)%s; "
@@ -425,6 +426,11 @@ class FlagLogPipeline:
                 await anyio.sleep(pause)
                 continue
             batch = self.backlog.begin()
+            if batch is None and self._spool_pending:
+                self._spool_pending = False  # (one sender loads; the others wait)
+                await anyio.to_thread.run_sync(self._load_spool)
+                self._wake_senders()
+                continue
             if batch is None:
                 assert self._wakeup is not None
                 await self._wakeup.wait()
@@ -506,14 +512,23 @@ class FlagLogPipeline:
         if self.sender is None:
             return
 
-        async def worker() -> None:
-            while (batch := self.backlog.begin()) is not None:
-                if not await self._deliver(batch, shield=False):
-                    return  # the sender already retried; the rest would fail the same way
+        failed = False
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._max_in_flight):
-                tg.start_soon(worker)
+        async def worker() -> None:
+            nonlocal failed
+            while not failed and (batch := self.backlog.begin()) is not None:
+                if not await self._deliver(batch, shield=False):
+                    failed = True  # the sender already retried; the rest would fail too
+
+        while True:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self._max_in_flight):
+                    tg.start_soon(worker)
+            if failed or not self._spool_pending:
+                return
+            # Time is left: deliver more of what earlier runs spooled.
+            self._spool_pending = False
+            await anyio.to_thread.run_sync(self._load_spool)
 
     def finish(self) -> None:
         """After the final flush: count and report whatever could not be delivered."""
@@ -524,8 +539,14 @@ class FlagLogPipeline:
     # -- the spool ---------------------------------------------------------------------------
 
     def _load_spool(self) -> None:
+        """Claim as much of the spool as the backlog has room for; the rest is claimed when
+        the backlog has drained (`_send_loop`), so a large spool is never pushed out."""
         assert self._spool is not None
-        claimed = self._spool.claim_all()
+        claimed = self._spool.claim_all(
+            max_batches=max(1, MAX_BACKLOG_BATCHES // 2 - len(self.backlog)),
+            max_bytes=max(1, MAX_BACKLOG_BYTES // 2 - self.backlog.bytes),
+        )
+        self._spool_pending = bool(claimed) and self._spool.has_files()
         if not claimed:
             return
         batches = [c.batch for c in claimed]
@@ -550,14 +571,21 @@ class FlagLogPipeline:
         if self._spool is not None:
             saved: list[LogBatch] = []
             fresh: list[LogBatch] = []
+            telemetry_only: list[LogBatch] = []
             for batch in batches:
                 claimed = self._claims.pop(id(batch), None)
                 if claimed is not None and LogSpool.release(claimed[1]):
                     saved.append(batch)
-                else:
+                elif batch.exposures or batch.resolves:
                     fresh.append(batch)
+                else:
+                    telemetry_only.append(batch)  # not worth a file
             written, lost = self._spool.save(fresh)
+            lost += telemetry_only
             saved += written
+            if saved and not self._closed:
+                # Picked up again by this process once the backlog has room.
+                self._spool_pending = True
             if saved:
                 self.backlog.spooled(saved)
                 logger.warning(

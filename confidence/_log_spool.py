@@ -164,11 +164,15 @@ class LogSpool:
 
     # -- reading -------------------------------------------------------------------------
 
-    def claim_all(self) -> list[SpooledBatch]:
-        """Claim every spooled batch (oldest first), including claims of dead processes.
-        Corrupt files are set aside (one WARNING for all of them)."""
+    def claim_all(
+        self, *, max_batches: int | None = None, max_bytes: int | None = None
+    ) -> list[SpooledBatch]:
+        """Claim spooled batches (oldest first), including claims of dead processes, up to
+        `max_batches` / `max_bytes` (the rest stays for a later call). Corrupt files are
+        set aside (one WARNING per call for all of them)."""
         if not self.directory.is_dir():
             return []
+        taken_bytes = 0
         pid = os.getpid()
         claimed: list[SpooledBatch] = []
         corrupt: list[str] = []
@@ -178,6 +182,10 @@ class LogSpool:
             logger.warning("Flag-log spool %s unreadable: %s", self.directory, exc)
             return []
         for name in names:
+            if max_batches is not None and len(claimed) >= max_batches:
+                break
+            if max_bytes is not None and claimed and taken_bytes >= max_bytes:
+                break
             path = self.directory / name
             if name.startswith(".tmp-"):
                 owner = _owner_pid(name, ".tmp-")
@@ -208,6 +216,7 @@ class LogSpool:
                     os.rename(claim, self.directory / f"{base}.corrupt")
                 continue
             claimed.append(SpooledBatch(batch, claim))
+            taken_bytes += len(batch.body)
         if corrupt:
             logger.warning(
                 "Set aside %d corrupt or truncated flag-log spool file(s) in %s (renamed to "
@@ -231,6 +240,13 @@ class LogSpool:
         if magic != MAGIC or len(body) != length or hashlib.sha256(body).digest() != digest:
             return None
         return LogBatch(body=body, exposures=exposures, resolves=resolves)
+
+    def has_files(self) -> bool:
+        """Whether unclaimed batches are waiting (cheap: one directory scan)."""
+        try:
+            return any(n.endswith(_SUFFIX) for n in os.listdir(self.directory))
+        except OSError:
+            return False
 
     @staticmethod
     def done(claim: Path) -> None:

@@ -193,3 +193,41 @@ def test_two_processes_sharing_the_directory_never_send_a_file_twice(
     assert set(seen) == set(users) and set(seen.values()) == {1}
     assert sum(o["unspooled"] for o in outputs) == 2000
     assert spool_files(spool_dir) == []
+
+
+def test_backlog_overflow_goes_to_the_spool_instead_of_being_dropped(
+    emulator: ConfidenceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from confidence import _flag_logs
+
+    monkeypatch.setattr(_flag_logs, "MAX_BACKLOG_BATCHES", 2)
+    spool = tmp_path / "spool"
+    emulator.inject(Route.FLAG_LOGS, Status(503))
+    provider = make_provider(emulator, log_spool_dir=spool, shutdown_timeout=0.5)
+    api.set_provider_and_wait(provider)
+    client = api.get_client()
+    runtime = provider._runtime
+    assert runtime is not None
+    for start in range(0, 600, 100):  # six batches into a backlog of two
+        for i in range(start, start + 100):
+            client.get_string_value("feature.color", "", EvaluationContext(f"o{i}"))
+        runtime._logs.drain_now()
+    during = provider.stats()
+    assert during.log_spooled_exposures >= 300 and during.log_dropped_exposures == 0
+    assert during.log_produced_exposures == (
+        during.log_delivered_exposures
+        + during.log_in_flight_exposures
+        + during.log_queued_exposures
+        + during.log_dropped_exposures
+        + during.log_spooled_exposures
+    )
+    api.shutdown()
+    final = provider.stats()
+    assert final.log_spooled_exposures == 600 and final.log_dropped_exposures == 0
+
+    emulator.clear_faults()
+    monkeypatch.setattr(_flag_logs, "MAX_BACKLOG_BATCHES", 256)
+    stats = run_provider(emulator, spool, [])
+    seen = units(emulator)
+    assert set(seen) == {f"o{i}" for i in range(600)} and set(seen.values()) == {1}
+    assert stats.log_unspooled_exposures == 600
