@@ -36,6 +36,7 @@ of earlier deliveries that succeeded or failed, and when the state was last upda
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -419,7 +420,17 @@ class FlagLogPipeline:
             self._wake_senders()
 
     async def _send_loop(self) -> None:
-        """One of `max_in_flight` senders sharing the backlog."""
+        """One of `max_in_flight` senders sharing the backlog. A bug in one round must not
+        end the runtime (and with it every evaluation): it is logged and the loop goes on."""
+        while True:
+            try:
+                await self._send_round()
+            except Exception:
+                logger.exception("Flag log delivery failed unexpectedly")
+                await anyio.sleep(min(self._interval, 1.0))
+
+    async def _send_round(self) -> None:
+        """Deliver batches until the loop should wait (then return to `_send_loop`)."""
         while True:
             pause = self._pause_until - anyio.current_time()
             if pause > 0:
@@ -470,7 +481,8 @@ class FlagLogPipeline:
             if ok and self._claims:
                 claimed = self._claims.pop(id(batch), None)
                 if claimed is not None:
-                    LogSpool.done(claimed[1])  # (one unlink)
+                    with contextlib.suppress(OSError):
+                        LogSpool.done(claimed[1])  # (one unlink)
             if ok:
                 # Those counts reached Confidence; this delivery is reported by the next one.
                 self._report_succeeded = min(_UINT32_MAX, self._report_succeeded + 1)
