@@ -70,6 +70,27 @@ _TRACKED: Final[weakref.WeakSet[ForkAware]] = weakref.WeakSet()
 _INHERITED: Final[list[object]] = []
 
 
+def _immortal(obj: object) -> None:
+    """Give `obj` one reference nobody owns, so it outlives interpreter teardown.
+
+    Teardown clears module globals, which would finalize what `_INHERITED` holds: the
+    parent's suspended `start_blocking_portal` generator then runs its `finally` against
+    half-torn-down modules and prints "Exception ignored in: <generator object
+    start_blocking_portal ...> TypeError" in every forked child; an inherited aiohttp session
+    would warn "Unclosed client session". Never finalizing them is the only correct choice:
+    they belong to the parent.
+    """
+    try:
+        import ctypes
+
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    except Exception:  # not CPython: the objects are finalized at teardown, as before
+        pass
+
+
+_immortal(_INHERITED)
+
+
 def track(provider: ForkAware) -> None:
     """Call `provider._after_fork_in_child()` in every child forked while it is alive."""
     _TRACKED.add(provider)

@@ -10,17 +10,15 @@ then a clear error, never a hang.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
-from time import time as wall_time
 from typing import Final
 
 import aiohttp
-import anyio
 from google.protobuf.message import DecodeError
 from yarl import URL
 
+from confidence import _http
+from confidence._http import FailureKind, HttpFailure, RetryPolicy
 from confidence._log_sender import DEFAULT_API_BASE_URL
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence.materialization import (
@@ -45,9 +43,6 @@ logger = logging.getLogger("confidence.materialization")
 READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
 WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
 _CONTENT_TYPE: Final = "application/x-protobuf"
-# Transient answers worth another attempt; any other non-2xx (400, 401, 403, 404, ...)
-# will not change by asking again.
-_RETRYABLE_STATUS: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class RemoteMaterializationError(Exception):
@@ -65,28 +60,14 @@ class RemoteMaterializationError(Exception):
         status: int | None = None,
         attempts: int = 1,
         retryable: bool = True,
+        kind: FailureKind | None = None,
     ) -> None:
         super().__init__(message)
+        self.kind = kind  # why (None: not an HTTP failure, e.g. the store is closed)
         self.operation = operation  # "read" or "write"
         self.status = status  # the last HTTP status, if there was an answer
         self.attempts = attempts
         self.retryable = retryable  # whether asking again later may succeed
-
-
-class _AttemptFailed(Exception):
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        retryable: bool,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
 
 
 class RemoteMaterializationStore:
@@ -96,8 +77,9 @@ class RemoteMaterializationStore:
       `attempts` attempts with `backoff` seconds (doubling, capped at `max_backoff`)
       between them, so one call never takes longer than about
       `attempts * timeout + (attempts - 1) * max_backoff`.
-    - Retried: timeouts, connection errors, HTTP 408/425/429/5xx (honouring a
-      `Retry-After` clamped to `[backoff, max_backoff]`). Not retried: other 4xx.
+    - Retried (the `_http` rule shared by every client): timeouts, connection errors, HTTP
+      408/425/429/5xx, honouring a `Retry-After` capped at `max_backoff`. Not retried:
+      other 4xx. `RemoteMaterializationError.kind` says which (`_http.FailureKind`).
     - `session`: an `aiohttp.ClientSession` to share (the caller closes it); without one
       the store creates its own on first use, bound to that event loop, and `aclose()`
       closes it.
@@ -124,11 +106,9 @@ class RemoteMaterializationStore:
             raise ValueError("attempts must be >= 1")
         if backoff < 0 or max_backoff < backoff:
             raise ValueError("need 0 <= backoff <= max_backoff")
-        self._headers: Final = {
-            "Authorization": f"ClientSecret {client_secret}",
-            "Content-Type": _CONTENT_TYPE,
-            "Accept": _CONTENT_TYPE,
-        }
+        self._secret = client_secret
+        self._authorization = f"ClientSecret {client_secret}"
+        self._headers: Final = {"Content-Type": _CONTENT_TYPE, "Accept": _CONTENT_TYPE}
         base = URL(api_base_url.rstrip("/"))
         # Shown in errors and repr: never any userinfo someone put into the URL.
         self._display_base = str(base.with_user(None))
@@ -225,83 +205,48 @@ class RemoteMaterializationStore:
     async def _call(self, operation: str, url: str, body: bytes, timeout: float) -> bytes:
         session = self._get_session()
         path = READ_PATH if operation == "read" else WRITE_PATH
-        failure: _AttemptFailed | None = None
-        for attempt in range(1, self.attempts + 1):
-            if failure is not None:
-                await anyio.sleep(self._delay(attempt - 1, failure.retry_after))
-            try:
-                return await self._attempt(session, url, body, timeout)
-            except _AttemptFailed as exc:
-                failure = exc
-                logger.debug(
-                    "materialization %s attempt %d/%d failed: %s",
-                    operation,
-                    attempt,
-                    self.attempts,
-                    exc.reason,
-                )
-                if not exc.retryable:
-                    break
-        assert failure is not None
-        raise RemoteMaterializationError(
-            f"materialization {operation} failed after {attempt} attempt"
-            f"{'s' if attempt > 1 else ''}: {failure.reason} "
-            f"(POST {self._display_base}{path})",
-            operation=operation,
-            status=failure.status,
-            attempts=attempt,
-            retryable=failure.retryable,
+        policy = RetryPolicy(
+            max_attempts=self.attempts,
+            base_delay=self.backoff,
+            max_delay=self.max_backoff,
+            attempt_timeout=timeout,
         )
 
-    async def _attempt(
-        self, session: aiohttp.ClientSession, url: str, body: bytes, timeout: float
-    ) -> bytes:
-        # anyio's deadline (not only aiohttp's) so that DNS, connect, headers and body all
-        # count against the one per-attempt budget, whatever the session's own timeouts are.
+        def note_retry(attempt: int, failure: HttpFailure, delay: float) -> None:
+            logger.debug(
+                "materialization %s attempt %d/%d failed: %s",
+                operation,
+                attempt,
+                self.attempts,
+                failure,
+            )
+
         try:
-            with anyio.fail_after(timeout):
-                async with session.post(
-                    url, data=body, headers=self._headers, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-                    payload = await resp.read()
-        except TimeoutError:
-            raise _AttemptFailed(f"timed out after {timeout:g}s", retryable=True) from None
-        except aiohttp.ClientResponseError as exc:  # a session with raise_for_status=True
-            raise _AttemptFailed(
-                f"HTTP {exc.status}", status=exc.status, retryable=exc.status in _RETRYABLE_STATUS
+            response = await _http.call(
+                session,
+                "POST",
+                url,
+                policy=policy,
+                secret=self._secret,
+                body=body,
+                headers=self._headers,
+                authorization=self._authorization,
+                on_retry=note_retry,
+            )
+        except HttpFailure as failure:
+            attempts = failure.attempts
+            # A network error's text may quote request details: only its type is kept.
+            reason = str(failure)
+            if failure.kind is FailureKind.NETWORK:
+                reason = "connection failed"
+            raise RemoteMaterializationError(
+                f"materialization {operation} failed after {attempts} attempt"
+                f"{'s' if attempts > 1 else ''}: {reason} "
+                f"(POST {self._display_base}{path})",
+                operation=operation,
+                status=failure.status,
+                attempts=attempts,
+                retryable=failure.retryable,
+                kind=failure.kind,
             ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            # The exception's text is not passed on: it may quote request details.
-            raise _AttemptFailed(
-                f"connection failed ({type(exc).__name__})", retryable=True
-            ) from None
-        if 200 <= status < 300:
-            return payload
-        raise _AttemptFailed(
-            f"HTTP {status}",
-            status=status,
-            retryable=status in _RETRYABLE_STATUS,
-            retry_after=_parse_retry_after(retry_after),
-        )
-
-    def _delay(self, failures: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_backoff, max(self.backoff, retry_after))
-        delay: float = min(self.max_backoff, self.backoff * 2.0 ** (failures - 1))
-        return delay * random.uniform(0.9, 1.1)
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds: an integer, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - wall_time())
+        return response.body

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -52,7 +53,8 @@ from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
 from confidence._engine import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
-from confidence._state_sync import FailureKind
+from confidence._http import FailureKind
+from confidence._log_spool import LogSpool
 from confidence._stats import StatsRecorder
 from confidence._version import __version__
 
@@ -73,10 +75,10 @@ STALE_AFTER_FAILURES: Final = 3
 # What a failed fetch means (typed by the syncer, never parsed from its message): before any
 # state, these will not heal by waiting (FATAL); a 404 is not among them, because a new
 # credential's first state may appear later (it is retried with backoff, status ERROR).
-_FATAL_KINDS: Final = frozenset({FailureKind.UNAUTHORIZED, FailureKind.UNDECRYPTABLE})
+_FATAL_KINDS: Final = frozenset({FailureKind.AUTH, FailureKind.UNDECRYPTABLE})
 # ... and these ones mean the CDN served a state we cannot use (not a network problem): with
 # a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
-_BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.BAD_STATE})
+_BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.INVALID_STATE})
 
 
 def _flag_key(name: str) -> str:
@@ -135,6 +137,8 @@ class RuntimeSettings:
     analytics: StatsRecorder | None = field(default=None, repr=False)
     # Closes the user's materialization_store once per provider, at the first shutdown.
     store_closer: StoreCloser | None = field(default=None, repr=False)
+    # log_spool_dir: a _log_spool.LogSpool (undeliverable flag logs on disk).
+    log_spool: LogSpool | None = field(default=None, repr=False)
 
 
 class StoreCloser:
@@ -226,6 +230,7 @@ class Runtime:
             state_updated_at=lambda: self.state_loaded_at,
             analytics=settings.analytics,
             init_labels={"encryption": "true" if settings.encryption_key else "false"},
+            spool=settings.log_spool,
         )
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
@@ -284,6 +289,10 @@ class Runtime:
     def delivered_log_batches(self) -> int:
         return self._logs.stats().delivered_batches
 
+    @property
+    def shutdown_timeout(self) -> float:
+        return self._settings.shutdown_timeout
+
     def log_stats(self) -> FlagLogStats:
         """Flag-log counters: delivered, dropped (exposures and resolve counts), dedup."""
         return self._logs.stats()
@@ -322,6 +331,10 @@ class Runtime:
             self._status = _Status.STOPPED
             pool, self._pool = self._pool, None
             if pool is not None:
+                # An evaluation that raced the shutdown: its exposures are counted (as lost)
+                # rather than closed away with the pool.
+                with contextlib.suppress(Exception):
+                    self._logs.drain_now()
                 pool.close()
             self._settle()
             self._finished.set()
@@ -431,10 +444,13 @@ class Runtime:
                         await self._stop_event.wait()
                     finally:
                         # (Also when the owner is cancelled.) One budget for all of shutdown:
-                        # the log delivery in flight, shielded from the loops' cancellation,
+                        # the log deliveries in flight, shielded from the loops' cancellation,
                         # and the final flush below.
                         self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
                         self._logs.begin_shutdown(self._shutdown_deadline)
+                        # Empty the resolvers now, while the deliveries in flight finish.
+                        with anyio.CancelScope(shield=True):
+                            await self._logs.final_drain()
                     tg.cancel_scope.cancel()
             finally:
                 # Final flush, also when the owner was cancelled: shielded so it still
@@ -442,6 +458,10 @@ class Runtime:
                 deadline = self._shutdown_deadline
                 if deadline is None:  # failed before waiting for stop
                     deadline = anyio.current_time() + settings.shutdown_timeout
+                # What the resolvers got while the deliveries in flight finished: drained
+                # before (and outside) the bounded send, so it is at least counted.
+                with anyio.CancelScope(shield=True):
+                    await self._logs.final_drain(skip_empty=True)
                 with anyio.CancelScope(deadline=deadline, shield=True) as scope:
                     if writes is not None:
                         await writes.flush(scope.deadline)
@@ -652,7 +672,7 @@ class Runtime:
             # The syncer only goes STALE from its own READY; a state that came from a
             # state_file and was never refreshed is just as stale.
             self._on_sync_stale()
-        kind = syncer.last_failure_kind if syncer is not None else None
+        kind = syncer.last_error_kind if syncer is not None else None
         if self._digests is not None and kind in _BAD_STATE_KINDS:
             self._on_bad_state(message)
         if self._digests is None and kind in _FATAL_KINDS:
@@ -704,15 +724,64 @@ class Runtime:
 _PORTALS = BlockingPortalProvider()
 
 
+#: Sync-hosted runtimes of this process that are still running, flushed at interpreter exit.
+#: Plain dict operations only (atomic under the GIL): the fork hook must not take a lock.
+_LIVE_HOSTS: dict[int, PortalHost] = {}
+_EXIT_HOOK_PID: int | None = None
+
+
 def _reset_after_fork() -> BlockingPortalProvider:
     """In a forked child (see _fork): the loop thread is gone, but its lease count is not.
 
     Returns the inherited provider, which the caller must keep alive: finalizing it would
-    close its portal, i.e. wait forever for the parent's loop thread.
+    close its portal, i.e. wait forever for the parent's loop thread. The parent's live hosts
+    are forgotten: the child's exit flush must never touch them (the parent flushes its own).
     """
     global _PORTALS
     inherited, _PORTALS = _PORTALS, BlockingPortalProvider()
+    _LIVE_HOSTS.clear()
     return inherited
+
+
+def _flush_at_exit() -> None:
+    """Interpreter exit without `shutdown()`: stop every sync-hosted runtime this process
+    started, all at once, each bounded by its own `shutdown_timeout` (+0.5 s).
+
+    Registered with `threading._register_atexit` where it exists: those hooks run before
+    non-daemon threads are joined and, registered after `concurrent.futures.thread`, before
+    the default executor refuses new work (asyncio's getaddrinfo needs it). Never raises.
+    """
+    hosts = [h for h in list(_LIVE_HOSTS.values()) if h.pid == os.getpid()]
+    if not hosts:
+        return
+    try:
+        for host in hosts:
+            host.runtime.stop()
+        for host in hosts:
+            host.stop(host.runtime.shutdown_timeout + 0.5)
+    except BaseException:  # an exit path must never print a traceback
+        logger.debug("Confidence exit flush failed", exc_info=True)
+
+
+def _ensure_exit_hook() -> None:
+    """Register `_flush_at_exit` once per process (a forked child registers its own)."""
+    global _EXIT_HOOK_PID
+    pid = os.getpid()
+    if pid == _EXIT_HOOK_PID:
+        return
+    _EXIT_HOOK_PID = pid
+    import concurrent.futures.thread  # noqa: F401 - its exit hook must run after ours
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_flush_at_exit)
+            return
+    except RuntimeError:  # already shutting down: nothing to register for
+        return
+    import atexit
+
+    atexit.register(_flush_at_exit)
 
 
 class PortalHost:
@@ -720,6 +789,7 @@ class PortalHost:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.pid = os.getpid()
         self._portal: BlockingPortal | None = None
         self._future: Future[None] | None = None
         self._lock = threading.Lock()
@@ -738,12 +808,16 @@ class PortalHost:
                 _PORTALS.__exit__(None, None, None)
                 raise
             self._portal = portal
+            self.pid = os.getpid()
+            _LIVE_HOSTS[id(self)] = self
+        _ensure_exit_hook()
 
     def stop(self, timeout: float) -> None:
         """Stop the runtime (final flush included) and release the loop thread. Bounded."""
         with self._lock:
             portal, future = self._portal, self._future
             self._portal = self._future = None
+            _LIVE_HOSTS.pop(id(self), None)
         if portal is None or future is None:
             return
         try:

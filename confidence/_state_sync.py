@@ -21,7 +21,6 @@ secret that works as a capability, so only an 8-character prefix of it is ever l
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import hashlib
 import logging
@@ -35,7 +34,9 @@ import aiohttp
 import anyio
 import anyio.abc
 
+from . import _http
 from ._crypto import KEY_SIZE, StateDecryptionError, decrypt_state
+from ._http import FailureKind, HttpFailure
 from ._protowire import ProtoDecodeError, decode_client_resolver_state
 
 __all__ = [
@@ -54,7 +55,6 @@ logger = logging.getLogger("confidence.state_sync")
 
 DEFAULT_CDN_BASE_URL: Final = "https://confidence-resolver-state-cdn.spotifycdn.com"
 
-_CHUNK_SIZE = 64 * 1024
 # 2**62 seconds is already "forever"; capping the exponent keeps the float maths finite.
 _MAX_BACKOFF_EXPONENT = 62
 
@@ -123,37 +123,12 @@ def backoff_delay(
     return delay * (1.0 + jitter * (2.0 * rand() - 1.0))
 
 
-class FailureKind(enum.Enum):
-    """What a failed fetch means for the provider (the runtime decides on this, never on
-    the message text)."""
-
-    #: Network trouble, timeouts, 5xx, other odd statuses: retry with backoff.
-    TRANSIENT = "transient"
-    #: HTTP 401/403: the credential is refused; waiting will not help.
-    UNAUTHORIZED = "unauthorized"
-    #: HTTP 404: no state published for this credential (yet). Retried with backoff: a new
-    #: credential's first state may appear some time after a deploy.
-    NOT_FOUND = "not_found"
-    #: The body could not be decrypted (wrong encryption key, or a corrupt body).
-    UNDECRYPTABLE = "undecryptable"
-    #: A state we cannot use: undecodable, refused by the resolver, or too large.
-    BAD_STATE = "bad_state"
-
-
 class _FetchFailure(Exception):
-    """Internal: a failed attempt, with a message that is safe to log, and its kind."""
+    """Internal: a failed attempt, with a message that is safe to log and a typed kind."""
 
-    def __init__(self, message: str, kind: FailureKind = FailureKind.TRANSIENT) -> None:
+    def __init__(self, message: str, kind: FailureKind) -> None:
         super().__init__(message)
         self.kind = kind
-
-
-def _status_kind(status: int) -> FailureKind:
-    if status in (401, 403):
-        return FailureKind.UNAUTHORIZED
-    if status == 404:
-        return FailureKind.NOT_FOUND
-    return FailureKind.TRANSIENT
 
 
 class StateSyncer:
@@ -230,9 +205,10 @@ class StateSyncer:
         self._applied_digest: bytes | None = None
         self._consecutive_failures = 0
         self._last_error: str | None = None
+        #: Why the latest failed fetch failed (typed; the runtime can switch on it).
+        self.last_error_kind: FailureKind | None = None
         self.last_success_at: float | None = None  # wall clock of the latest good fetch
         self.last_failure_at: float | None = None
-        self.last_failure_kind: FailureKind | None = None  # of the latest failed fetch
         # Created lazily inside the event loop (anyio primitives are loop-bound).
         self._lock: anyio.Lock | None = None
         self._ready_event: anyio.Event | None = None
@@ -320,7 +296,9 @@ class StateSyncer:
             except Exception as exc:
                 # E.g. a closed session (RuntimeError) or an invalid base URL (ValueError): still
                 # a failed attempt, and the loop must survive it. Cancellation is not caught.
-                self._record_failure(f"unexpected error: {self._describe(exc)}")
+                self._record_failure(
+                    f"unexpected error: {self._describe(exc)}", FailureKind.INTERNAL
+                )
                 return False
             self._record_success()
             return changed
@@ -329,19 +307,13 @@ class StateSyncer:
         headers = {}
         if self._etag is not None:
             headers["If-None-Match"] = self._etag  # echoed exactly, quotes included
-        try:
-            with anyio.fail_after(self._request_timeout):
-                status, etag, body = await self._download(headers)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise _FetchFailure(f"timed out after {self._request_timeout:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
-        except OSError as exc:
-            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
+        status, etag, body = await self._download(headers)
 
         if status == 304:
             if not self.has_state:
-                raise _FetchFailure("HTTP 304 but no state has been loaded")
+                raise _FetchFailure(
+                    "HTTP 304 but no state has been loaded", FailureKind.BAD_RESPONSE
+                )
             logger.debug("Resolver state not modified (state %s)", self._hint)
             return False
 
@@ -364,13 +336,13 @@ class StateSyncer:
             decoded = decode_client_resolver_state(plaintext)
         except ProtoDecodeError as exc:
             raise _FetchFailure(
-                f"invalid ClientResolverState: {exc}", FailureKind.BAD_STATE
+                f"invalid ClientResolverState: {exc}", FailureKind.INVALID_STATE
             ) from None
         if not decoded.account:
             # The reference provider refuses to become READY without an account (§2.5), and
             # flag logs for the Cloudflare destination need it.
             raise _FetchFailure(
-                "invalid ClientResolverState: missing account id", FailureKind.BAD_STATE
+                "invalid ClientResolverState: missing account id", FailureKind.INVALID_STATE
             )
 
         fetched = FetchedState(
@@ -384,7 +356,7 @@ class StateSyncer:
             changed = await self._apply(fetched)
         except Exception as exc:
             raise _FetchFailure(
-                f"state rejected by apply: {self._describe(exc)}", FailureKind.BAD_STATE
+                f"state rejected by apply: {self._describe(exc)}", FailureKind.INVALID_STATE
             ) from None
 
         # Only now is the state in use, so only now may a 304 stand for it.
@@ -400,32 +372,33 @@ class StateSyncer:
         return bool(changed)
 
     async def _download(self, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
-        async with self._session.get(self._url, headers=headers) as resp:
-            if resp.status == 304:
-                return 304, None, b""
-            if resp.status != 200:
-                # Anything else, including other 2xx/3xx, is not a state we understand.
-                raise _FetchFailure(f"HTTP {resp.status}", _status_kind(resp.status))
-            declared = resp.content_length
-            if declared is not None and declared > self._max_state_bytes:
-                raise _FetchFailure(self._too_large(declared), FailureKind.BAD_STATE)
-            buf = bytearray()
-            async for chunk in resp.content.iter_chunked(_CHUNK_SIZE):
-                buf += chunk
-                # Checked while streaming: Content-Length may be absent, wrong, or compressed.
-                if len(buf) > self._max_state_bytes:
-                    raise _FetchFailure(
-                        self._too_large(len(buf), at_least=True), FailureKind.BAD_STATE
-                    )
-            return 200, resp.headers.get("ETag"), bytes(buf)
+        """One GET through `_http` (whole-request deadline, body cap checked while
+        streaming, no redirects, no Authorization: the URL's hash is the capability)."""
+        try:
+            response = await _http.attempt(
+                self._session,
+                "GET",
+                self._url,
+                timeout=self._request_timeout,
+                headers=headers,
+                accept=(304,),
+                max_body_bytes=self._max_state_bytes,
+            )
+        except HttpFailure as failure:
+            message = self._redact(str(failure))
+            if failure.kind is FailureKind.BAD_RESPONSE:  # over max_state_bytes
+                message = f"state {message}"
+            raise _FetchFailure(message, failure.kind) from None
+        if response.status == 304:
+            return 304, None, b""
+        if response.status != 200:
+            # Any other 2xx is not a state we understand.
+            raise _FetchFailure(f"HTTP {response.status}", FailureKind.BAD_RESPONSE)
+        return 200, response.headers.get("ETag"), response.body
 
     def _decrypt_and_hash(self, body: bytes) -> tuple[bytes, bytes]:
         plaintext = decrypt_state(body, self._key) if self._key is not None else body
         return plaintext, hashlib.sha256(plaintext).digest()
-
-    def _too_large(self, size: int, *, at_least: bool = False) -> str:
-        qualifier = "more than " if at_least else ""
-        return f"state body is {qualifier}{size} bytes, over the {self._max_state_bytes}-byte limit"
 
     # -- bookkeeping ----------------------------------------------------------------------
 
@@ -443,9 +416,9 @@ class StateSyncer:
             self._notify(self._on_ready)
         self._notify(self._on_success)  # every successful attempt, READY or not
 
-    def _record_failure(self, message: str, kind: FailureKind = FailureKind.TRANSIENT) -> None:
+    def _record_failure(self, message: str, kind: FailureKind) -> None:
         self.last_failure_at = time.time()
-        self.last_failure_kind = kind
+        self.last_error_kind = kind
         self._consecutive_failures += 1
         self._last_error = message
         logger.warning(
@@ -476,7 +449,9 @@ class StateSyncer:
 
     def _describe(self, exc: BaseException) -> str:
         # Some aiohttp exceptions embed the request URL, which carries the secret's hash.
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return self._redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    def _redact(self, text: str) -> str:
         for needle, replacement in self._redactions:
             if needle:
                 text = text.replace(needle, replacement)

@@ -241,6 +241,24 @@ class ProviderStats:
     #: Exposures not sent because an identical one (same unit, flag, variant, rule, ...) was
     #: sent within 120 s by another resolver instance (`enable_apply_dedup`).
     log_exposures_deduplicated: int = 0
+    #: The flag-log ledger of the latest run (still readable after shutdown): for exposures
+    #: and for resolve counts, `produced == delivered + in_flight + queued + dropped +
+    #: spooled` in every snapshot. Produced = left the resolvers (after de-duplication), was
+    #: refused by a resolver's full queue, or was read back from `log_spool_dir`
+    #: (unspooled: delivery is at least once). Spooled = written to `log_spool_dir` instead
+    #: of being dropped; a later start delivers it.
+    log_produced_exposures: int = 0
+    log_delivered_exposures: int = 0
+    log_in_flight_exposures: int = 0
+    log_queued_exposures: int = 0
+    log_produced_resolves: int = 0
+    log_delivered_resolves: int = 0
+    log_in_flight_resolves: int = 0
+    log_queued_resolves: int = 0
+    log_spooled_exposures: int = 0
+    log_spooled_resolves: int = 0
+    log_unspooled_exposures: int = 0
+    log_unspooled_resolves: int = 0
     events: EventStats = EventStats()
     #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
     pool: Any = None
@@ -263,7 +281,7 @@ class StatsRecorder:
         self._lock = threading.Lock()  # guards the shard list; never taken by record()
         self._shards: list[_Shard] = []
         self._retired = _Shard(None)
-        self._acknowledged = HostTelemetry()  # resolve analytics Confidence has received
+        self._taken = HostTelemetry()  # resolve analytics taken by a delivery (sent or in flight)
         self._fold_at = _FOLD_MIN
         #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
         #: histogram. None (the default) costs one attribute read.
@@ -278,7 +296,7 @@ class StatsRecorder:
         self._local = threading.local()
         self._shards = []
         self._retired = _Shard(None)
-        self._acknowledged = HostTelemetry()
+        self._taken = HostTelemetry()
         self._fold_at = _FOLD_MIN
 
     def _new_shard(self) -> _Shard:
@@ -359,16 +377,20 @@ class StatsRecorder:
             dict(total.t_rates), dict(total.t_buckets), total.t_sum_us, total.t_count
         )
 
-    def telemetry_delta(self) -> HostTelemetry:
-        """Resolve analytics not yet acknowledged as delivered to Confidence."""
+    def take_telemetry(self) -> HostTelemetry:
+        """Resolve analytics not yet taken for a delivery, marked as taken (so deliveries in
+        flight at once never carry the same counts twice)."""
         current = self.telemetry_totals()
         with self._lock:
-            return current.minus(self._acknowledged)
+            delta = current.minus(self._taken)
+            self._taken = self._taken.plus(delta)
+            return delta
 
-    def acknowledge(self, delta: HostTelemetry) -> None:
-        """`delta` (from telemetry_delta()) reached Confidence: do not report it again."""
+    def give_back(self, delta: HostTelemetry) -> None:
+        """`delta` (from take_telemetry()) did not reach Confidence: the next delivery
+        carries it again."""
         with self._lock:
-            self._acknowledged = self._acknowledged.plus(delta)
+            self._taken = self._taken.minus(delta)
     def _fold_finished_locked(self) -> None:
         alive: list[_Shard] = []
         for shard in self._shards:
@@ -450,6 +472,25 @@ def _status(runtime: Any) -> str:
     return "STALE" if runtime.is_stale else "READY"
 
 
+def _ledger(logs: Any) -> dict[str, int]:
+    if logs is None:
+        return {}
+    return {
+        "log_produced_exposures": logs.produced_exposures,
+        "log_delivered_exposures": logs.delivered_exposures,
+        "log_in_flight_exposures": logs.in_flight_exposures,
+        "log_queued_exposures": logs.queued_exposures,
+        "log_produced_resolves": logs.produced_resolves,
+        "log_delivered_resolves": logs.delivered_resolves,
+        "log_in_flight_resolves": logs.in_flight_resolves,
+        "log_queued_resolves": logs.queued_resolves,
+        "log_spooled_exposures": logs.spooled_exposures,
+        "log_spooled_resolves": logs.spooled_resolves,
+        "log_unspooled_exposures": logs.unspooled_exposures,
+        "log_unspooled_resolves": logs.unspooled_resolves,
+    }
+
+
 def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStats:
     """Assemble `ProviderStats` from the recorder, the live runtime (if any) and the event
     queue. Reads runtime fields without locks: each is a single attribute read."""
@@ -508,6 +549,7 @@ def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStat
         log_exposures_deduplicated=(
             logs.dedup.applies_deduped if logs is not None and logs.dedup is not None else 0
         ),
+        **_ledger(logs),
         events=event_stats,
         pool=pool_stats,
     )

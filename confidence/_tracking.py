@@ -28,7 +28,6 @@ The client secret travels in the body (the endpoint's auth) and is never logged.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import json
 import logging
@@ -45,16 +44,9 @@ import aiohttp
 import anyio
 import anyio.abc
 
+from confidence import _http
 from confidence._context import SKIP_APPLY_KEY
-from confidence._log_sender import (
-    Permanent,
-    Retryable,
-    RetryPolicy,
-    check_status,
-    describe_error,
-    post_body,
-    retry_delay,
-)
+from confidence._http import FailureKind, HttpFailure, RetryPolicy
 from confidence._stats import EventStats
 
 __all__ = [
@@ -378,31 +370,38 @@ class EventPublisher:
 
     async def _publish(self, batch: list[bytes]) -> bool:
         """True when the batch is settled (accepted, or permanently refused and dropped)."""
-        body = self._body(batch)
-        policy = self._retry
-        for attempt in range(1, policy.max_attempts + 1):
-            try:
-                response = await self._attempt(body)
-            except Permanent as exc:
-                self._queue.count(settled=len(batch), dropped=len(batch), failed_batches=1)
-                logger.warning("Event publish refused (%s): dropped %d event(s)", exc, len(batch))
-                return True
-            except Retryable as exc:
-                if attempt == policy.max_attempts:
-                    self._queue.count(failed_batches=1)
-                    logger.warning(
-                        "Event publish failed after %d attempt(s) (%s); %d event(s) kept "
-                        "for the next flush",
-                        attempt,
-                        exc,
-                        len(batch),
-                    )
-                    return False
-                await self._sleep(retry_delay(policy, attempt, self._rng.random, exc.retry_after))
-                continue
-            self._account(batch, response)
+        try:
+            response = await _http.call(
+                self._session,
+                "POST",
+                self._url,
+                policy=self._retry,
+                secret=self._secret,
+                body=self._body(batch),
+                headers={"Content-Type": "application/json"},
+                # The secret travels in the body (§4.5); _http never follows a redirect,
+                # which would resend it elsewhere.
+                sleep=self._sleep,
+                rng=self._rng,
+            )
+        except HttpFailure as failure:
+            if failure.retryable or failure.kind is FailureKind.INTERNAL:
+                # Transient, or our own problem (e.g. a closed session): not the server's
+                # verdict on these events, so they are kept.
+                self._queue.count(failed_batches=1)
+                logger.warning(
+                    "Event publish failed after %d attempt(s) (%s); %d event(s) kept "
+                    "for the next flush",
+                    failure.attempts,
+                    failure,
+                    len(batch),
+                )
+                return False
+            self._queue.count(settled=len(batch), dropped=len(batch), failed_batches=1)
+            logger.warning("Event publish refused (%s): dropped %d event(s)", failure, len(batch))
             return True
-        return False  # pragma: no cover - the loop always returns
+        self._account(batch, response.body)
+        return True
 
     def _account(self, batch: list[bytes], response: bytes) -> None:
         errors: list[Any] = []
@@ -427,27 +426,3 @@ class EventPublisher:
                 shown,
                 " ..." if len(errors) > 3 else "",
             )
-
-    async def _attempt(self, body: bytes) -> bytes:
-        data = post_body(body)
-        headers = {"Content-Type": "application/json"}
-        try:
-            with anyio.fail_after(self._retry.attempt_timeout):
-                # No redirects: a redirect would resend the secret (in the body) elsewhere.
-                async with self._session.post(
-                    self._url, data=data, headers=headers, allow_redirects=False
-                ) as resp:
-                    status = resp.status
-                    retry_after = resp.headers.get("Retry-After")
-                    content = await resp.read()
-        except (TimeoutError, asyncio.TimeoutError):
-            raise Retryable(f"timed out after {self._retry.attempt_timeout:g}s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise Retryable(f"network error: {self._describe(exc)}") from None
-        except Exception as exc:
-            raise Retryable(f"unexpected error: {self._describe(exc)}") from None
-        check_status(status, retry_after)
-        return content
-
-    def _describe(self, exc: BaseException) -> str:
-        return describe_error(exc, self._secret)

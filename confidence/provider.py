@@ -179,6 +179,10 @@ class ConfidenceProvider(AbstractProvider):
       STALE) when Confidence is unreachable at a cold start.
     - `otel_metrics`: publish `stats()` as OpenTelemetry metrics when `opentelemetry-api`
       is installed (`confidence.otel`).
+    - `log_spool_dir`: flag-log batches that cannot be delivered before the shutdown
+      deadline, or that overflow the in-memory backlog, are written there (atomically, mode
+      0600, at most `log_spool_max_bytes`, 256 MiB) and delivered first by the next start
+      of any process using the same directory (at least once; see docs/reliability.md).
     - `enable_apply_dedup`: an exposure identical to one sent within the last 120 s (same
       unit, flag, variant, rule, ...) is not sent again, across all resolver instances. With
       it off, N evaluations give N exposures.
@@ -218,6 +222,8 @@ class ConfidenceProvider(AbstractProvider):
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
         stale_after_failures: int = 3,
         resolver_memory_limit: int | None = None,
+        log_spool_dir: str | PathLike[str] | None = None,
+        log_spool_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         super().__init__()
         _refuse_official_injections(
@@ -250,6 +256,8 @@ class ConfidenceProvider(AbstractProvider):
         ):
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if log_spool_max_bytes < 1:
+            raise ValueError("log_spool_max_bytes must be >= 1")
         if offline and state_file is None:
             raise ValueError("offline=True needs a state_file")
         key = parse_encryption_key(encryption_key) if encryption_key is not None else None
@@ -286,6 +294,11 @@ class ConfidenceProvider(AbstractProvider):
                 # The cache must be in use before initialize() gives up.
                 grace=min(DEFAULT_GRACE, float(init_timeout) / 2),
             )
+        log_spool = None
+        if log_spool_dir is not None and not offline:
+            from confidence._log_spool import LogSpool
+
+            log_spool = LogSpool(Path(log_spool_dir), max_bytes=int(log_spool_max_bytes))
         self._settings = RuntimeSettings(
             client_secret=client_secret,
             encryption_key=key,
@@ -307,6 +320,7 @@ class ConfidenceProvider(AbstractProvider):
             event_queue=self._event_queue,
             events_base_url=events_base_url,
             state_cache=state_cache,
+            log_spool=log_spool,
             enable_apply_dedup=bool(enable_apply_dedup),
             analytics=self._stats,
             store_closer=(
@@ -318,6 +332,7 @@ class ConfidenceProvider(AbstractProvider):
         # waiting for I/O).
         self._lifecycle_lock = threading.Lock()
         self._runtime: Runtime | None = None
+        self._last_runtime: Runtime | None = None  # for stats() once it has stopped
         self._host: PortalHost | None = None  # sync-hosted runtime
         # The async-hosted runtime and the task group (entered in start()) that owns it.
         self._owner: tuple[AsyncExitStack, Runtime] | None = None
@@ -353,7 +368,9 @@ class ConfidenceProvider(AbstractProvider):
 
     def stats(self) -> ProviderStats:
         """A snapshot of counters and status (cheap; safe from any thread)."""
-        return snapshot(self._stats, self._runtime, self._event_queue)
+        # After shutdown: the last runtime's final counters (what was delivered and lost).
+        runtime = self._runtime or self._last_runtime
+        return snapshot(self._stats, runtime, self._event_queue)
 
     def get_status(self) -> ProviderStatus:
         """The provider's own view of its status (the official provider's `get_status()`).
@@ -580,7 +597,9 @@ class ConfidenceProvider(AbstractProvider):
     def _new_runtime(self) -> Runtime:
         self._reset_event_state()
         self._fork_resume = None  # started afresh: nothing inherited to resume
-        return Runtime(self._settings, self._on_transition)
+        runtime = Runtime(self._settings, self._on_transition)
+        self._last_runtime = runtime
+        return runtime
 
     def _forget(self, runtime: Runtime) -> None:
         with self._lifecycle_lock:
@@ -661,6 +680,7 @@ class ConfidenceProvider(AbstractProvider):
         self._lifecycle_lock = threading.Lock()
         self._event_lock = threading.Lock()
         self._runtime, self._host, self._owner = None, None, None
+        self._last_runtime = None  # the parent's counters are not this process's
         # The SDK's view (_initialized, _reported) is inherited as is: it still holds.
         self._fork_resume = _fork.inherit(runtime, host, owner)
 
@@ -673,6 +693,7 @@ class ConfidenceProvider(AbstractProvider):
                 runtime = self._live_runtime()
                 if runtime is None:
                     runtime = _fork.child_runtime(self._settings, resume, self._on_transition)
+                    self._last_runtime = runtime
                     host = PortalHost(runtime)
                     host.start()  # a thread and a task; never waits for I/O
                     self._runtime, self._host = runtime, host

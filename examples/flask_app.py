@@ -13,7 +13,14 @@ the Confidence emulator (`python -m confidence.testing.emulator`).
 flushing) and blocks until the first state is loaded (`init_timeout`, 10 s). If that fails,
 the app still starts: evaluations return the defaults you pass, and the provider keeps
 trying in the background and turns READY when a state arrives. `api.shutdown()` at exit
-flushes the exposure logs.
+flushes the exposure logs (the provider also flushes, bounded, when the interpreter exits
+without it).
+
+SIGTERM (`kill`, `docker stop`, systemd) ends a plain `python app.py` without running any
+exit hook, so the exposures still queued would be lost: the `__main__` block below turns
+SIGTERM into a normal exit. The library installs no signal handler itself (signals belong to
+the application). gunicorn and uWSGI handle SIGTERM themselves and exit normally, so the
+same module served by them needs nothing more.
 
 Under a pre-fork server (gunicorn, uWSGI), start the provider in each worker after the fork,
 not at import in the master: see the "Django, gunicorn and pre-fork servers" docs page.
@@ -24,6 +31,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
+import sys
 from typing import Any
 
 from flask import Flask, request
@@ -89,5 +98,11 @@ def health() -> dict[str, str]:
     return {"flags": api.get_client().get_provider_status().value}
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds app.run() in the main thread; the normal exit then flushes.
+    sys.exit(0)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     app.run(host=os.environ.get("HOST", "127.0.0.1"), port=int(os.environ.get("PORT", "5000")))

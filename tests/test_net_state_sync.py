@@ -383,7 +383,7 @@ async def test_unknown_secret_is_404(
     syncer = make_syncer(emulator, session, Applier(), client_secret="some-other-secret")
     assert await syncer.fetch_once() is False
     assert syncer.last_error == "HTTP 404"
-    assert syncer.last_failure_kind is FailureKind.NOT_FOUND  # retried, not fatal
+    assert syncer.last_error_kind is FailureKind.NOT_FOUND  # retried, not fatal
 
 
 async def test_connection_refused_is_a_failure(session: aiohttp.ClientSession) -> None:
