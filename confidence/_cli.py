@@ -278,6 +278,49 @@ def _resolve(args: argparse.Namespace) -> int:
     return EXIT_FAILED if code is not None else EXIT_OK
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from confidence._abi import ResolveRequest, ResolverError
+    from confidence._evaluation import parse_flag_key
+    from confidence.explain import Explanation
+
+    context_json = _parse_context(args.context)
+    boot = _load_state(args)
+    secret = _pick_secret(args, _resolver_state(boot.state))
+    lookup = parse_flag_key(args.flag)
+    if not lookup.name:
+        raise CliError("--flag must name a flag, e.g. my-flag")
+    try:
+        from confidence._pool import ResolverPool
+        from confidence._resolve import FlagResolver
+
+        pool = ResolverPool(1, enable_apply_dedup=False, disable_exposure_collection=True)
+    except (OSError, RuntimeError) as exc:
+        raise CliError(f"could not load the resolver: {exc}", EXIT_FAILED) from None
+    try:
+        try:
+            pool.set_state(boot.state, boot.account_id)
+        except ResolverError as exc:
+            raise CliError(f"the resolver rejected the state: {exc}", EXIT_FAILED) from None
+        request = ResolveRequest(
+            flags=(lookup.resource,),
+            context_json=context_json,
+            client_secret=secret,
+            apply=False,
+            skip_logging=True,
+        )
+        try:
+            explanation = Explanation.from_document(FlagResolver(pool).explain(request))
+        except ResolverError as exc:
+            raise CliError(
+                f"the resolver could not explain the flag: {str(exc).replace(secret, '***')}",
+                EXIT_FAILED,
+            ) from None
+    finally:
+        pool.close()
+    print(explanation.to_json() if args.json else explanation.render())
+    return EXIT_OK
+
+
 def _select_path(details: Any, lookup: Any, default: Any) -> Any:
     """`--type auto` with a path: pick the property out of the whole flag value, any type."""
     from dataclasses import replace
@@ -534,6 +577,30 @@ def add_commands(commands: Any) -> None:
         "--default", metavar="JSON", help="default value returned on errors (default: null)"
     )
     resolve.set_defaults(handler=_guarded(_resolve))
+
+    explain = commands.add_parser(
+        "explain",
+        help="show why a context gets the variant it gets: the resolver's trace of one flag",
+        description="Resolve one flag for one context with the resolver's trace on, and print "
+        "every rule in order: its segment, each criterion with the attribute value seen and "
+        "why it did not match, the bucketing (unit, salt, bucket) and the assignment that "
+        "decided, then the final variant and reason. Nothing is logged or sent. "
+        "See docs/debugging.md.",
+        epilog="example: python -m confidence explain --state state.pb --flag checkout "
+        '--context \'{"targeting_key": "user-1", "country": "SE"}\'\n'
+        "exit status: 0 explained (whatever the result), 1 failed (CDN unreachable, state "
+        "not decryptable or rejected), 2 usage error",
+        formatter_class=formatter,
+    )
+    _state_source(explain, cdn=True)
+    explain.add_argument("--flag", required=True, metavar="KEY", help="flag key")
+    explain.add_argument(
+        "--context", default="{}", metavar="JSON", help="evaluation context as a JSON object"
+    )
+    explain.add_argument(
+        "--json", action="store_true", help="print the resolver's trace as JSON instead of a tree"
+    )
+    explain.set_defaults(handler=_guarded(_explain))
 
     inspect = commands.add_parser(
         "inspect",

@@ -75,6 +75,7 @@ from confidence._stats import ProviderStats, StatsRecorder, snapshot
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
 
 if TYPE_CHECKING:
+    from confidence.explain import Explanation
     from openfeature.track import TrackingEventDetails
 
 logger = logging.getLogger("confidence.provider")
@@ -308,6 +309,54 @@ class ConfidenceProvider(AbstractProvider):
             logger.warning(
                 "Dropped tracking event %r: %s", tracking_event_name, self._redact(str(exc))
             )
+
+    # -- debugging: explain ----------------------------------------------------------------------
+
+    def explain(
+        self,
+        flag_key: str,
+        context: EvaluationContext | Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """Why does `context` get what it gets from `flag_key`? The resolver's own trace.
+
+        Resolves the flag as an evaluation would (same state, rules, bucketing and
+        materialization reads) with tracing on, and returns every rule in order, the
+        criteria with the values seen and why they did not match, the bucketing and the
+        final variant and reason (`confidence.explain.Explanation`; `.render()` draws it
+        as a tree). Sends no exposure and counts in no statistics; materialization writes
+        are reported, not stored. A property path in `flag_key` is ignored.
+
+        `context` is an OpenFeature EvaluationContext or a plain mapping
+        (`{"targeting_key": ..., **attributes}`). Raises an OpenFeatureError
+        (PROVIDER_NOT_READY, FLAG_NOT_FOUND, INVALID_CONTEXT, GENERAL) when the flag
+        cannot be explained; an unknown flag is not an error (`presence == "not_found"`).
+        """
+        from dataclasses import replace
+
+        from confidence.explain import Explanation
+
+        if context is not None and not isinstance(context, EvaluationContext):
+            attributes = dict(context)
+            key = attributes.pop("targeting_key", None)
+            context = EvaluationContext(
+                targeting_key=key if isinstance(key, str) else None, attributes=attributes
+            )
+            if key is not None and not isinstance(key, str):
+                context.attributes["targeting_key"] = key
+        prepared = self._prepare(flag_key, None, context)
+        if isinstance(prepared, FlagResolutionDetails):
+            raise OpenFeatureError(
+                prepared.error_code or ErrorCode.GENERAL, prepared.error_message
+            )
+        resolver, _lookup, request = prepared
+        try:
+            doc = resolver.explain(replace(request, apply=False, skip_logging=True))
+        except Exception as exc:
+            details = self._failure(None, exc)
+            raise OpenFeatureError(
+                details.error_code or ErrorCode.GENERAL, details.error_message
+            ) from None
+        return Explanation.from_document(doc)
 
     # -- lifecycle: async ------------------------------------------------------------------------
 
