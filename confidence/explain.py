@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 __all__ = [
     "AssignmentTrace",
@@ -31,10 +31,10 @@ __all__ = [
     "TargetingKey",
 ]
 
-JsonValue = Union[None, bool, int, float, str, list["JsonValue"], dict[str, "JsonValue"]]
+JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
 #: A three-valued match: True, False, or None while a materialization read is unknown
 #: (or when the evaluation failed on an unrecognized rule).
-Match = Union[bool, None]
+Match: TypeAlias = "bool | None"
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,7 +342,11 @@ def _segment_lines(seg: SegmentTrace) -> list[tuple[str, list[Any]]]:
             children.append((f"{c.id}: segment reference", [*_segment_lines(c.segment)]))
         elif c.kind == "materialized_segment":
             children.append(
-                (f"{c.id}: in materialization {c.materialization} ({c.source}): {_yes_no(c.matched)}", [])
+                (
+                    f"{c.id}: in materialization {c.materialization} ({c.source}): "
+                    f"{_yes_no(c.matched)}",
+                    [],
+                )
             )
         else:
             children.append((f"{c.id}: missing criterion: no match", []))
@@ -389,8 +393,8 @@ def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
                 )
             )
     if r.materialization_write is not None:
-        m, v = r.materialization_write
-        children.append((f"would write materialization {m}: variant {_j(v)}", []))
+        written, v = r.materialization_write
+        children.append((f"would write materialization {written}: variant {_j(v)}", []))
     state = "" if r.enabled else " (disabled)"
     return (f"rule {r.name}{state} -> {r.outcome}", children)
 

@@ -75,8 +75,9 @@ from confidence._stats import ProviderStats, StatsRecorder, snapshot
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
 
 if TYPE_CHECKING:
-    from confidence.explain import Explanation
     from openfeature.track import TrackingEventDetails
+
+    from confidence.explain import Explanation
 
 logger = logging.getLogger("confidence.provider")
 
@@ -337,12 +338,12 @@ class ConfidenceProvider(AbstractProvider):
 
         if context is not None and not isinstance(context, EvaluationContext):
             attributes = dict(context)
-            key = attributes.pop("targeting_key", None)
+            key = attributes.get("targeting_key")
+            if isinstance(key, str):
+                del attributes["targeting_key"]  # a non-string key stays an attribute
             context = EvaluationContext(
                 targeting_key=key if isinstance(key, str) else None, attributes=attributes
             )
-            if key is not None and not isinstance(key, str):
-                context.attributes["targeting_key"] = key
         prepared = self._prepare(flag_key, None, context)
         if isinstance(prepared, FlagResolutionDetails):
             raise OpenFeatureError(

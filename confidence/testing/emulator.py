@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import enum
 import hashlib
+import json
 import os
 import socket
 import ssl
