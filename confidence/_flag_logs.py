@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -289,6 +290,7 @@ class FlagLogPipeline:
             return False
         succeeded, failed = self._report_succeeded, self._report_failed
         body = batch.body + self._host_telemetry(succeeded, failed)
+        started = time.perf_counter()
         ok = False
         try:
             # Shielded: stopping the loops must not abort a request the server may already
@@ -309,6 +311,15 @@ class FlagLogPipeline:
             with self._lock:
                 b, e, r = self._delivered
                 self._delivered = (b + 1, e + batch.exposures, r + batch.resolves)
+            logger.debug(
+                "Flag logs delivered: 1 batch, %d exposure(s), %d resolve count(s), %d bytes "
+                "in %.0f ms (%d batch(es) still queued)",
+                batch.exposures,
+                batch.resolves,
+                len(body),
+                1e3 * (time.perf_counter() - started),
+                len(self.backlog),
+            )
         else:
             self._report_failed = min(_UINT32_MAX, self._report_failed + 1)
             with self._lock:

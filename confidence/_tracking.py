@@ -398,7 +398,11 @@ class EventPublisher:
                         len(batch),
                     )
                     return False
-                await self._sleep(retry_delay(policy, attempt, self._rng.random, exc.retry_after))
+                delay = retry_delay(policy, attempt, self._rng.random, exc.retry_after)
+                logger.debug(
+                    "Event publish attempt %d failed (%s); retrying in %.3fs", attempt, exc, delay
+                )
+                await self._sleep(delay)
                 continue
             self._account(batch, response)
             return True
@@ -414,6 +418,7 @@ class EventPublisher:
             pass  # a 2xx is success; an unreadable body only loses the per-event errors
         rejected = min(len(errors), len(batch))
         self._queue.count(settled=len(batch), published=len(batch) - rejected, rejected=rejected)
+        logger.debug("Published %d tracked event(s), %d rejected", len(batch), rejected)
         if errors:
             shown = "; ".join(
                 f"#{e.get('index')} {e.get('reason')}: {e.get('message')}"

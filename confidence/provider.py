@@ -560,6 +560,10 @@ class ConfidenceProvider(AbstractProvider):
             kind = transition.kind
             if kind is TransitionKind.CONFIGURATION_CHANGED:
                 if self._reported in (TransitionKind.READY, TransitionKind.STALE):
+                    logger.debug(
+                        "Emitting PROVIDER_CONFIGURATION_CHANGED (%d flag(s) changed)",
+                        len(transition.flags_changed),
+                    )
                     self.emit_provider_configuration_changed(
                         ProviderEventDetails(
                             flags_changed=list(transition.flags_changed),
@@ -570,6 +574,7 @@ class ConfidenceProvider(AbstractProvider):
             if kind is self._reported:
                 return
             self._reported = kind
+            logger.debug("Emitting PROVIDER_%s", kind.name)
             if kind is TransitionKind.READY:
                 self.emit_provider_ready(ProviderEventDetails(message=transition.message))
             elif kind is TransitionKind.STALE:
