@@ -16,8 +16,8 @@ at the first state, more only when resolves actually overlap.
 
 from __future__ import annotations
 
-import os
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -221,7 +221,7 @@ class ResolverPool:
             "Resolver pool changed: state generation %d on %s code, %d of %d instance(s) ready, "
             "%d flag(s)",
             generation,
-            self.tier.name,
+            tier.name if (tier := self.tier) is not None else "no",
             instances,
             self.size,
             len(summary.flag_digests),

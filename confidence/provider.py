@@ -245,6 +245,8 @@ class ConfidenceProvider(AbstractProvider):
         self._event_lock = threading.Lock()
         self._initialized = False  # initialize() has returned or raised
         self._reported: TransitionKind | None = None
+        # The thread whose initialize() started from the state cache (see get_metadata).
+        self._stale_after_sdk_ready: int | None = None
         # Set in a forked child whose parent was running this provider (see _fork).
         self._fork_resume: _fork.Resume | None = None
         _fork.track(self)
@@ -261,7 +263,34 @@ class ConfidenceProvider(AbstractProvider):
     # -- OpenFeature: metadata -------------------------------------------------------------------
 
     def get_metadata(self) -> Metadata:
+        # The SDK calls this on the initializing thread right after it recorded READY for
+        # a successful initialize() (to name the provider in the READY event): the first
+        # moment a STALE event can stick. A start from the state cache announces it then,
+        # so the SDK's status is STALE from the start instead of READY until the next
+        # failed sync re-announces it. (Any other SDK still gets that re-announcement.)
+        if self._stale_after_sdk_ready == threading.get_ident():
+            self._stale_after_sdk_ready = None
+            threading.Thread(
+                target=self._announce_cached_stale, name="confidence-stale", daemon=True
+            ).start()
         return _METADATA
+
+    def _announce_cached_stale(self) -> None:
+        runtime = self._runtime
+        with self._event_lock:
+            # Under the lock, like _on_transition: a runtime READY (the CDN answered
+            # meanwhile) either already cleared is_stale, or is reported after this STALE.
+            if (
+                runtime is None
+                or not runtime.is_stale
+                or self._reported is not TransitionKind.READY
+            ):
+                return
+            self._reported = TransitionKind.STALE
+            logger.debug("Emitting PROVIDER_STALE (started from the state cache)")
+            self.emit_provider_stale(
+                ProviderEventDetails(message="serving a cached resolver state")
+            )
 
     @property
     def is_ready(self) -> bool:
@@ -543,6 +572,9 @@ class ConfidenceProvider(AbstractProvider):
             if runtime.has_state:
                 # The SDK emits READY itself when we return; we must not add a second one.
                 self._reported = TransitionKind.READY
+                if runtime.is_stale:
+                    # Served from the state cache: STALE once the SDK has recorded READY.
+                    self._stale_after_sdk_ready = threading.get_ident()
                 return True
             self._reported = TransitionKind.ERROR
             return False
@@ -551,6 +583,7 @@ class ConfidenceProvider(AbstractProvider):
         with self._event_lock:
             self._initialized = False
             self._reported = None
+            self._stale_after_sdk_ready = None
 
     def _on_transition(self, transition: Transition) -> None:
         """Runtime status change (on the runtime's loop thread) -> OpenFeature event."""
