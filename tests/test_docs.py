@@ -108,3 +108,43 @@ def test_testing_guide_example_passes_under_pytest(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "3 passed" in proc.stdout
+
+
+# -- what a newcomer reads first --------------------------------------------------------------
+
+README = ROOT / "README.md"
+
+
+def test_readme_option_list_names_every_constructor_argument() -> None:
+    options = _section(README.read_text(), "Use it").split("### Options", 1)[1]
+    options = options.split("\n### ", 1)[0]
+    parameters = list(inspect.signature(ConfidenceProvider.__init__).parameters)[1:]
+    missing = [name for name in parameters if f"{name}=" not in options and name != "client_secret"]
+    assert missing == [], f"README's option list lacks {missing}"
+
+
+_PIP = re.compile(r"pip install ([^`\n]+)")
+
+
+def test_install_lines_install_this_repository_not_the_pypi_namesake() -> None:
+    """`pip install confidence-openfeature-provider` fetches the official provider from PyPI."""
+    pages = [README, ROOT / "examples" / "README.md", *PAGES]
+    for page in pages:
+        for target in _PIP.findall(page.read_text()):
+            first = target.split()[0].strip("'\"")
+            if first in ("nox", "-y", "-e", "-q") or first.startswith("--"):
+                continue
+            assert first.startswith((".", "/", "git+")), f"{page.name}: pip install {target}"
+    text = README.read_text()
+    assert "official" in text and "pip install '.[otel]'" in text
+    assert "pip install '.[examples]'" in (ROOT / "examples" / "README.md").read_text()
+
+
+def test_the_examples_extra_installs_the_frameworks() -> None:
+    tomllib = pytest.importorskip("tomllib")
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0] for dep in extras["examples"]}
+    assert {"fastapi", "uvicorn", "flask"} <= names
