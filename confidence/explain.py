@@ -377,21 +377,17 @@ def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
     if r.bucketing is not None:
         b = r.bucketing
         a = b.assignment
-        got = (
-            f"assignment {a.id} ({a.kind}{' ' + a.variant if a.variant else ''})"
-            if a is not None
-            else "no assignment holds it"
-        )
-        if b.bucket is None:
-            children.append((f"full rollout -> {got}", []))
+        if a is None:
+            got: list[Any] = [("no assignment holds this bucket", [])]
         else:
-            children.append(
-                (
-                    f"bucket {b.bucket} of {b.bucket_count} (salt {_j(b.salt)}, unit "
-                    f"{_j(b.unit)}) -> {got}",
-                    [],
-                )
-            )
+            ranges = ", ".join(f"[{lo}, {hi})" for lo, hi in a.ranges)
+            what = f"variant {a.variant}" if a.variant else a.kind.replace("_", " ")
+            got = [(f"assignment {a.id}: {what}, buckets {ranges}", [])]
+        if b.bucket is None:
+            children.append(("full rollout (no bucketing)", got))
+        else:
+            head = f"bucket {b.bucket} of {b.bucket_count} (salt {_j(b.salt)}, unit {_j(b.unit)})"
+            children.append((head, got))
     if r.materialization_write is not None:
         written, v = r.materialization_write
         children.append((f"would write materialization {written}: variant {_j(v)}", []))
@@ -414,12 +410,15 @@ def render(e: Explanation) -> str:
             "  the resolver leaves it out of every response: an evaluation returns the "
             "default (FLAG_NOT_FOUND)"
         )
-    variant = e.variant or "(none: the default value)"
-    lines = [f"{e.flag} for {e.client}", f"result: variant {variant}, reason {e.reason}"]
+    lines = [
+        f"{e.flag} for {e.client}",
+        f"  variant: {e.variant or '(none: the default value)'}",
+        f"  reason:  {e.reason}",
+    ]
     if e.rule:
-        lines[-1] += f", rule {e.rule}"
+        lines.append(f"  rule:    {e.rule}")
     if e.assignment_id:
-        lines[-1] += f", assignment {e.assignment_id}"
+        lines.append(f"  assignment: {e.assignment_id}")
     if not e.rules:
         lines.append("(the flag has no rules)")
     for i, r in enumerate(e.rules):

@@ -148,3 +148,17 @@ def test_the_examples_extra_installs_the_frameworks() -> None:
     ]
     names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0] for dep in extras["examples"]}
     assert {"fastapi", "uvicorn", "flask"} <= names
+
+
+@requires_wasm
+def test_debugging_page_shows_the_real_explain_output() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(DOCS / "snippets" / "debugging_explain.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no match (not_in_list)" in proc.stdout
+    assert proc.stdout.rstrip("\n") in (DOCS / "debugging.md").read_text()
