@@ -382,7 +382,7 @@ def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
         else:
             ranges = ", ".join(f"[{lo}, {hi})" for lo, hi in a.ranges)
             what = f"variant {a.variant}" if a.variant else a.kind.replace("_", " ")
-            got = [(f"assignment {a.id}: {what}, buckets {ranges}", [])]
+            got = [(f"assignment {a.id}, buckets {ranges}", [(what, [])])]
         if b.bucket is None:
             children.append(("full rollout (no bucketing)", got))
         else:

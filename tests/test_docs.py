@@ -162,3 +162,28 @@ def test_debugging_page_shows_the_real_explain_output() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "no match (not_in_list)" in proc.stdout
     assert proc.stdout.rstrip("\n") in (DOCS / "debugging.md").read_text()
+
+
+def _code_lines(page: Path) -> list[str]:
+    """Lines of a page's code blocks, with included snippets expanded."""
+    lines: list[str] = []
+    for _language, code in _FENCE.findall(page.read_text()):
+        for included in _SNIPPET.findall(code):
+            code = code.replace(f'--8<-- "{included}"', (ROOT / included).read_text())
+        lines.extend(code.splitlines())
+    return lines
+
+
+@pytest.mark.parametrize("name", ["quickstart.md", "debugging.md"])
+def test_code_lines_fit_the_content_column(name: str) -> None:
+    """The theme's content column shows about 82 monospace characters; longer lines are
+    cut off behind a scroll bar."""
+    long = [line for line in _code_lines(DOCS / name) if len(line) > 80]
+    assert long == [], long
+
+
+def test_table_identifiers_do_not_break_mid_word() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "stylesheets/extra.css" in config
+    css = (DOCS / "stylesheets" / "extra.css").read_text()
+    assert "td:nth-child(-n + 2) code" in css and "nowrap" in css
