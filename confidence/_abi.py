@@ -364,6 +364,15 @@ class ResolverInstance:
             tuple([MaterializationRecord(*w) for w in writes]) if writes else (),
         )
 
+    def explain(self, request: ResolveRequest) -> dict[str, Any] | Suspended:
+        """The resolver's trace of `request`'s one flag (`cr_explain`; confidence/explain.py
+        parses it). Never logged, whatever `request.apply` says; Suspended in discovery mode
+        when materialization reads are needed, as `resolve`."""
+        doc = json.loads(self._call(Export.EXPLAIN, encode_resolve_call(request, now_millis())))
+        if "s" in doc:
+            return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))
+        return dict(doc)
+
     def flush_logs(self, now_ms: int | None = None, max_assigned_bytes: int = 0) -> FlushedLogs:
         payload = abi_pb2.FlushLogs(
             now_unix_millis=now_millis() if now_ms is None else now_ms,

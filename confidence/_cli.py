@@ -1,9 +1,11 @@
-"""`python -m confidence resolve | inspect | fetch | precompile`: states, flags, module cache.
+"""`python -m confidence resolve | explain | inspect | fetch | precompile`: states, flags, cache.
 
 - `resolve`: one flag for one context, from a state file or straight from the CDN, printed
   as JSON (value, variant, reason, error code/message, metadata). Inspection only: the
   resolve runs with exposure collection off, `apply=False` and `skip_logging`, and nothing is
   ever sent anywhere (the CLI has no log sender at all).
+- `explain`: why a context gets its variant: the resolver's trace of one flag (every rule,
+  criterion, the bucketing), as a tree or `--json`; inspection only, like `resolve`.
 - `inspect`: the flags (variants, rules) and segments in a state file; a table, or `--json`.
 - `fetch`: download the current state for offline use (`state_file=`, `--state`): the
   encrypted body as the CDN serves it, or decrypted with `--decrypt`.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -38,6 +41,17 @@ _EXIT_HELP: Final = (
     "exit status: 0 ok, 1 failed (resolution error, CDN unreachable, state not decryptable), "
     "2 usage error"
 )
+#: For commands that read a state file but resolve nothing.
+_EXIT_HELP_STATE: Final = (
+    "exit status: 0 ok, 1 failed (state not decryptable), 2 usage error (bad arguments, "
+    "unreadable or unrecognized state file)"
+)
+_EXIT_HELP_FETCH: Final = (
+    "exit status: 0 ok, 1 failed (CDN unreachable or refusing, state not decryptable), "
+    "2 usage error (bad arguments, output not writable)"
+)
+
+_log = logging.getLogger("confidence.cli")
 
 
 class CliError(Exception):
@@ -88,7 +102,12 @@ def _key(args: argparse.Namespace) -> bytes | None:
 
 def _read_state_file(path: str, key: bytes | None, account: str | None) -> Any:
     """BootstrapState from a state file (any form `state_file=` accepts)."""
-    from confidence._state_file import StateFileError, parse_state_bytes
+    from confidence._state_file import (
+        MissingAccountIdError,
+        StateFileError,
+        StateNotDecryptableError,
+        parse_state_bytes,
+    )
 
     try:
         data = Path(path).read_bytes()
@@ -97,11 +116,15 @@ def _read_state_file(path: str, key: bytes | None, account: str | None) -> Any:
     try:
         return parse_state_bytes(data, encryption_key=key, account_id=account)
     except StateFileError as exc:
-        if account is None and "account_id" in str(exc):
+        if account is None and isinstance(exc, MissingAccountIdError):
             # A raw ResolverState has no account; only logs need one, never a resolve.
             return parse_state_bytes(data, encryption_key=key, account_id="(unknown)")
         message = str(exc).replace("account_id=", "--account")
-        raise CliError(message.replace("encryption_key=", "--encryption-key")) from None
+        message = message.replace("encryption_key=", "--encryption-key")
+        # A key of the right form that does not decrypt: the command ran and failed (1),
+        # as the epilogs say; everything else about the file is a usage error (2).
+        code = EXIT_FAILED if isinstance(exc, StateNotDecryptableError) else EXIT_USAGE
+        raise CliError(message, code) from None
 
 
 async def _download(cdn_base_url: str, secret: str, encrypted: bool) -> bytes:
@@ -156,6 +179,42 @@ def _decode_fetched(body: bytes, key: bytes | None) -> tuple[bytes, Any]:
 
 
 def _load_state(args: argparse.Namespace) -> Any:
+    boot = _load_state_quietly(args)
+    _log.info(
+        "state from %s: account %s, %d bytes",
+        args.state or "the CDN",
+        boot.account_id,
+        len(boot.state),
+    )
+    return boot
+
+
+def _pool_with(boot: Any) -> Any:
+    """A one-instance pool holding `boot`'s state, exposure collection off (a look, not a
+    use of the flag). -v logs what the resolver loaded."""
+    from confidence._abi import ResolverError
+
+    try:
+        from confidence._pool import ResolverPool
+
+        pool = ResolverPool(1, enable_apply_dedup=False, disable_exposure_collection=True)
+    except (OSError, RuntimeError) as exc:
+        raise CliError(f"could not load the resolver: {exc}", EXIT_FAILED) from None
+    try:
+        summary = pool.set_state(boot.state, boot.account_id)
+    except ResolverError as exc:
+        pool.close()
+        raise CliError(f"the resolver rejected the state: {exc}", EXIT_FAILED) from None
+    _log.info(
+        "resolver loaded %d flag(s), %d segment(s), %d client(s)",
+        len(summary.flag_digests),
+        summary.segment_count,
+        summary.client_count,
+    )
+    return pool
+
+
+def _load_state_quietly(args: argparse.Namespace) -> Any:
     key = _key(args)
     if args.state is not None:
         return _read_state_file(args.state, key, args.account)
@@ -230,19 +289,10 @@ def _resolve(args: argparse.Namespace) -> int:
     if not lookup.name:
         raise CliError("--flag must name a flag, e.g. my-flag or my-flag.some.property")
 
-    try:
-        from confidence._pool import ResolverPool
-        from confidence._resolve import FlagResolver
+    from confidence._resolve import FlagResolver
 
-        # Exposure collection off: this is a look, not a use of the flag.
-        pool = ResolverPool(1, enable_apply_dedup=False, disable_exposure_collection=True)
-    except (OSError, RuntimeError) as exc:
-        raise CliError(f"could not load the resolver: {exc}", EXIT_FAILED) from None
+    pool = _pool_with(boot)
     try:
-        try:
-            pool.set_state(boot.state, boot.account_id)
-        except ResolverError as exc:
-            raise CliError(f"the resolver rejected the state: {exc}", EXIT_FAILED) from None
         request = ResolveRequest(
             flags=(lookup.resource,),
             context_json=context_json,
@@ -276,6 +326,41 @@ def _resolve(args: argparse.Namespace) -> int:
     }
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return EXIT_FAILED if code is not None else EXIT_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from confidence._abi import ResolveRequest, ResolverError
+    from confidence._evaluation import parse_flag_key
+    from confidence.explain import Explanation
+
+    context_json = _parse_context(args.context)
+    boot = _load_state(args)
+    secret = _pick_secret(args, _resolver_state(boot.state))
+    lookup = parse_flag_key(args.flag)
+    if not lookup.name:
+        raise CliError("--flag must name a flag, e.g. my-flag")
+    from confidence._resolve import FlagResolver
+
+    pool = _pool_with(boot)
+    try:
+        request = ResolveRequest(
+            flags=(lookup.resource,),
+            context_json=context_json,
+            client_secret=secret,
+            apply=False,
+            skip_logging=True,
+        )
+        try:
+            explanation = Explanation.from_document(FlagResolver(pool).explain(request))
+        except ResolverError as exc:
+            raise CliError(
+                f"the resolver could not explain the flag: {str(exc).replace(secret, '***')}",
+                EXIT_FAILED,
+            ) from None
+    finally:
+        pool.close()
+    print(explanation.to_json() if args.json else explanation.render())
+    return EXIT_OK
 
 
 def _select_path(details: Any, lookup: Any, default: Any) -> Any:
@@ -396,7 +481,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    info = _describe_state(_read_state_file(args.state, _key(args), args.account))
+    info = _describe_state(_load_state(args))
     if args.json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -462,6 +547,7 @@ def _fetch(args: argparse.Namespace) -> int:
             "--encryption-key is required (or --allow-plaintext for a legacy unencrypted state)"
         )
     body = _fetch_body(args, key)
+    _log.info("downloaded %d bytes from %s", len(body), args.cdn_base_url)
     plaintext, decoded = _decode_fetched(body, key)  # validates before anything is written
     data = plaintext if args.decrypt else body
     output = Path(args.output)
@@ -535,11 +621,35 @@ def add_commands(commands: Any) -> None:
     )
     resolve.set_defaults(handler=_guarded(_resolve))
 
+    explain = commands.add_parser(
+        "explain",
+        help="show why a context gets the variant it gets: the resolver's trace of one flag",
+        description="Resolve one flag for one context with the resolver's trace on, and print "
+        "every rule in order: its segment, each criterion with the attribute value seen and "
+        "why it did not match, the bucketing (unit, salt, bucket) and the assignment that "
+        "decided, then the final variant and reason. Nothing is logged or sent. "
+        "See docs/debugging.md.",
+        epilog="example: python -m confidence explain --state state.pb --flag checkout "
+        '--context \'{"targeting_key": "user-1", "country": "SE"}\'\n'
+        "exit status: 0 explained (whatever the result), 1 failed (CDN unreachable, state "
+        "not decryptable or rejected), 2 usage error",
+        formatter_class=formatter,
+    )
+    _state_source(explain, cdn=True)
+    explain.add_argument("--flag", required=True, metavar="KEY", help="flag key")
+    explain.add_argument(
+        "--context", default="{}", metavar="JSON", help="evaluation context as a JSON object"
+    )
+    explain.add_argument(
+        "--json", action="store_true", help="print the resolver's trace as JSON instead of a tree"
+    )
+    explain.set_defaults(handler=_guarded(_explain))
+
     inspect = commands.add_parser(
         "inspect",
         help="list the flags, variants, rules and segments of a state file",
         description="List the flags (variants, rules) and segments of a state file.",
-        epilog=_EXIT_HELP,
+        epilog=_EXIT_HELP_STATE,
         formatter_class=formatter,
     )
     _state_source(inspect, cdn=False)
@@ -553,7 +663,7 @@ def add_commands(commands: Any) -> None:
         "encrypted body as served (default) or, with --decrypt, the decrypted "
         "ClientResolverState. Either works as state_file= or --state. The file is written "
         "with mode 0600: a state contains client secrets.",
-        epilog=_EXIT_HELP,
+        epilog=_EXIT_HELP_FETCH,
         formatter_class=formatter,
     )
     fetch.add_argument("--secret", required=True, metavar="S", help="client secret")
@@ -595,6 +705,7 @@ def _precompile(args: argparse.Namespace) -> int:
     from confidence._engine import CompiledResolver, Tier, cache_path, default_cache_dir
 
     directory = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    _log.info("compiling resolver.wasm into %s", directory)
     compiled = CompiledResolver.load(cache_dir=directory)
     path = cache_path(directory, compiled.digest, Tier.OPTIMIZED)
     if not path.is_file():

@@ -75,37 +75,55 @@ def demo_state() -> bytes:
     )
 
 
-def _row(out: TextIO, how: str, user: str, details: FlagEvaluationDetails[Any]) -> None:
+Row = tuple[str, str, str, str, str, str]
+
+
+def _row(how: str, user: str, details: FlagEvaluationDetails[Any]) -> Row:
     variant = (details.variant or "-").rsplit("/", 1)[-1]
     reason = str(getattr(details.reason, "value", details.reason))
     extra = f"  [{details.error_code.value}: {details.error_message}]" if details.error_code else ""
-    out.write(
-        f"  {how:<5} {user:<6} {details.flag_key:<26} {details.value!r:<12} "
-        f"{variant:<10} {reason}{extra}\n"
-    )
+    return (how, user, details.flag_key, repr(details.value), variant, reason + extra)
 
 
-def _sync_part(client: OpenFeatureClient, out: TextIO) -> None:
+def _write_table(out: TextIO, rows: list[Row]) -> None:
+    """Columns as wide as their widest cell (object values are long), the last one free."""
+    header: Row = ("via", "user", "flag", "value", "variant", "reason")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for r in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(r[:-1], widths, strict=True)]
+        out.write("  " + "  ".join([*cells, r[-1]]) + "\n")
+
+
+def _sync_part(client: OpenFeatureClient) -> list[Row]:
+    rows = []
     for ctx in USERS:
         user = ctx.targeting_key or "-"
-        _row(out, "sync", user, client.get_boolean_details("checkout-redesign.enabled", False, ctx))
-        _row(out, "sync", user, client.get_float_details("pricing.discount", 0.0, ctx))
+        rows.append(
+            _row("sync", user, client.get_boolean_details("checkout-redesign.enabled", False, ctx))
+        )
+        rows.append(_row("sync", user, client.get_float_details("pricing.discount", 0.0, ctx)))
     # Errors come back as the caller's default with a code, never as an exception.
-    _row(out, "sync", "alice", client.get_string_details("no-such-flag", "fallback", USERS[0]))
-    _row(out, "sync", "alice", client.get_integer_details("banner.text", 0, USERS[0]))
+    rows.append(
+        _row("sync", "alice", client.get_string_details("no-such-flag", "fallback", USERS[0]))
+    )
+    rows.append(_row("sync", "alice", client.get_integer_details("banner.text", 0, USERS[0])))
+    return rows
 
 
-async def _async_part(client: OpenFeatureClient, out: TextIO) -> None:
+async def _async_part(client: OpenFeatureClient) -> list[Row]:
+    rows = []
     for ctx in USERS[:2]:
         user = ctx.targeting_key or "-"
-        _row(out, "async", user, await client.get_string_details_async("banner.text", "", ctx))
-        _row(out, "async", user, await client.get_integer_details_async("banner.max_items", 0, ctx))
-        _row(
-            out,
-            "async",
-            user,
-            await client.get_object_details_async("checkout-redesign", {}, ctx),
+        rows.append(
+            _row("async", user, await client.get_string_details_async("banner.text", "", ctx))
         )
+        rows.append(
+            _row("async", user, await client.get_integer_details_async("banner.max_items", 0, ctx))
+        )
+        rows.append(
+            _row("async", user, await client.get_object_details_async("checkout-redesign", {}, ctx))
+        )
+    return rows
 
 
 def run_demo(out: TextIO = sys.stdout) -> int:
@@ -122,9 +140,9 @@ def run_demo(out: TextIO = sys.stdout) -> int:
         api.set_provider_and_wait(provider)  # blocks until the first state is loaded
         client = api.get_client()
         out.write(f"Provider status: {client.get_provider_status().value}\n\n")
-        out.write(f"  {'via':<5} {'user':<6} {'flag':<26} {'value':<12} {'variant':<10} reason\n")
-        _sync_part(client, out)
-        asyncio.run(_async_part(client, out))
+        rows = _sync_part(client)
+        rows += asyncio.run(_async_part(client))
+        _write_table(out, rows)
 
         out.write("\nShutting down (flushes the exposure logs)...\n")
         api.shutdown()

@@ -70,8 +70,9 @@ class Export:
     SET_STATE: Final = "cr_set_state"
     RESOLVE: Final = "cr_resolve"
     FLUSH_LOGS: Final = "cr_flush_logs"
+    EXPLAIN: Final = "cr_explain"
 
-    ALL: Final = (CONFIGURE, SET_STATE, RESOLVE, FLUSH_LOGS)
+    ALL: Final = (CONFIGURE, SET_STATE, RESOLVE, FLUSH_LOGS, EXPLAIN)
 
 
 def load_resolver_wasm() -> bytes:

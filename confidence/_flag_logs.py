@@ -46,6 +46,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -509,6 +510,7 @@ class FlagLogPipeline:
         delta = analytics.take_telemetry() if analytics is not None else None
         init_labels, self._init_labels = self._init_labels, None
         body = batch.body + self._host_telemetry(succeeded, failed, delta, init_labels)
+        started = time.perf_counter()
         ok = False
         scope = anyio.CancelScope(shield=shield)
         try:
@@ -533,6 +535,15 @@ class FlagLogPipeline:
                     self._init_reported = True
                 # Those counts reached Confidence; this delivery is reported by the next one.
                 self._report_succeeded = min(_UINT32_MAX, self._report_succeeded + 1)
+                logger.debug(
+                    "Flag logs delivered: 1 batch, %d exposure(s), %d resolve count(s), %d bytes "
+                    "in %.0f ms (%d batch(es) still queued)",
+                    batch.exposures,
+                    batch.resolves,
+                    len(body),
+                    1e3 * (time.perf_counter() - started),
+                    len(self.backlog),
+                )
             else:
                 if analytics is not None and delta is not None:
                     analytics.give_back(delta)

@@ -32,16 +32,20 @@ import asyncio
 import email.utils
 import enum
 import io
+import logging
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 from multidict import CIMultiDict
+
+logger = logging.getLogger("confidence.http")
 
 __all__ = [
     "FailureKind",
@@ -337,6 +341,15 @@ async def call(
             if not failure.retryable or number == policy.max_attempts:
                 raise
             delay = policy.wait_after(number, rand, failure.retry_after)
+            # The host only: a path can carry a capability (the CDN's state hash).
+            logger.debug(
+                "HTTP %s to %s: attempt %d failed (%s); retrying in %.2fs",
+                method,
+                urlsplit(url).netloc,
+                number,
+                failure,
+                delay,
+            )
             if on_retry is not None:
                 on_retry(number, failure, delay)
             await sleep(delay)

@@ -16,6 +16,7 @@ at the first state, more only when resolves actually overlap.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -35,6 +36,8 @@ from confidence._engine import CompiledResolver, Tier
 from confidence._version import __version__
 
 __all__ = ["NoStateError", "PoolStats", "ResolverPool"]
+
+logger = logging.getLogger("confidence.pool")
 
 
 class NoStateError(Exception):
@@ -212,6 +215,17 @@ class ResolverPool:
                 self._idle.append(slot)
                 self._released.notify()
             self._retire(stale)
+        with self._lock:
+            instances = sum(1 for slot in self._slots if slot.generation == generation)
+        logger.debug(
+            "Resolver pool changed: state generation %d on %s code, %d of %d instance(s) ready, "
+            "%d flag(s)",
+            generation,
+            tier.name if (tier := self.tier) is not None else "no",
+            instances,
+            self.size,
+            len(summary.flag_digests),
+        )
         return summary
 
     def _current_locked(self) -> int:

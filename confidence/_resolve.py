@@ -151,6 +151,21 @@ class FlagResolver:
                 result = instance.resolve(request)
         return self._settle(request, result)
 
+    def explain(self, request: ResolveRequest) -> dict[str, Any]:
+        """The resolver's explain document for `request`'s one flag. Reads the
+        materialization store like a resolve (reads have no effect) but never writes: the
+        writes a resolve would make are in the document."""
+        request = replace(request, materialization_mode=self._initial_mode(request))
+        with self.pool.borrow() as instance:
+            result = instance.explain(request)
+        if isinstance(result, Suspended):
+            records = self._read_sync(result.reads)
+            with self.pool.borrow() as instance:
+                result = instance.explain(self._complete(request, records))
+            if isinstance(result, Suspended):
+                raise MaterializationError("resolver suspended twice for one request")
+        return result
+
     def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
         # (acquire/release by hand, not `with pool.borrow()`: a generator-based context
         # manager costs ~1.5 µs per evaluation.)

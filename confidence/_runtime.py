@@ -622,6 +622,12 @@ class Runtime:
         if self._sender is not None:
             self._sender.set_routing(account_id, destinations)
         previous, self._digests = self._digests, summary.flag_digests
+        logger.debug(
+            "Resolver state applied: %d bytes, %d flag(s), %d segment(s)",
+            len(state),
+            len(summary.flag_digests),
+            summary.segment_count,
+        )
         if previous is None:
             self._status = _Status.STALE if self.serving_cached_state else _Status.READY
             self.fatal_error = None

@@ -23,13 +23,27 @@ from confidence._protowire import (
 )
 from confidence._runtime import BootstrapState
 
-__all__ = ["StateFileError", "load_state_file", "parse_state_bytes"]
+__all__ = [
+    "MissingAccountIdError",
+    "StateFileError",
+    "StateNotDecryptableError",
+    "load_state_file",
+    "parse_state_bytes",
+]
 
 _CLIENT_STATE_FIELDS = frozenset({1, 2, 4})
 
 
 class StateFileError(ValueError):
     """The state file is missing, unreadable, or in no form we understand."""
+
+
+class StateNotDecryptableError(StateFileError):
+    """An encrypted state that the given key does not decrypt (wrong key or corrupted)."""
+
+
+class MissingAccountIdError(StateFileError):
+    """The state carries no account id and none was given."""
 
 
 def _looks_like_client_state(data: bytes) -> bool:
@@ -73,7 +87,9 @@ def parse_state_bytes(
         except StateDecryptionError as exc:
             # Not necessarily an error: a plaintext file with a key configured is fine.
             if not _is_plaintext(data):
-                raise StateFileError(f"state file could not be decrypted: {exc}") from None
+                raise StateNotDecryptableError(
+                    f"state file could not be decrypted: {exc}"
+                ) from None
             plaintext = data
     if _looks_like_client_state(plaintext):
         try:
@@ -82,7 +98,7 @@ def parse_state_bytes(
             raise StateFileError(f"invalid ClientResolverState: {exc}") from None
         account = account_id or client_state.account
         if not account:
-            raise StateFileError("state file has no account id; pass account_id=")
+            raise MissingAccountIdError("state file has no account id; pass account_id=")
         return BootstrapState(client_state.state, account, tuple(client_state.log_destinations))
     if not _is_resolver_state(plaintext):
         raise StateFileError(
@@ -90,7 +106,7 @@ def parse_state_bytes(
             + ("" if encryption_key else " (if it is encrypted, pass encryption_key=)")
         )
     if not account_id:
-        raise StateFileError("state file holds a raw ResolverState; pass account_id=")
+        raise MissingAccountIdError("state file holds a raw ResolverState; pass account_id=")
     return BootstrapState(plaintext, account_id)
 
 

@@ -413,6 +413,7 @@ class EventPublisher:
             pass  # a 2xx is success; an unreadable body only loses the per-event errors
         rejected = min(len(errors), len(batch))
         self._queue.count(settled=len(batch), published=len(batch) - rejected, rejected=rejected)
+        logger.debug("Published %d tracked event(s), %d rejected", len(batch), rejected)
         if errors:
             shown = "; ".join(
                 f"#{e.get('index')} {e.get('reason')}: {e.get('message')}"

@@ -84,6 +84,8 @@ from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_even
 if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
 
+    from confidence.explain import Explanation
+
 logger = logging.getLogger("confidence.provider")
 
 __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
@@ -340,6 +342,8 @@ class ConfidenceProvider(AbstractProvider):
         self._event_lock = threading.Lock()
         self._initialized = False  # initialize() has returned or raised
         self._reported: TransitionKind | None = None
+        # The thread whose initialize() started from the state cache (see get_metadata).
+        self._stale_after_sdk_ready: int | None = None
         # Set in a forked child whose parent was running this provider (see _fork).
         self._fork_resume: _fork.Resume | None = None
         _fork.track(self)
@@ -356,7 +360,34 @@ class ConfidenceProvider(AbstractProvider):
     # -- OpenFeature: metadata -------------------------------------------------------------------
 
     def get_metadata(self) -> Metadata:
+        # The SDK calls this on the initializing thread right after it recorded READY for
+        # a successful initialize() (to name the provider in the READY event): the first
+        # moment a STALE event can stick. A start from the state cache announces it then,
+        # so the SDK's status is STALE from the start instead of READY until the next
+        # failed sync re-announces it. (Any other SDK still gets that re-announcement.)
+        if self._stale_after_sdk_ready == threading.get_ident():
+            self._stale_after_sdk_ready = None
+            threading.Thread(
+                target=self._announce_cached_stale, name="confidence-stale", daemon=True
+            ).start()
         return _METADATA
+
+    def _announce_cached_stale(self) -> None:
+        runtime = self._runtime
+        with self._event_lock:
+            # Under the lock, like _on_transition: a runtime READY (the CDN answered
+            # meanwhile) either already cleared is_stale, or is reported after this STALE.
+            if (
+                runtime is None
+                or not runtime.is_stale
+                or self._reported is not TransitionKind.READY
+            ):
+                return
+            self._reported = TransitionKind.STALE
+            logger.debug("Emitting PROVIDER_STALE (started from the state cache)")
+            self.emit_provider_stale(
+                ProviderEventDetails(message="serving a cached resolver state")
+            )
 
     @property
     def is_ready(self) -> bool:
@@ -440,6 +471,54 @@ class ConfidenceProvider(AbstractProvider):
             logger.warning(
                 "Dropped tracking event %r: %s", tracking_event_name, self._redact(str(exc))
             )
+
+    # -- debugging: explain ----------------------------------------------------------------------
+
+    def explain(
+        self,
+        flag_key: str,
+        context: EvaluationContext | Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """Why does `context` get what it gets from `flag_key`? The resolver's own trace.
+
+        Resolves the flag as an evaluation would (same state, rules, bucketing and
+        materialization reads) with tracing on, and returns every rule in order, the
+        criteria with the values seen and why they did not match, the bucketing and the
+        final variant and reason (`confidence.explain.Explanation`; `.render()` draws it
+        as a tree). Sends no exposure and counts in no statistics; materialization writes
+        are reported, not stored. A property path in `flag_key` is ignored.
+
+        `context` is an OpenFeature EvaluationContext or a plain mapping
+        (`{"targeting_key": ..., **attributes}`). Raises an OpenFeatureError
+        (PROVIDER_NOT_READY, FLAG_NOT_FOUND, INVALID_CONTEXT, GENERAL) when the flag
+        cannot be explained; an unknown flag is not an error (`presence == "not_found"`).
+        """
+        from dataclasses import replace
+
+        from confidence.explain import Explanation
+
+        if context is not None and not isinstance(context, EvaluationContext):
+            attributes = dict(context)
+            key = attributes.get("targeting_key")
+            if isinstance(key, str):
+                del attributes["targeting_key"]  # a non-string key stays an attribute
+            context = EvaluationContext(
+                targeting_key=key if isinstance(key, str) else None, attributes=attributes
+            )
+        prepared = self._prepare(flag_key, None, context)
+        if isinstance(prepared, FlagResolutionDetails):
+            raise OpenFeatureError(
+                prepared.error_code or ErrorCode.GENERAL, prepared.error_message
+            )
+        resolver, _lookup, request = prepared
+        try:
+            doc = resolver.explain(replace(request, apply=False, skip_logging=True))
+        except Exception as exc:
+            details = self._failure(None, exc)
+            raise OpenFeatureError(
+                details.error_code or ErrorCode.GENERAL, details.error_message
+            ) from None
+        return Explanation.from_document(doc)
 
     # -- lifecycle: async ------------------------------------------------------------------------
 
@@ -627,6 +706,9 @@ class ConfidenceProvider(AbstractProvider):
             if runtime.has_state:
                 # The SDK emits READY itself when we return; we must not add a second one.
                 self._reported = TransitionKind.READY
+                if runtime.is_stale:
+                    # Served from the state cache: STALE once the SDK has recorded READY.
+                    self._stale_after_sdk_ready = threading.get_ident()
                 return True
             self._reported = TransitionKind.ERROR
             return False
@@ -635,6 +717,7 @@ class ConfidenceProvider(AbstractProvider):
         with self._event_lock:
             self._initialized = False
             self._reported = None
+            self._stale_after_sdk_ready = None
 
     def _on_transition(self, transition: Transition) -> None:
         """Runtime status change (on the runtime's loop thread) -> OpenFeature event."""
@@ -644,6 +727,10 @@ class ConfidenceProvider(AbstractProvider):
             kind = transition.kind
             if kind is TransitionKind.CONFIGURATION_CHANGED:
                 if self._reported in (TransitionKind.READY, TransitionKind.STALE):
+                    logger.debug(
+                        "Emitting PROVIDER_CONFIGURATION_CHANGED (%d flag(s) changed)",
+                        len(transition.flags_changed),
+                    )
                     self.emit_provider_configuration_changed(
                         ProviderEventDetails(
                             flags_changed=list(transition.flags_changed),
@@ -654,6 +741,7 @@ class ConfidenceProvider(AbstractProvider):
             if kind is self._reported:
                 return
             self._reported = kind
+            logger.debug("Emitting PROVIDER_%s", kind.name)
             if kind is TransitionKind.READY:
                 self.emit_provider_ready(ProviderEventDetails(message=transition.message))
             elif kind is TransitionKind.STALE:

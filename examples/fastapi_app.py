@@ -60,6 +60,17 @@ def _text(value: object) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
+@app.get("/")
+async def index() -> dict[str, Any]:
+    """What to call: this app has no page of its own."""
+    return {
+        "app": "Confidence flags with FastAPI (examples/fastapi_app.py)",
+        "try": ["/checkout?user=alice&country=SE", "/checkout?user=bob", "/health"],
+        "checkout": "evaluates the flag `checkout` (enabled, layout) for ?user=...&country=...",
+        "health": "the OpenFeature provider status",
+    }
+
+
 @app.get("/checkout")
 async def checkout(user: str, country: str | None = None) -> dict[str, Any]:
     context = EvaluationContext(user, {"country": country} if country else {})

@@ -75,6 +75,17 @@ def _text(value: object) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
 
 
+@app.get("/")
+def index() -> dict[str, Any]:
+    """What to call: this app has no page of its own."""
+    return {
+        "app": "Confidence flags with Flask (examples/flask_app.py)",
+        "try": ["/checkout?user=alice&country=SE", "/checkout?user=bob", "/health"],
+        "checkout": "evaluates the flag `checkout` (enabled, layout) for ?user=...&country=...",
+        "health": "the OpenFeature provider status",
+    }
+
+
 @app.get("/checkout")
 def checkout() -> dict[str, Any]:
     user = request.args["user"]

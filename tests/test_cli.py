@@ -267,3 +267,46 @@ def test_fetch_failures(confidence_emulator_sync: ConfidenceEmulator, tmp_path: 
     assert no_key.returncode == 2 and "--encryption-key is required" in no_key.stderr
     assert not target.exists()  # nothing written on failure
     assert "Traceback" not in wrong_key.stderr + down.stderr + no_key.stderr
+
+
+# -- exit codes, -v, epilogs --------------------------------------------------------------------
+
+
+def test_a_wrong_key_of_valid_form_exits_1_as_the_epilog_says(files: dict[str, Path]) -> None:
+    wrong = "2e" * 32
+    for command in (["resolve", "--flag", "feature"], ["inspect"], ["explain", "--flag", "x"]):
+        result = cli(
+            *command[:1],
+            "--state",
+            str(files["encrypted"]),
+            "--encryption-key",
+            wrong,
+            *command[1:],
+        )
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr.startswith("error: ") and "decrypt" in result.stderr
+        assert wrong not in result.stderr
+    assert "1 failed (" in cli("inspect", "--help").stdout
+    assert "state not decryptable" in cli("inspect", "--help").stdout
+
+
+def test_epilogs_of_commands_that_resolve_nothing_do_not_mention_resolution() -> None:
+    for command in ("inspect", "fetch", "precompile"):
+        text = cli(command, "--help").stdout
+        assert "exit status" in text, command
+        assert "resolution error" not in text, command
+    assert "resolution error" in cli("resolve", "--help").stdout
+
+
+@requires_wasm
+def test_verbose_says_what_was_loaded(files: dict[str, Path]) -> None:
+    quiet = cli("resolve", "--state", str(files["client"]), "--flag", "feature")
+    loud = cli("-v", "resolve", "--state", str(files["client"]), "--flag", "feature")
+    assert quiet.returncode == loud.returncode == 0
+    assert quiet.stderr == ""
+    assert "state from" in loud.stderr and "resolver loaded" in loud.stderr
+    same = ("value", "variant", "reason")
+    q, lo = json.loads(quiet.stdout), json.loads(loud.stdout)
+    assert [q[k] for k in same] == [lo[k] for k in same]
+    inspect = cli("-v", "inspect", "--state", str(files["client"]))
+    assert "state from" in inspect.stderr

@@ -33,3 +33,24 @@ def test_cli_needs_a_command() -> None:
     )
     assert result.returncode == 2
     assert "demo" in result.stderr
+
+
+@requires_wasm
+def test_demo_table_columns_line_up_even_on_object_values() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "confidence", "demo"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["via", "user"])
+    table = lines[start : lines.index("", start)]
+    assert any("{'enabled'" in line for line in table)  # object values are in it
+    header = table[0]
+    for column in ("variant", "reason"):
+        at = header.index(column)
+        for line in table[1:]:
+            # every row's cell starts at the header's column, after a blank
+            assert line[at - 1] == " " and line[at] != " ", (column, line)

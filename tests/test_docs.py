@@ -108,3 +108,82 @@ def test_testing_guide_example_passes_under_pytest(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "3 passed" in proc.stdout
+
+
+# -- what a newcomer reads first --------------------------------------------------------------
+
+README = ROOT / "README.md"
+
+
+def test_readme_option_list_names_every_constructor_argument() -> None:
+    options = _section(README.read_text(), "Use it").split("### Options", 1)[1]
+    options = options.split("\n### ", 1)[0]
+    parameters = list(inspect.signature(ConfidenceProvider.__init__).parameters)[1:]
+    missing = [name for name in parameters if f"{name}=" not in options and name != "client_secret"]
+    assert missing == [], f"README's option list lacks {missing}"
+
+
+_PIP = re.compile(r"pip install ([^`\n]+)")
+
+
+def test_install_lines_install_this_repository_not_the_pypi_namesake() -> None:
+    """`pip install confidence-openfeature-provider` fetches the official provider from PyPI."""
+    pages = [README, ROOT / "examples" / "README.md", *PAGES]
+    for page in pages:
+        for target in _PIP.findall(page.read_text()):
+            first = target.split()[0].strip("'\"")
+            if first in ("nox", "-y", "-e", "-q") or first.startswith("--"):
+                continue
+            assert first.startswith((".", "/", "git+")), f"{page.name}: pip install {target}"
+    text = README.read_text()
+    assert "official" in text and "pip install '.[otel]'" in text
+    assert "pip install '.[examples]'" in (ROOT / "examples" / "README.md").read_text()
+
+
+def test_the_examples_extra_installs_the_frameworks() -> None:
+    tomllib = pytest.importorskip("tomllib")
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0] for dep in extras["examples"]}
+    assert {"fastapi", "uvicorn", "flask"} <= names
+
+
+@requires_wasm
+def test_debugging_page_shows_the_real_explain_output() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(DOCS / "snippets" / "debugging_explain.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no match (not_in_list)" in proc.stdout
+    assert proc.stdout.rstrip("\n") in (DOCS / "debugging.md").read_text()
+
+
+def _code_lines(page: Path) -> list[str]:
+    """Lines of a page's code blocks, with included snippets expanded."""
+    lines: list[str] = []
+    for _language, code in _FENCE.findall(page.read_text()):
+        for included in _SNIPPET.findall(code):
+            code = code.replace(f'--8<-- "{included}"', (ROOT / included).read_text())
+        lines.extend(code.splitlines())
+    return lines
+
+
+@pytest.mark.parametrize("name", ["quickstart.md", "debugging.md"])
+def test_code_lines_fit_the_content_column(name: str) -> None:
+    """The theme's content column shows about 82 monospace characters; longer lines are
+    cut off behind a scroll bar."""
+    long = [line for line in _code_lines(DOCS / name) if len(line) > 80]
+    assert long == [], long
+
+
+def test_table_identifiers_do_not_break_mid_word() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert "stylesheets/extra.css" in config
+    css = (DOCS / "stylesheets" / "extra.css").read_text()
+    assert "td:nth-child(-n + 2) code" in css and "nowrap" in css

@@ -156,6 +156,15 @@ def serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
     assert proc.returncode == 0, f"{args} exited with {proc.returncode}:\n{_output(log)}"
 
 
+def index_points_to_checkout(url: str) -> None:
+    """`/` answers what to call instead of a 404."""
+    response = httpx.get(f"{url}/", timeout=10.0)
+    assert response.status_code == 200, response.text
+    hints = response.json()["try"]
+    assert "/checkout?user=alice&country=SE" in hints
+    assert checkout(url, user="alice", country="SE") == ALICE  # the hint works
+
+
 def checkout(url: str, **params: str) -> dict[str, Any]:
     response = httpx.get(f"{url}/checkout", params=params, timeout=10.0)
     assert response.status_code == 200, response.text
@@ -181,6 +190,7 @@ def test_fastapi_example_under_uvicorn(emulator: ConfidenceEmulator, tmp_path: P
     with serving(args, example_env(emulator), tmp_path / "uvicorn.log") as url:
         # The lifespan finished before uvicorn accepted a request: flags are ready at once.
         assert httpx.get(f"{url}/health", timeout=5.0).json() == {"flags": "READY"}
+        index_points_to_checkout(url)
         assert checkout(url, user="alice", country="SE") == ALICE
         assert checkout(url, user="bob", country="US") == BOB
     # SIGINT -> uvicorn's graceful shutdown -> lifespan exit -> the provider's final flush
@@ -194,6 +204,7 @@ def test_flask_example_on_the_development_server(
     args = [sys.executable, str(EXAMPLES / "flask_app.py")]
     with serving(args, example_env(emulator), tmp_path / "flask.log") as url:
         assert httpx.get(f"{url}/health", timeout=5.0).json() == {"flags": "READY"}
+        index_points_to_checkout(url)
         assert checkout(url, user="alice", country="SE") == ALICE
         assert checkout(url, user="bob", country="US") == BOB
     # Ctrl-C ends app.run(); the atexit api.shutdown() flushed the exposures.

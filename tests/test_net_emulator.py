@@ -481,3 +481,63 @@ async def test_truncation_leaves_bodiless_responses_alone(anyio_backend: str) ->
         with pytest.raises(aiohttp.ClientPayloadError):
             async with s.get(emu.state_url()) as resp:
                 await resp.read()
+
+
+def test_cli_logs_each_request_and_summarizes_at_exit(tmp_path: Path) -> None:
+    """A provider beside `python -m confidence.testing.emulator` can see what arrived."""
+    from openfeature.evaluation_context import EvaluationContext
+
+    from confidence import ConfidenceProvider
+    from tests.provider_support import sample_state
+
+    state_file = tmp_path / "state.pb"
+    state_file.write_bytes(sample_state(secret=SECRET).build_client_state())
+    key_hex = "ab" * 32
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "confidence.testing.emulator",
+            "--state",
+            str(state_file),
+            "--secret",
+            SECRET,
+            "--encryption-key",
+            key_hex,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().split(" on ", 1)[1].strip()
+        provider = ConfidenceProvider(
+            SECRET,
+            encryption_key=key_hex,
+            cdn_base_url=base,
+            api_base_url=base,
+            events_base_url=base,
+            log_poll_interval=60.0,
+        )
+        provider.initialize(EvaluationContext())
+        try:
+            ctx = EvaluationContext("user-1", {"country": "SE"})
+            for _ in range(3):
+                assert provider.resolve_boolean_details("swedish.enabled", False, ctx).value is True
+        finally:
+            provider.shutdown()  # flushes: one flag-log request
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    access = [line for line in out.splitlines() if line.startswith(("GET ", "POST "))]
+    assert any(line.startswith("GET /") and " 200 " in line for line in access), out
+    assert any(line.startswith("POST /v1/clientFlagLogs:write 200 ") for line in access), out
+    assert secret_hash(SECRET) not in out  # only a prefix of the hash is shown
+    summary = out.split("summary:", 1)[1]
+    assert "flag-log requests: 1 (1 accepted)" in summary, summary
+    assert "exposures: 1" in summary and "resolve counts: 3" in summary, summary
+    assert "state fetches: " in summary and "events: 0" in summary

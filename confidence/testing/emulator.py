@@ -9,7 +9,10 @@ One aiohttp server plays all the roles (protocol §1):
 * the remote materialization store: ``POST /v1/materialization:readMaterializedOperations`` and
   ``:writeMaterializedOperations`` (§5.2), backed by a dict;
 * event tracking: ``POST /v1/events:publish`` (§4.5, proto-JSON ``PublishEventsRequest``), decoded
-  and kept; ``reject_event_definitions()`` makes it answer per-event ``errors[]``.
+  and kept; ``reject_event_definitions()`` makes it answer per-event ``errors[]``;
+* explain (ours, for debugging tests): ``POST /v1/explain`` with ``{"flag": "x", "context":
+  {...}}`` and the ``ClientSecret`` header answers the resolver's trace of that flag over the
+  served state (docs/debugging.md); ``emulator.explain(flag, context)`` is the same in Python.
 
 Every request is recorded with its raw headers, and faults can be injected per route (delay,
 status, garbage, truncation, dropped connection, hang) to exercise the client's failure paths
@@ -29,7 +32,8 @@ Usage::
         ...
 
 CLI: ``python -m confidence.testing.emulator --state PATH --secret S [--port N]
-[--encryption-key HEX] [--account ID]``.
+[--encryption-key HEX] [--account ID] [--quiet]``: prints one access-log line per request
+(method, path, status, bytes) and a per-route summary at exit.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import argparse
 import contextlib
 import enum
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -99,6 +104,7 @@ CLOUDFLARE_INGEST_PATH: Final = "/v1/flagLogs:ingest"
 MATERIALIZATION_READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
 MATERIALIZATION_WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
 EVENTS_PUBLISH_PATH: Final = "/v1/events:publish"
+EXPLAIN_PATH: Final = "/v1/explain"
 
 _PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
 # Flag-log batches reach ~4 MiB plus resolve info (§3.1); aiohttp's default cap is 1 MiB.
@@ -114,6 +120,7 @@ class Route(str, enum.Enum):
     MATERIALIZATION_READ = "materialization_read"
     MATERIALIZATION_WRITE = "materialization_write"
     EVENTS = "events"
+    EXPLAIN = "explain"
 
 
 # -- faults -------------------------------------------------------------------------------
@@ -282,9 +289,11 @@ class ConfidenceEmulator:
         account_id: str = DEFAULT_ACCOUNT_ID,
         log_destinations: Sequence[int] = (),
         ssl_context: ssl.SSLContext | None = None,
+        access_log: Callable[[str], None] | None = None,
     ) -> None:
         """``ssl_context``: serve HTTPS with it (e.g. a self-signed certificate, to check
-        that clients verify certificates); the base URLs then start with ``https://``."""
+        that clients verify certificates); the base URLs then start with ``https://``.
+        ``access_log``: called with one line per request (method, path, status, bytes)."""
         if isinstance(encryption_key, str):
             encryption_key = parse_encryption_key(encryption_key)
         elif encryption_key is None:
@@ -310,6 +319,9 @@ class ConfidenceEmulator:
         self._inclusions: set[tuple[str, str]] = set()
         self._event_requests: list[Any] = []  # events_pb2.PublishEventsRequest
         self._rejected_event_definitions: set[str] = set()
+        self._access_log = access_log
+        # The resolver for /v1/explain, built on first use for the served state.
+        self._explainer: tuple[_ServedState, Any] | None = None
 
         self._runner: web.AppRunner | None = None
         self._shutdown: anyio.Event | None = None
@@ -343,6 +355,7 @@ class ConfidenceEmulator:
         app.router.add_post(MATERIALIZATION_READ_PATH, self._handle_materialization_read)
         app.router.add_post(MATERIALIZATION_WRITE_PATH, self._handle_materialization_write)
         app.router.add_post(EVENTS_PUBLISH_PATH, self._handle_events)
+        app.router.add_post(EXPLAIN_PATH, self._handle_explain)
         # A short shutdown timeout: handlers still delayed when a test ends are cancelled
         # instead of holding teardown for aiohttp's default 60 s.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
@@ -363,6 +376,9 @@ class ConfidenceEmulator:
         if self._shutdown is not None:
             self._shutdown.set()  # releases Hang/Delay handlers so cleanup is quick
         await runner.cleanup()
+        explainer, self._explainer = self._explainer, None
+        if explainer is not None:
+            explainer[1].close()
 
     @contextlib.contextmanager
     def run_in_thread(self) -> Iterator[ConfidenceEmulator]:
@@ -624,6 +640,24 @@ class ConfidenceEmulator:
         request: web.Request,
         produce: Callable[[web.Request, bytes], Awaitable[web.Response]],
     ) -> web.StreamResponse:
+        response = await self._serve_faulted(route, request, produce)
+        if self._access_log is not None:
+            size = (
+                len(response.body)
+                if isinstance(response, web.Response) and isinstance(response.body, bytes)
+                else response.content_length or 0
+            )
+            # The state path is the secret's SHA-256: show a prefix, enough to tell apart.
+            path = request.path.replace(self.secret_hash, self.secret_hash[:8] + "...")
+            self._access_log(f"{request.method} {path} {response.status} {size}")
+        return response
+
+    async def _serve_faulted(
+        self,
+        route: Route,
+        request: web.Request,
+        produce: Callable[[web.Request, bytes], Awaitable[web.Response]],
+    ) -> web.StreamResponse:
         body = await request.read()
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers)
         with self._lock:
@@ -843,6 +877,102 @@ class ConfidenceEmulator:
             text=json_format.MessageToJson(response, indent=None), content_type="application/json"
         )
 
+    async def _handle_explain(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(Route.EXPLAIN, request, self._explain_response)
+
+    async def _explain_response(self, request: web.Request, body: bytes) -> web.Response:
+        if request.headers.get("Authorization") != f"ClientSecret {self.client_secret}":
+            return web.Response(status=401, text="missing or invalid client secret")
+        try:
+            query = json.loads(body)
+            flag, context = query["flag"], query.get("context", {})
+            if not isinstance(flag, str) or not isinstance(context, dict):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return web.Response(
+                status=400, text='expected {"flag": "name", "context": {...}} as JSON'
+            )
+        try:
+            doc = self._explain_document(flag, context)
+        except LookupError as exc:
+            return web.Response(status=404, text=str(exc))
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+        return web.Response(text=json.dumps(doc), content_type="application/json")
+
+    def explain(self, flag: str, context: dict[str, Any] | None = None) -> Any:
+        """The resolver's trace (``confidence.explain.Explanation``) of ``flag`` for
+        ``context`` over the served state and the emulator's materializations; nothing is
+        logged. ``print(emulator.explain("my-flag", ctx).render())`` shows why a test got
+        the value it got."""
+        from confidence.explain import Explanation
+
+        return Explanation.from_document(self._explain_document(flag, context or {}))
+
+    def _explain_document(self, flag: str, context: dict[str, Any]) -> dict[str, Any]:
+        from confidence._abi import (
+            MaterializationMode,
+            MaterializationRecord,
+            ResolveRequest,
+            ResolverError,
+        )
+        from confidence._pool import ResolverPool
+
+        with self._lock:
+            served = self._served
+            records = tuple(
+                MaterializationRecord(u, m, r, v) for (u, m, r), v in self._variants.items()
+            ) + tuple(MaterializationRecord(u, m, "", "") for u, m in self._inclusions)
+        if served is None:
+            raise LookupError("no state is served")
+        explainer = self._explainer
+        if explainer is None or explainer[0] is not served:
+            decoded = decode_client_resolver_state(served.client_state)
+            pool = ResolverPool(1, enable_apply_dedup=False, disable_exposure_collection=True)
+            pool.set_state(decoded.state, decoded.account)
+            if explainer is not None:
+                explainer[1].close()
+            explainer = self._explainer = (served, pool)
+        name = flag if flag.startswith("flags/") else f"flags/{flag}"
+        request = ResolveRequest(
+            flags=(name,),
+            context_json=json.dumps(context).encode("utf-8"),
+            client_secret=self.client_secret,
+            apply=False,
+            materialization_mode=MaterializationMode.COMPLETE,
+            materializations=records,
+            skip_logging=True,
+        )
+        try:
+            with explainer[1].borrow() as instance:
+                result = instance.explain(request)
+        except ResolverError as exc:
+            raise ValueError(str(exc).replace(self.client_secret, "***")) from None
+        assert isinstance(result, dict)  # COMPLETE mode never suspends
+        return result
+
+    def summary(self) -> str:
+        """What the emulator received, per route (the CLI prints it at exit)."""
+        requests = self.requests
+        by_route: dict[Route, list[RecordedRequest]] = {route: [] for route in Route}
+        for r in requests:
+            by_route[r.route].append(r)
+        resolves = sum(sum(v.values()) for v in self.resolve_counts().values())
+        with self._lock:
+            mat_reads = len(self._materialization_reads)
+            mat_writes = len(self._materialization_writes)
+        lines = [
+            f"state fetches: {len(by_route[Route.STATE])}",
+            f"flag-log requests: {len(by_route[Route.FLAG_LOGS]) + len(by_route[Route.INGEST])}"
+            f" ({len(self.all_flag_log_batches())} accepted)",
+            f"exposures: {self.exposure_count()}",
+            f"resolve counts: {resolves}",
+            f"events: {len(self.events())}",
+            f"materialization calls: {mat_reads} reads, {mat_writes} writes",
+            f"explain requests: {len(by_route[Route.EXPLAIN])}",
+        ]
+        return "\n".join(lines)
+
     @staticmethod
     def _protobuf_response(message: Any) -> web.Response:
         return web.Response(body=message.SerializeToString(), content_type="application/x-protobuf")
@@ -909,6 +1039,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         help="LogDestination number (repeatable: primary, fallback); 2 = Cloudflare",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no access log (the summary at exit stays)"
+    )
     return parser.parse_args(argv)
 
 
@@ -922,7 +1055,11 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         data = f.read()
     kind, payload = _load_state_file(data, args.format, key)
     emulator = ConfidenceEmulator(
-        client_secret=args.secret, encryption_key=key, host=args.host, port=args.port
+        client_secret=args.secret,
+        encryption_key=key,
+        host=args.host,
+        port=args.port,
+        access_log=None if args.quiet else (lambda line: print(line, flush=True)),
     )
     if kind == "client-state":
         emulator.set_client_state(payload)
@@ -934,8 +1071,23 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         print(f"Confidence emulator on {emulator.base_url}", flush=True)
         print(f"  state ({kind}): {emulator.state_url(encrypted=True)}", flush=True)
         print(f"  encryption key: {emulator.encryption_key_hex}", flush=True)
+        print(f"  explain: POST {emulator.base_url}{EXPLAIN_PATH}", flush=True)
         print("  Ctrl-C to stop", flush=True)
-        await anyio.sleep_forever()
+        try:
+            await _until_signal()
+        finally:
+            print("summary:", flush=True)
+            for line in emulator.summary().splitlines():
+                print(f"  {line}", flush=True)
+
+
+async def _until_signal() -> None:
+    """Sleep until SIGINT or SIGTERM (so the summary prints on either)."""
+    import signal
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,9 @@ with TemporaryDirectory() as tmp:
     state_file = Path(tmp) / "state.pb"
     state_file.write_bytes(state.build_client_state())
 
-    api.set_provider_and_wait(ConfidenceProvider("my-secret", state_file=state_file, offline=True))
+    api.set_provider_and_wait(
+        ConfidenceProvider("my-secret", state_file=state_file, offline=True)
+    )
     client = api.get_client()
 
     sweden = EvaluationContext("alice", {"country": "SE"})

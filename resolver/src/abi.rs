@@ -98,6 +98,20 @@ pub extern "C" fn cr_resolve(len: i32) -> i64 {
     })
 }
 
+/// Explains one flag for one context (see `Instance::explain_json`): a separate export,
+/// so `cr_resolve` carries no tracing at all. The request is a `ResolveCall` with one flag;
+/// the answer is JSON. Nothing is logged.
+#[no_mangle]
+pub extern "C" fn cr_explain(len: i32) -> i64 {
+    call(len, |inst, input, out| {
+        let req: ResolveCall = decode(input, "ResolveCall")?;
+        let mut json = String::with_capacity(1024);
+        inst.explain_json(&req, &mut json)?;
+        out.extend_from_slice(json.as_bytes());
+        Ok(())
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn cr_flush_logs(len: i32) -> i64 {
     call(len, |inst, input, out| {

@@ -11,7 +11,8 @@ use crate::proto::api::ResolveReason;
 use crate::proto::types::flag_schema::StructFlagSchema;
 use crate::json::write_string;
 use crate::proto::api::MaterializationRecord;
-use crate::resolve::{client_for, resolve, FlagOutcome, Outcome};
+use crate::resolve::{client_for, explain, resolve, Explained, FlagOutcome, Outcome};
+use crate::trace::JsonTrace;
 use std::fmt::Write as _;
 use crate::rng::Rng;
 use crate::state::State;
@@ -132,6 +133,105 @@ impl Instance {
             }
         }
         Ok(answer(state, Resolution::Resolved { flags: &flags, writes, resolve_id }))
+    }
+
+    /// Explains one flag (`call.flags` holds exactly one name) for `call`'s context and
+    /// writes the trace as JSON (the `cr_explain` response). Never logged: no resolve
+    /// info, no exposure, no resolve id drawn. Suspended (discovery): `{"s":[reads]}`,
+    /// like `resolve_json`; the host answers the reads and explains again in COMPLETE mode.
+    /// Otherwise:
+    /// `{"flag","client","presence","rules":[{"name","segment","enabled","environments",
+    /// "targeting_key":{"selector","seen","unit"},"materialization_read":{..},
+    /// "segments":[{"name","criteria":[{"id","kind",..,"matched","reason"}],"targeting",
+    /// "bitset","matched"}],"sticky","bucketing":{"unit","salt","bucket","bucket_count",
+    /// "full_rollout","assignment"},"materialization_write","outcome"}],"reason","variant",
+    /// "value","rule","assignment_id","unit","should_apply","fallthroughs":[..],
+    /// "writes":[..]}`. Rule outcomes are `match`, `match_client_default`, `fallthrough`,
+    /// a skip reason (e.g. `segment_not_matched`, `bucket_not_allocated`) or a stop reason
+    /// (`targeting_key_error`); rules after the deciding one are absent.
+    pub fn explain_json(&self, call: &ResolveCall, out: &mut String) -> Result<(), String> {
+        let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
+        let client = client_for(state, &call.client_secret)?;
+        let flag_name = match call.flags.as_slice() {
+            [one] => one.as_str(),
+            other => return Err(format!("explain takes exactly one flag, got {}", other.len())),
+        };
+        let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
+        let mode = match MaterializationMode::from_i32(call.materialization_mode) {
+            Some(MaterializationMode::Unsupported) => Mode::Unsupported,
+            Some(MaterializationMode::Discovery) => Mode::Discovery,
+            Some(MaterializationMode::Complete) => Mode::Complete,
+            None => return Err(format!("unknown materialization mode {}", call.materialization_mode)),
+        };
+        let mut tr = JsonTrace::new();
+        let explained = explain(state, client, &ctx, flag_name, mode, &call.materializations, &mut tr)?;
+        let (presence, outcome, writes) = match explained {
+            Explained::Suspended { reads } => {
+                out.push_str("{\"s\":");
+                write_records(out, &reads);
+                out.push('}');
+                return Ok(());
+            }
+            Explained::Absent(p) => (p, None, Vec::new()),
+            Explained::Resolved { outcome, writes } => (crate::resolve::Presence::Resolved, Some(outcome), writes),
+        };
+        out.push_str("{\"flag\":");
+        write_string(out, flag_name);
+        out.push_str(",\"client\":");
+        write_string(out, &client.client);
+        out.push_str(",\"presence\":");
+        write_string(out, presence.as_str());
+        out.push(',');
+        tr.write_rules(out);
+        let reason = match (&outcome, presence) {
+            (Some(o), _) => o.reason,
+            (None, crate::resolve::Presence::Archived) => ResolveReason::FlagArchived,
+            (None, _) => ResolveReason::FlagNotFound,
+        };
+        out.push_str(",\"reason\":");
+        write_string(out, reason.as_str_name().trim_start_matches("RESOLVE_REASON_"));
+        if let Some(f) = &outcome {
+            out.push_str(",\"variant\":");
+            write_string(out, f.variant_name());
+            out.push_str(",\"value\":");
+            match f.variant {
+                Some(v) => out.push_str(&state.variant_json(f.flag, v)),
+                None if f.reason == ResolveReason::Match => out.push_str("{}"),
+                None => out.push_str("null"),
+            }
+            out.push_str(",\"rule\":");
+            write_string(out, f.rule_name());
+            out.push_str(",\"segment\":");
+            write_string(out, f.segment());
+            out.push_str(",\"assignment_id\":");
+            write_string(out, &f.assignment_id);
+            out.push_str(",\"unit\":");
+            match &f.unit {
+                Some(u) => write_string(out, u),
+                None => out.push_str("null"),
+            }
+            let _ = write!(out, ",\"should_apply\":{}", f.should_apply());
+            out.push_str(",\"fallthroughs\":[");
+            for (i, ft) in f.fallthroughs.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"rule\":");
+                write_string(out, &ft.rule);
+                out.push_str(",\"assignment_id\":");
+                write_string(out, &ft.assignment_id);
+                out.push_str(",\"unit\":");
+                write_string(out, &ft.unit);
+                out.push('}');
+            }
+            out.push(']');
+        } else {
+            out.push_str(",\"variant\":\"\",\"value\":null,\"rule\":\"\",\"segment\":\"\",\"assignment_id\":\"\",\"unit\":null,\"should_apply\":false,\"fallthroughs\":[]");
+        }
+        out.push_str(",\"writes\":");
+        write_records(out, &writes);
+        out.push('}');
+        Ok(())
     }
 
     pub fn flush_logs(&mut self, req: FlushLogs) -> FlushLogsResult {

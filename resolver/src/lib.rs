@@ -11,6 +11,7 @@ pub mod targeting;
 pub mod resolve;
 pub mod logs;
 pub mod rng;
+pub mod trace;
 
 /// Reported as ConfigureResult.resolver_version and TelemetryData.resolver_version.
 pub const RESOLVER_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -23,3 +24,5 @@ mod tests_resolve;
 mod tests_instance;
 #[cfg(test)]
 mod tests_fuzz;
+#[cfg(test)]
+mod tests_explain;

@@ -9,6 +9,7 @@ use crate::proto::api::{MaterializationRecord, ResolveReason};
 use crate::proto::types::flag_schema::{SchemaType, StructFlagSchema};
 use crate::state::{ClientIdentity, State};
 use crate::targeting::{EvalError, Evaluator, Tri};
+use crate::trace::{NoTrace, Trace};
 use crate::value::{Context, Value};
 
 pub const MAX_FLAGS_PER_REQUEST: usize = 1000;
@@ -179,6 +180,71 @@ pub fn resolve<'s>(
     Ok(Outcome::Resolved { flags: outcomes, writes: mat.into_writes() })
 }
 
+/// Why a flag is or is not part of a resolve response for this client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Resolved,
+    NotFound,
+    Archived,
+    Inactive,
+    NotEnabledForClient,
+}
+
+impl Presence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Resolved => "resolved",
+            Presence::NotFound => "not_found",
+            Presence::Archived => "archived",
+            Presence::Inactive => "inactive",
+            Presence::NotEnabledForClient => "not_enabled_for_client",
+        }
+    }
+}
+
+/// One flag's explained resolve.
+#[derive(Debug)]
+pub enum Explained<'s> {
+    /// The flag is absent from resolve responses (rules are not evaluated).
+    Absent(Presence),
+    Resolved { outcome: FlagOutcome<'s>, writes: Vec<MaterializationRecord> },
+    Suspended { reads: Vec<MaterializationRecord> },
+}
+
+/// Resolves one flag exactly as `resolve` would (same selection, same `resolve_flag`),
+/// reporting each step to `tr`. Nothing is logged: the caller never records it.
+pub fn explain<'s, T: Trace>(
+    state: &'s State,
+    client: &ClientIdentity,
+    ctx: &Context,
+    flag_name: &str,
+    mode: Mode,
+    records: &[MaterializationRecord],
+    tr: &mut T,
+) -> Result<Explained<'s>, String> {
+    let flag = match state.flag_index.get(flag_name).and_then(|i| state.flags.get(*i)) {
+        None => return Ok(Explained::Absent(Presence::NotFound)),
+        Some(f) => f,
+    };
+    if flag.state == FlagState::Archived as i32 {
+        return Ok(Explained::Absent(Presence::Archived));
+    }
+    if flag.state != FlagState::Active as i32 {
+        return Ok(Explained::Absent(Presence::Inactive));
+    }
+    if !flag.clients.iter().any(|c| *c == client.client) {
+        return Ok(Explained::Absent(Presence::NotEnabledForClient));
+    }
+    let mut mat = Materializer::new(mode, records);
+    let mut out = resolve_flag_traced(state, flag, ctx, client, &mut mat, tr)?;
+    let reads = mat.take_reads();
+    if out.deferred && !reads.is_empty() {
+        return Ok(Explained::Suspended { reads });
+    }
+    out.deferred = false;
+    Ok(Explained::Resolved { outcome: out, writes: mat.into_writes() })
+}
+
 fn is_full_rollout(spec: &AssignmentSpec) -> bool {
     match spec.assignments.as_slice() {
         [a] => match a.bucket_ranges.as_slice() {
@@ -237,20 +303,37 @@ pub fn resolve_flag<'s>(
     client: &ClientIdentity,
     mat: &mut Materializer,
 ) -> Result<FlagOutcome<'s>, String> {
+    resolve_flag_traced(state, flag, ctx, client, mat, &mut NoTrace)
+}
+
+/// `resolve_flag` reporting each step to `tr` (explain). With `NoTrace` the hooks are
+/// empty and `T::ON` is false, so this is the plain resolve.
+pub fn resolve_flag_traced<'s, T: Trace>(
+    state: &'s State,
+    flag: &'s Flag,
+    ctx: &Context,
+    client: &ClientIdentity,
+    mat: &mut Materializer,
+    tr: &mut T,
+) -> Result<FlagOutcome<'s>, String> {
     let mut out = FlagOutcome::new(flag);
     if flag.state == FlagState::Archived as i32 {
         return Ok(out.reason_only(ResolveReason::FlagArchived));
     }
     let mut missing_reads = false;
     for rule in &flag.rules {
+        tr.rule(rule);
         // 1-3: enabled, environments, segment exists
         if !rule.enabled {
+            tr.skip("rule_disabled");
             continue;
         }
         if !rule.environments.is_empty() && !rule.environments.iter().any(|e| client.environments.contains(e)) {
+            tr.skip("environment_not_matched");
             continue;
         }
         if !state.segments.contains_key(&rule.segment) {
+            tr.skip("segment_missing");
             continue;
         }
         // 4: the unit. A blank selector is "the default selector" of resolve.md §3.4: it
@@ -263,26 +346,39 @@ pub fn resolve_flag<'s>(
         let is_default = rule.targeting_key_selector.is_empty();
         let selector: &str = if is_default { DEFAULT_SELECTOR } else { &rule.targeting_key_selector };
         let full_rollout = rule.assignment_spec.as_ref().map(is_full_rollout).unwrap_or(false);
-        let unit: Option<String> = match ctx.lookup(selector) {
+        let seen = ctx.lookup(selector);
+        let unit: Option<String> = match seen {
             None | Some(Value::Null) => {
+                tr.unit(selector, seen, None);
                 if is_default {
                     None
                 } else {
+                    tr.skip("targeting_key_missing");
                     continue;
                 }
             }
             Some(v) => match unit_from(v) {
                 Some(u) => Some(u),
                 None if is_default && full_rollout => None,
-                None => return Ok(out.stop(ResolveReason::TargetingKeyError, missing_reads)),
+                None => {
+                    tr.unit(selector, seen, None);
+                    tr.stop("targeting_key_error");
+                    return Ok(out.stop(ResolveReason::TargetingKeyError, missing_reads));
+                }
             },
         };
+        if T::ON && seen.map(|v| !v.is_null()).unwrap_or(false) {
+            tr.unit(selector, seen, unit.as_deref());
+        }
         // 5
         let spec = match &rule.assignment_spec {
-            None => continue,
+            None => {
+                tr.skip("no_assignment_spec");
+                continue;
+            }
             Some(s) => s,
         };
-        let mut ev = Evaluator { state, ctx, mat: &mut *mat, depth: 0 };
+        let mut ev = Evaluator { state, ctx, mat: &mut *mat, depth: 0, trace: &mut *tr };
 
         // 6: materialization read
         let mut matched_by_mat = false;
@@ -290,18 +386,26 @@ pub fn resolve_flag<'s>(
         let read_spec = rule.materialization_spec.as_ref().filter(|m| !m.read_materialization.is_empty());
         if let Some(ms) = read_spec {
             let u = match &unit {
-                None => continue,
+                None => {
+                    ev.trace.skip("materialization_read_without_unit");
+                    continue;
+                }
                 Some(u) => u.as_str(),
             };
             let mode = ms.mode.clone().unwrap_or_default();
             let answer = match mat_step(ev.mat.read_variant(u, &ms.read_materialization, &rule.name))? {
                 Step::Go(a) => a,
                 Step::Skip => continue,
-                Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
+                Step::Stop(r) => {
+                    ev.trace.stop("materialization_not_supported");
+                    return Ok(out.stop(r, missing_reads));
+                }
             };
+            ev.trace.mat_read(&ms.read_materialization, &answer);
             match answer {
                 ReadAnswer::NotRecorded => {
                     if mode.materialization_must_match {
+                        ev.trace.skip("materialization_must_match");
                         continue;
                     }
                 }
@@ -311,8 +415,14 @@ pub fn resolve_flag<'s>(
                     } else {
                         match eval_step(ev.segment_targeting(&rule.segment, Some(u))) {
                             Step::Go(t) => t,
-                            Step::Skip => continue,
-                            Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
+                            Step::Skip => {
+                                ev.trace.skip("unrecognized_targeting_rule");
+                                continue;
+                            }
+                            Step::Stop(r) => {
+                                ev.trace.stop("materialization_not_supported");
+                                return Ok(out.stop(r, missing_reads));
+                            }
                         }
                     };
                     match targeted {
@@ -320,9 +430,13 @@ pub fn resolve_flag<'s>(
                             matched_by_mat = true;
                             sticky_variant = variant;
                         }
-                        Tri::False => continue,
+                        Tri::False => {
+                            ev.trace.skip("segment_targeting_not_matched");
+                            continue;
+                        }
                         Tri::Unknown => {
                             missing_reads = true;
+                            ev.trace.skip("materialization_reads_pending");
                             continue;
                         }
                     }
@@ -336,21 +450,33 @@ pub fn resolve_flag<'s>(
             let mut path = Vec::new();
             match eval_step(ev.segment(&rule.segment, unit.as_deref(), &mut path)) {
                 Step::Go(Tri::True) => {}
-                Step::Go(Tri::False) | Step::Skip => continue,
-                Step::Go(Tri::Unknown) => {
-                    missing_reads = true;
+                Step::Go(Tri::False) => {
+                    ev.trace.skip("segment_not_matched");
                     continue;
                 }
-                Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
+                Step::Skip => {
+                    ev.trace.skip("unrecognized_targeting_rule");
+                    continue;
+                }
+                Step::Go(Tri::Unknown) => {
+                    missing_reads = true;
+                    ev.trace.skip("materialization_reads_pending");
+                    continue;
+                }
+                Step::Stop(r) => {
+                    ev.trace.stop("materialization_not_supported");
+                    return Ok(out.stop(r, missing_reads));
+                }
             }
         }
         if missing_reads {
+            tr.skip("materialization_reads_pending");
             continue; // an earlier (or this rule's) read is missing: cannot decide yet
         }
 
         // 8: the assignment
-        let assignment = match choose_assignment(rule, spec, unit.as_deref(), sticky_variant.as_deref())? {
-            None => continue,
+        let assignment = match choose_assignment(rule, spec, unit.as_deref(), sticky_variant.as_deref(), tr)? {
+            None => continue, // choose_assignment traced why
             Some(a) => a,
         };
         let variant_name: &str = match &assignment.assignment {
@@ -362,8 +488,11 @@ pub fn resolve_flag<'s>(
         if let (Some(u), Some(ms)) = (&unit, &rule.materialization_spec) {
             if !ms.write_materialization.is_empty() {
                 match mat_step(mat.write(u, &ms.write_materialization, &rule.name, variant_name))? {
-                    Step::Go(()) | Step::Skip => {}
-                    Step::Stop(r) => return Ok(out.stop(r, missing_reads)),
+                    Step::Go(()) | Step::Skip => tr.write(&ms.write_materialization, variant_name),
+                    Step::Stop(r) => {
+                        tr.stop("materialization_not_supported");
+                        return Ok(out.stop(r, missing_reads));
+                    }
                 }
             }
         }
@@ -375,6 +504,7 @@ pub fn resolve_flag<'s>(
                     unit: unit.clone().unwrap_or_default(),
                     selector: selector.to_string(),
                 });
+                tr.outcome("fallthrough");
                 continue;
             }
             Some(AssignmentKind::ClientDefault(_)) => {
@@ -383,6 +513,7 @@ pub fn resolve_flag<'s>(
                 out.assignment_id = assignment.assignment_id.clone();
                 out.unit = unit;
                 out.selector = selector.to_string();
+                tr.outcome("match_client_default");
                 return Ok(out);
             }
             Some(AssignmentKind::Variant(v)) => {
@@ -395,9 +526,13 @@ pub fn resolve_flag<'s>(
                 out.assignment_id = assignment.assignment_id.clone();
                 out.unit = unit;
                 out.selector = selector.to_string();
+                tr.outcome("match");
                 return Ok(out);
             }
-            None => continue, // an assignment of unknown kind
+            None => {
+                tr.skip("unknown_assignment_kind");
+                continue; // an assignment of unknown kind
+            }
         }
     }
     if missing_reads {
@@ -411,17 +546,18 @@ fn in_ranges(a: &Assignment, b: u64) -> bool {
 }
 
 /// §3 step 8 (and the sticky variant of step 6).
-fn choose_assignment<'s>(
+fn choose_assignment<'s, T: Trace>(
     rule: &'s Rule,
     spec: &'s AssignmentSpec,
     unit: Option<&str>,
     sticky_variant: Option<&str>,
+    tr: &mut T,
 ) -> Result<Option<&'s Assignment>, String> {
+    let seg = match rule.segment.find('/') {
+        Some(i) => &rule.segment[i + 1..],
+        None => rule.segment.as_str(),
+    };
     let variant_bucket = |u: &str| -> Result<u64, String> {
-        let seg = match rule.segment.find('/') {
-            Some(i) => &rule.segment[i + 1..],
-            None => rule.segment.as_str(),
-        };
         let n = if spec.bucket_count > 0 { spec.bucket_count as u64 } else { 0 };
         bucket(hash_concat(&[seg, "|", u]), n)
             .ok_or_else(|| format!("rule {} has bucket count {}", rule.name, spec.bucket_count))
@@ -434,27 +570,43 @@ fn choose_assignment<'s>(
             .collect();
         match candidates.as_slice() {
             [] => {} // no assignment gives it: normal bucketing (§8)
-            [one] => return Ok(Some(one)),
+            [one] => {
+                tr.sticky(sv, Some(one));
+                return Ok(Some(one));
+            }
             many => {
                 if let Some(u) = unit {
                     let b = variant_bucket(u)?;
                     if let Some(a) = many.iter().find(|a| in_ranges(a, b)) {
+                        tr.bucketing(Some(u), seg, Some(b), spec.bucket_count, Some(a));
+                        tr.sticky(sv, Some(a));
                         return Ok(Some(a));
                     }
                 }
+                tr.sticky(sv, Some(many[0]));
                 return Ok(Some(many[0]));
             }
         }
     }
     if is_full_rollout(spec) {
-        return Ok(spec.assignments.first());
+        let a = spec.assignments.first();
+        tr.bucketing(unit, seg, None, spec.bucket_count, a);
+        return Ok(a);
     }
     let u = match unit {
-        None => return Ok(None),
+        None => {
+            tr.skip("no_unit_for_bucketing");
+            return Ok(None);
+        }
         Some(u) => u,
     };
     let b = variant_bucket(u)?;
-    Ok(spec.assignments.iter().find(|a| in_ranges(a, b)))
+    let a = spec.assignments.iter().find(|a| in_ranges(a, b));
+    tr.bucketing(Some(u), seg, Some(b), spec.bucket_count, a);
+    if a.is_none() {
+        tr.skip("bucket_not_allocated");
+    }
+    Ok(a)
 }
 
 // ---------------------------------------------------------------------------------

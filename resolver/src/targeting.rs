@@ -14,6 +14,7 @@ use crate::proto::types::{expression::Expression as ExprKind, Expression, Target
 use crate::semver::parse_version;
 use crate::state::State;
 use crate::timeparse::{parse_timestamp, timestamp_from_number};
+use crate::trace::{NoTrace, Trace};
 use crate::value::{Context, Value};
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -369,6 +370,76 @@ pub fn eval_attribute(attr: &AttributeCriterion, ctx: &Context) -> Result<bool, 
     })
 }
 
+/// Why an attribute criterion did not match: for explain traces only (never called on
+/// the resolve path). Reuses the matcher and conversions of `eval_attribute`, so the
+/// reason describes what the resolver actually compared.
+pub fn miss_reason(attr: &AttributeCriterion, ctx: &Context) -> &'static str {
+    let v = ctx.lookup(&attr.attribute_name);
+    let rule = match attr.rule.as_ref() {
+        None => return "unrecognized_rule",
+        Some(r) => r,
+    };
+    let m = match rule {
+        AttrRule::EqRule(r) => Matcher::eq(r),
+        AttrRule::SetRule(r) => Ok(Matcher::set(r)),
+        AttrRule::RangeRule(r) => Ok(Matcher::range(r)),
+        AttrRule::StartsWithRule(r) => Ok(Matcher::StartsWith(&r.value)),
+        AttrRule::EndsWithRule(r) => Ok(Matcher::EndsWith(&r.value)),
+        AttrRule::ContainsRule(r) => Ok(Matcher::Contains(&r.value)),
+        AttrRule::AnyRule(r) => r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner),
+        AttrRule::AllRule(r) => r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner),
+    };
+    let m = match m {
+        Err(_) => return "unrecognized_rule",
+        Ok(m) => m,
+    };
+    if let Matcher::IsNull = m {
+        return "not_null";
+    }
+    if matches!(v, None | Some(Value::Null)) {
+        return "missing_attribute";
+    }
+    if let Matcher::Never = m {
+        return "rule_never_matches";
+    }
+    let tv = m.prepare(v);
+    let raw: &[Value] = match v {
+        Some(Value::List(l)) => l.as_slice(),
+        Some(other) => std::slice::from_ref(other),
+        None => &[],
+    };
+    let converted = elems(&tv);
+    let typed = |(r, e): (&Value, &Tv)| -> bool {
+        match (m.is_strict(), m.expected(), e) {
+            (true, _, Tv::Str(_)) => true,
+            (true, _, _) => false,
+            // numbers convert to strings; anything else becomes the text "null"
+            (false, Expected::String, Tv::Str(_)) => matches!(r, Value::String(_) | Value::Number(_)),
+            (false, Expected::Number, Tv::Num(_)) => true,
+            (false, Expected::Bool, Tv::Bool(_)) => true,
+            (false, Expected::Timestamp, Tv::Ts(..)) => true,
+            (false, Expected::Version, Tv::Ver(_)) => true,
+            (false, Expected::None, _) => true,
+            _ => false,
+        }
+    };
+    let is_all = matches!(rule, AttrRule::AllRule(_));
+    let mut pairs = raw.iter().zip(converted.iter());
+    let type_ok = if is_all { pairs.all(typed) } else { pairs.any(typed) };
+    if !type_ok || converted.is_empty() {
+        return if converted.is_empty() { "empty_list" } else { "wrong_type" };
+    }
+    match m {
+        Matcher::Eq(..) => "not_equal",
+        Matcher::Set(..) => "not_in_list",
+        Matcher::Range { .. } => "out_of_range",
+        Matcher::StartsWith(_) => "prefix_mismatch",
+        Matcher::EndsWith(_) => "suffix_mismatch",
+        Matcher::Contains(_) => "substring_missing",
+        Matcher::IsNull | Matcher::Never => "rule_never_matches",
+    }
+}
+
 fn top_level(m: Matcher, v: Option<&Value>) -> bool {
     match m {
         Matcher::IsNull => matches!(v, None | Some(Value::Null)),
@@ -385,40 +456,62 @@ fn top_level(m: Matcher, v: Option<&Value>) -> bool {
 // ---------------------------------------------------------------------------------
 
 /// Evaluates segments and targeting for one (context, unit) against a state.
-pub struct Evaluator<'s, 'm> {
+/// `T` receives explain-trace events; `NoTrace` (the default) compiles them away.
+pub struct Evaluator<'s, 'm, T: Trace = NoTrace> {
     pub state: &'s State,
     pub ctx: &'s Context,
     pub mat: &'m mut Materializer,
     /// Current nesting of expressions and segment references.
     pub depth: usize,
+    pub trace: &'m mut T,
 }
 
-impl<'s, 'm> Evaluator<'s, 'm> {
+impl<'s, 'm, T: Trace> Evaluator<'s, 'm, T> {
     /// Full segment match: targeting, then the bitset. A missing segment, or one already
     /// on the current path (a cycle), is false.
     pub fn segment(&mut self, name: &'s str, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
         let seg = match self.state.segments.get(name) {
-            None => return Ok(Tri::False),
+            None => {
+                self.trace.seg_absent(name, "segment_missing");
+                return Ok(Tri::False);
+            }
             Some(s) => s,
         };
         if path.contains(&name) || path.len() >= MAX_SEGMENT_DEPTH {
+            self.trace.seg_absent(name, "segment_cycle");
             return Ok(Tri::False);
         }
+        self.trace.seg_enter(name, false);
         path.push(name);
         let t = self.targeting(seg.targeting.as_ref(), unit, path);
         path.pop();
-        let t = t?;
+        let t = match t {
+            Ok(t) => t,
+            Err(e) => {
+                self.trace.seg_error(eval_error_text(&e));
+                return Err(e);
+            }
+        };
         if t == Tri::False {
+            self.trace.seg_exit(Some(t), None, Tri::False);
             return Ok(Tri::False);
         }
         match self.state.bitsets.get(name) {
-            None => Ok(t),
+            None => {
+                self.trace.seg_exit(Some(t), None, t);
+                Ok(t)
+            }
             Some(bits) => {
-                let allocated = match unit {
-                    Some(u) => bits.get(bitset_index(&self.state.account_id, u)),
-                    None => bits.all_set(),
+                let (index, allocated) = match unit {
+                    Some(u) => {
+                        let i = bitset_index(&self.state.account_id, u);
+                        (Some(i), bits.get(i))
+                    }
+                    None => (None, bits.all_set()),
                 };
-                Ok(if allocated { t } else { Tri::False })
+                let r = if allocated { t } else { Tri::False };
+                self.trace.seg_exit(Some(t), Some((index, allocated)), r);
+                Ok(r)
             }
         }
     }
@@ -426,10 +519,23 @@ impl<'s, 'm> Evaluator<'s, 'm> {
     /// The segment's targeting only (no bitset): materialized-assignment checks.
     pub fn segment_targeting(&mut self, name: &'s str, unit: Option<&str>) -> Result<Tri, EvalError> {
         match self.state.segments.get(name) {
-            None => Ok(Tri::False),
+            None => {
+                self.trace.seg_absent(name, "segment_missing");
+                Ok(Tri::False)
+            }
             Some(seg) => {
                 let mut path = vec![name];
-                self.targeting(seg.targeting.as_ref(), unit, &mut path)
+                self.trace.seg_enter(name, true);
+                match self.targeting(seg.targeting.as_ref(), unit, &mut path) {
+                    Ok(t) => {
+                        self.trace.seg_exit(Some(t), None, t);
+                        Ok(t)
+                    }
+                    Err(e) => {
+                        self.trace.seg_error(eval_error_text(&e));
+                        Err(e)
+                    }
+                }
             }
         }
     }
@@ -471,8 +577,11 @@ impl<'s, 'm> Evaluator<'s, 'm> {
         match &e.expression {
             None => Ok(Tri::False),
             Some(ExprKind::Ref(id)) => match criteria.get(id) {
-                None => Ok(Tri::False),
-                Some(c) => self.criterion(c, unit, path),
+                None => {
+                    self.trace.criterion_missing(id);
+                    Ok(Tri::False)
+                }
+                Some(c) => self.criterion(id, c, unit, path),
             },
             Some(ExprKind::Not(inner)) => Ok(match self.expression(inner, criteria, unit, path)? {
                 Tri::True => Tri::False,
@@ -504,25 +613,55 @@ impl<'s, 'm> Evaluator<'s, 'm> {
         }
     }
 
-    fn criterion(&mut self, c: &'s Criterion, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
+    fn criterion(&mut self, id: &str, c: &'s Criterion, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
         match &c.criterion {
-            None => Err(EvalError::Unrecognized),
-            Some(CriterionKind::Attribute(a)) => Ok(Tri::from_bool(eval_attribute(a, self.ctx)?)),
-            Some(CriterionKind::Segment(s)) => self.segment(&s.segment, unit, path),
+            None => {
+                self.trace.criterion_missing(id);
+                Err(EvalError::Unrecognized)
+            }
+            Some(CriterionKind::Attribute(a)) => {
+                let r = eval_attribute(a, self.ctx);
+                if T::ON {
+                    self.trace.attribute(id, a, self.ctx, r.as_ref().ok().copied());
+                }
+                Ok(Tri::from_bool(r?))
+            }
+            Some(CriterionKind::Segment(s)) => {
+                let r = self.segment(&s.segment, unit, path);
+                if let Ok(t) = &r {
+                    self.trace.seg_ref(id, *t);
+                }
+                r
+            }
             Some(CriterionKind::MaterializedSegment(m)) => {
+                let name = &m.materialized_segment;
                 let unit = match unit {
-                    None => return Ok(Tri::False),
+                    None => {
+                        self.trace.materialized(id, name, "no_unit", Tri::False);
+                        return Ok(Tri::False);
+                    }
                     Some(u) => u,
                 };
-                if let Some(bloom) = self.state.blooms.get(&m.materialized_segment) {
-                    return Ok(Tri::from_bool(bloom.contains(unit)));
+                if let Some(bloom) = self.state.blooms.get(name) {
+                    let t = Tri::from_bool(bloom.contains(unit));
+                    self.trace.materialized(id, name, "bloom_filter", t);
+                    return Ok(t);
                 }
-                Ok(match self.mat.inclusion(unit, &m.materialized_segment)? {
+                let t = match self.mat.inclusion(unit, name)? {
                     Some(b) => Tri::from_bool(b),
                     None => Tri::Unknown,
-                })
+                };
+                self.trace.materialized(id, name, "store", t);
+                Ok(t)
             }
         }
+    }
+}
+
+fn eval_error_text(e: &EvalError) -> &'static str {
+    match e {
+        EvalError::Unrecognized => "unrecognized_rule",
+        EvalError::MatNotSupported => "materialization_not_supported",
     }
 }
 
