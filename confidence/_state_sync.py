@@ -386,9 +386,10 @@ class StateSyncer:
             )
         except HttpFailure as failure:
             message = self._redact(str(failure))
-            if failure.kind is FailureKind.BAD_RESPONSE:  # over max_state_bytes
-                message = f"state {message}"
-            raise _FetchFailure(message, failure.kind) from None
+            kind = failure.kind
+            if kind is FailureKind.BAD_RESPONSE:  # over max_state_bytes: a state we cannot use
+                message, kind = f"state {message}", FailureKind.INVALID_STATE
+            raise _FetchFailure(message, kind) from None
         if response.status == 304:
             return 304, None, b""
         if response.status != 200:
