@@ -52,7 +52,7 @@ from openfeature.exception import (
     ProviderFatalError,
     ProviderNotReadyError,
 )
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
 from confidence import _fork
@@ -70,6 +70,7 @@ from confidence._runtime import (
     Transition,
     TransitionKind,
 )
+from confidence._sdk_compat import FlagValueType, wait_for_event_handlers
 from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
 from confidence._stats import ProviderStats, StatsRecorder, snapshot
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
@@ -503,7 +504,14 @@ class ConfidenceProvider(AbstractProvider):
             self._reported = None
 
     def _on_transition(self, transition: Transition) -> None:
-        """Runtime status change (on the runtime's loop thread) -> OpenFeature event."""
+        """Runtime status change (on the runtime's loop thread) -> OpenFeature event.
+
+        Events reach handlers in the order the runtime reports them, on every SDK: the
+        previous event's handlers have returned before the next event is emitted (see
+        `wait_for_event_handlers`). Outside the lock: a handler may call the provider.
+        """
+        if self._initialized:
+            wait_for_event_handlers()
         with self._event_lock:
             if not self._initialized:
                 return  # initialize() is still deciding; its outcome is the SDK's event
