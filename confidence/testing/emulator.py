@@ -39,6 +39,7 @@ import contextlib
 import enum
 import hashlib
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -935,7 +936,20 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         print(f"  state ({kind}): {emulator.state_url(encrypted=True)}", flush=True)
         print(f"  encryption key: {emulator.encryption_key_hex}", flush=True)
         print("  Ctrl-C to stop", flush=True)
+        await _until_stopped()
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM, inside the loop, so the server closes cleanly.
+
+    Waiting in sleep_forever() instead leaves Ctrl-C to the interpreter, and before 3.11
+    asyncio lets that KeyboardInterrupt escape from wherever the loop was (a traceback).
+    """
+    if sys.platform == "win32":  # no signal receivers: Ctrl-C is main()'s KeyboardInterrupt
         await anyio.sleep_forever()
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
