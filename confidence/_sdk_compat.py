@@ -2,6 +2,9 @@
 
 * ``FlagValueType`` exists from 0.8.2 on; before that the object resolvers are annotated
   with the same recursive union, defined here.
+* ``Reason.STALE`` exists from 0.8.2 on; before that the same string is the reason.
+* ``api.set_provider_and_wait`` exists from 0.10 on; before it ``api.set_provider`` itself
+  runs ``initialize()`` to the end (`set_provider_and_wait` here picks the right one).
 * Event handlers: up to 0.9 the SDK runs every handler inline, on the thread that emits
   the event (so one event's handlers have all returned before the next event is emitted).
   From 0.10 on it submits each handler to its own thread pool, where handlers of two
@@ -19,6 +22,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final, Union
 
+from openfeature import api
+from openfeature.flag_evaluation import Reason
+from openfeature.provider import FeatureProvider
+
 if TYPE_CHECKING:
     from openfeature.flag_evaluation import FlagValueType
 else:
@@ -29,7 +36,26 @@ else:
             bool, int, float, str, Sequence["FlagValueType"], Mapping[str, "FlagValueType"]
         ]
 
-__all__ = ["HANDLER_WAIT_SECONDS", "FlagValueType", "wait_for_event_handlers"]
+__all__ = [
+    "HANDLER_WAIT_SECONDS",
+    "REASON_STALE",
+    "FlagValueType",
+    "set_provider_and_wait",
+    "wait_for_event_handlers",
+]
+
+#: The evaluation reason for a state no sync has confirmed (a plain string before 0.8.2).
+REASON_STALE: Final[Reason | str] = getattr(Reason, "STALE", "STALE")
+
+
+def set_provider_and_wait(provider: FeatureProvider) -> None:
+    """Register `provider` and return once its initialize() has (0.10's contract)."""
+    wait = getattr(api, "set_provider_and_wait", None)
+    if wait is not None:
+        wait(provider)
+    else:  # before 0.10, set_provider blocks until initialize() returns or raises
+        api.set_provider(provider)
+
 
 #: Longest a new event waits for the previous event's handlers. A handler that hangs
 #: delays the provider's events (never its evaluations) by at most this, once per event.

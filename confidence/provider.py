@@ -52,7 +52,7 @@ from openfeature.exception import (
     ProviderFatalError,
     ProviderNotReadyError,
 )
-from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, Metadata
 
 from confidence import _fork
@@ -70,7 +70,7 @@ from confidence._runtime import (
     Transition,
     TransitionKind,
 )
-from confidence._sdk_compat import FlagValueType, wait_for_event_handlers
+from confidence._sdk_compat import REASON_STALE, FlagValueType, wait_for_event_handlers
 from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
 from confidence._stats import ProviderStats, StatsRecorder, snapshot
 from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
@@ -659,7 +659,7 @@ class ConfidenceProvider(AbstractProvider):
         # _finish(), inlined.
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
-            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
+            details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
         self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
         return details
 
@@ -669,7 +669,7 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
-            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
+            details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
         self._stats.record(details.reason, details.error_code, perf_counter_ns() - start)
         return details
 

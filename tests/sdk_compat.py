@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from openfeature import api
+from openfeature.flag_evaluation import Reason
 from openfeature.provider import FeatureProvider
 
 SDK_VERSION: tuple[int, ...] = tuple(
@@ -24,6 +25,17 @@ HAS_SET_PROVIDER_AND_WAIT = hasattr(api, "set_provider_and_wait")
 HAS_TRACK = SDK_VERSION >= (0, 9)
 #: Event handlers run on the SDK's thread pool (0.10+), not inline on the emitting thread.
 HANDLERS_ON_A_POOL = SDK_VERSION >= (0, 10)
+
+#: `Reason.STALE` (a plain string before 0.8.2).
+STALE_REASON: Reason | str = getattr(Reason, "STALE", "STALE")
+
+#: Examples and docs snippets are user code written for 0.10 (`api.set_provider_and_wait`);
+#: docs/quickstart.md says what to call instead on older SDKs.
+requires_set_provider_and_wait = pytest.mark.skipif(
+    not HAS_SET_PROVIDER_AND_WAIT,
+    reason=f"openfeature-sdk {version('openfeature-sdk')} has no api.set_provider_and_wait"
+    " (0.10+), which this user code calls",
+)
 
 requires_track = pytest.mark.skipif(
     not HAS_TRACK, reason=f"openfeature-sdk {version('openfeature-sdk')} has no tracking API (0.9+)"
