@@ -21,6 +21,12 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", *session.posargs)
 
 
+@nox.session(python=False)
+def matrix(session: nox.Session) -> None:
+    """One leg of the CI support matrix: `nox -s matrix -- 3.14` (see scripts/test-matrix)."""
+    session.run("bash", "scripts/test-matrix", *(session.posargs or ["3.11"]), external=True)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff")

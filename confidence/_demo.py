@@ -18,6 +18,7 @@ from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails
 
+from confidence._sdk_compat import set_provider_and_wait
 from confidence.provider import ConfidenceProvider
 from confidence.testing.emulator import ConfidenceEmulator
 from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
@@ -137,7 +138,7 @@ def run_demo(out: TextIO = sys.stdout) -> int:
             api_base_url=emulator.api_base_url,
         )
         out.write(f"Provider: {provider!r}\n")
-        api.set_provider_and_wait(provider)  # blocks until the first state is loaded
+        set_provider_and_wait(provider)  # blocks until the first state is loaded
         client = api.get_client()
         out.write(f"Provider status: {client.get_provider_status().value}\n\n")
         rows = _sync_part(client)

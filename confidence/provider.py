@@ -52,7 +52,7 @@ from openfeature.exception import (
     ProviderFatalError,
     ProviderNotReadyError,
 )
-from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from confidence import _fork
@@ -71,6 +71,7 @@ from confidence._runtime import (
     Transition,
     TransitionKind,
 )
+from confidence._sdk_compat import REASON_STALE, FlagValueType, wait_for_event_handlers
 from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
 from confidence._stats import (
     ProviderStats,
@@ -720,7 +721,14 @@ class ConfidenceProvider(AbstractProvider):
             self._stale_after_sdk_ready = None
 
     def _on_transition(self, transition: Transition) -> None:
-        """Runtime status change (on the runtime's loop thread) -> OpenFeature event."""
+        """Runtime status change (on the runtime's loop thread) -> OpenFeature event.
+
+        Events reach handlers in the order the runtime reports them, on every SDK: the
+        previous event's handlers have returned before the next event is emitted (see
+        `wait_for_event_handlers`). Outside the lock: a handler may call the provider.
+        """
+        if self._initialized:
+            wait_for_event_handlers()
         with self._event_lock:
             if not self._initialized:
                 return  # initialize() is still deciding; its outcome is the SDK's event
@@ -879,7 +887,7 @@ class ConfidenceProvider(AbstractProvider):
         # _finish(), inlined.
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
-            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
+            details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
         self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
         return details
 
@@ -889,7 +897,7 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
-            details.reason = Reason.STALE  # (a fresh object of ours: no copy needed)
+            details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
         self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
         return details
 

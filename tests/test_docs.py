@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from provider_support import requires_wasm
+from sdk_compat import requires_set_provider_and_wait
 
 import confidence.provider
 from confidence import ConfidenceProvider
@@ -79,6 +80,7 @@ def test_included_files_and_relative_links_exist(page: Path) -> None:
 
 
 @requires_wasm
+@requires_set_provider_and_wait
 def test_quickstart_offline_snippet_runs() -> None:
     proc = subprocess.run(
         [sys.executable, str(DOCS / "snippets" / "quickstart_offline.py")],
@@ -95,6 +97,7 @@ def test_quickstart_offline_snippet_runs() -> None:
 
 
 @requires_wasm
+@requires_set_provider_and_wait
 def test_testing_guide_example_passes_under_pytest(tmp_path: Path) -> None:
     # Copied out of the repository, so it runs as in a user's project: no conftest, no config.
     shutil.copy(DOCS / "snippets" / "test_checkout.py", tmp_path)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from provider_support import requires_wasm, variant
+from sdk_compat import requires_set_provider_and_wait
 
 from confidence.testing.emulator import ConfidenceEmulator
 from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
@@ -172,6 +173,7 @@ def checkout(url: str, **params: str) -> dict[str, Any]:
     return body
 
 
+@requires_set_provider_and_wait
 def test_fastapi_example_under_uvicorn(emulator: ConfidenceEmulator, tmp_path: Path) -> None:
     args = [
         sys.executable,
@@ -198,6 +200,7 @@ def test_fastapi_example_under_uvicorn(emulator: ConfidenceEmulator, tmp_path: P
     assert emulator.exposure_count("checkout") >= 2
 
 
+@requires_set_provider_and_wait
 def test_flask_example_on_the_development_server(
     emulator: ConfidenceEmulator, tmp_path: Path
 ) -> None:
@@ -211,6 +214,7 @@ def test_flask_example_on_the_development_server(
     assert emulator.exposure_count("checkout") >= 2
 
 
+@requires_set_provider_and_wait
 def test_worker_example_script(emulator: ConfidenceEmulator) -> None:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "worker.py"), "alice:SE", "bob:US", "carol"],
@@ -228,6 +232,7 @@ def test_worker_example_script(emulator: ConfidenceEmulator) -> None:
     assert emulator.exposure_count("checkout") >= 3
 
 
+@requires_set_provider_and_wait
 def test_worker_example_without_a_state_serves_defaults(
     emulator: ConfidenceEmulator,
 ) -> None:

@@ -26,6 +26,7 @@ from provider_support import (
     sample_state,
     variant,
 )
+from sdk_compat import requires_async_set_provider
 
 from confidence.materialization import InMemoryMaterializationStore
 from confidence.testing.emulator import ConfidenceEmulator, Hang, Route
@@ -228,6 +229,7 @@ async def test_custom_sync_materialization_store(emulator: ConfidenceEmulator) -
     assert store.snapshot()  # writes drained into the store
 
 
+@requires_async_set_provider
 async def test_sdk_replacing_and_re_registering_inside_async_with(
     emulator: ConfidenceEmulator,
 ) -> None:

@@ -260,7 +260,8 @@ APP = """
         state_poll_interval=0.2,
         log_poll_interval=0.2,
     )
-    api.set_provider_and_wait(provider)
+    # openfeature-sdk < 0.10: set_provider itself waits for initialize().
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     MASTER = os.getpid()
     client.get_string_value("feature.color", "none", EvaluationContext("master"))

@@ -26,6 +26,7 @@ from provider_support import (
     sample_state,
     wait_until,
 )
+from sdk_compat import STALE_REASON
 
 from confidence._crypto import decrypt_state, parse_encryption_key
 from confidence._state_cache import StateCache
@@ -94,7 +95,7 @@ async def test_async_cold_start_from_cache_then_recovery(
         async with provider:
             assert time.monotonic() - started < 3.0
             details = await provider.resolve_boolean_details_async("feature.enabled", False, USER)
-            assert (details.value, details.reason) == (True, Reason.STALE)
+            assert (details.value, details.reason) == (True, STALE_REASON)
             assert details.variant == "flags/feature/variants/blue"
             stats = provider.stats()
             assert stats.status == "STALE" and stats.serving_cached_state
@@ -138,7 +139,7 @@ def test_sync_cold_start_emits_stale_then_ready(
         assert stale[0].message == "serving a cached resolver state", stale[0].message
         assert client.get_provider_status() is ProviderStatus.STALE
         details = client.get_boolean_details("feature.enabled", False)
-        assert (details.value, details.reason) == (True, Reason.STALE)
+        assert (details.value, details.reason) == (True, STALE_REASON)
 
         emulator.clear_faults()
         events.wait_for(ProviderEvent.PROVIDER_READY, count=2)
@@ -168,7 +169,7 @@ async def test_hanging_cdn_uses_the_cache_after_a_grace_period(
     emulator.inject(Route.STATE, Hang())
     async with make_provider(emulator, state_cache_dir=tmp_path, init_timeout=3.0) as provider:
         details = await provider.resolve_boolean_details_async("feature.enabled", False, USER)
-        assert details.reason == Reason.STALE
+        assert details.reason == STALE_REASON
     emulator.clear_faults()
 
 

@@ -19,7 +19,6 @@ import anyio.to_thread
 import pytest
 from openfeature import api
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.track import TrackingEventDetails
 from provider_support import (
     SECRET,
     make_provider,
@@ -48,6 +47,11 @@ from confidence.testing.emulator import (
 )
 
 __all__ = ["openfeature_api"]
+
+# The tracking API (`client.track`, `openfeature.track`) exists from openfeature-sdk 0.9 on.
+TrackingEventDetails = pytest.importorskip(
+    "openfeature.track", reason="openfeature-sdk < 0.9 has no tracking API (track)"
+).TrackingEventDetails
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05, attempt_timeout=0.5)
 

@@ -44,6 +44,7 @@ import enum
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import struct
@@ -1074,17 +1075,22 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         print(f"  explain: POST {emulator.base_url}{EXPLAIN_PATH}", flush=True)
         print("  Ctrl-C to stop", flush=True)
         try:
-            await _until_signal()
+            await _until_stopped()
         finally:
             print("summary:", flush=True)
             for line in emulator.summary().splitlines():
                 print(f"  {line}", flush=True)
 
 
-async def _until_signal() -> None:
-    """Sleep until SIGINT or SIGTERM (so the summary prints on either)."""
-    import signal
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM, inside the loop, so the server closes cleanly (and the
+    summary prints on either).
 
+    Waiting in sleep_forever() instead leaves Ctrl-C to the interpreter, and before 3.11
+    asyncio lets that KeyboardInterrupt escape from wherever the loop was (a traceback).
+    """
+    if sys.platform == "win32":  # no signal receivers: Ctrl-C is main()'s KeyboardInterrupt
+        await anyio.sleep_forever()
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             return
