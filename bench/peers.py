@@ -42,7 +42,6 @@ HERE: Final = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import state as bench_state  # noqa: E402
-
 from openfeature import api  # noqa: E402
 from openfeature.evaluation_context import EvaluationContext  # noqa: E402
 
@@ -135,9 +134,11 @@ def setup_ours(calls: Calls, tmp: Path) -> None:
     via: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
     for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs)):
         k = f"{f}.enabled"
-        direct[f] = lambda key, a, k=k, m=m: provider.resolve_boolean_details(
-            k, False, EvaluationContext(targeting_key=key, attributes=m(a))
-        ).value
+        direct[f] = lambda key, a, k=k, m=m: (
+            provider.resolve_boolean_details(
+                k, False, EvaluationContext(targeting_key=key, attributes=m(a))
+            ).value
+        )
         via[f] = lambda key, a, k=k, m=m: client.get_boolean_value(
             k, False, EvaluationContext(targeting_key=key, attributes=m(a))
         )
@@ -174,7 +175,7 @@ def flagd_doc() -> dict[str, Any]:
                 "state": "ENABLED",
                 "variants": {"on": True, "off": False},
                 "defaultVariant": "off",
-                "targeting": {"if": [*sum(([rule(*r), "on"] for r in RULES), []), "off"]},
+                "targeting": {"if": [*(x for r in RULES for x in (rule(*r), "on")), "off"]},
             },
         }
     }
@@ -192,9 +193,11 @@ def setup_flagd(calls: Calls, tmp: Path) -> None:
     direct: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
     via: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
     for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs)):
-        direct[f] = lambda key, a, f=f, m=m: provider.resolve_boolean_details(
-            f, False, EvaluationContext(targeting_key=key, attributes=m(a))
-        ).value
+        direct[f] = lambda key, a, f=f, m=m: (
+            provider.resolve_boolean_details(
+                f, False, EvaluationContext(targeting_key=key, attributes=m(a))
+            ).value
+        )
         via[f] = lambda key, a, f=f, m=m: client.get_boolean_value(
             f, False, EvaluationContext(targeting_key=key, attributes=m(a))
         )
@@ -229,7 +232,10 @@ def ld_doc() -> dict[str, Any]:
                 "id": "se",
                 "clauses": [clause("country", "in", ["SE"])],
                 "rollout": {
-                    "variations": [{"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}]
+                    "variations": [
+                        {"variation": 0, "weight": 50000},
+                        {"variation": 1, "weight": 50000},
+                    ]
                 },
             }
         ],
@@ -350,7 +356,13 @@ def setup_growthbook(calls: Calls, tmp: Path) -> None:
 
 def unleash_doc() -> dict[str, Any]:
     def constraint(name: str, op: str, **kw: Any) -> dict[str, Any]:
-        return {"contextName": name, "operator": op, "caseInsensitive": False, "inverted": False, **kw}
+        return {
+            "contextName": name,
+            "operator": op,
+            "caseInsensitive": False,
+            "inverted": False,
+            **kw,
+        }
 
     return {
         "version": 2,
@@ -437,12 +449,12 @@ def check(calls: Calls, sample: list[User]) -> dict[str, dict[str, Any]]:
             continue
         got_cx = [bool(fns[COMPLEX](k, a)) for k, a in sample]
         got_sx = [bool(fns[SIMPLE](k, a)) for k, a in sample]
-        se = [g for g, (_, a) in zip(got_sx, sample) if a["country"] == "SE"]
+        se = [g for g, (_, a) in zip(got_sx, sample, strict=True) if a["country"] == "SE"]
         out[name] = {
             "complex_agrees": got_cx == want,
             "complex_on": sum(got_cx),
             "simple_on_outside_se": sum(
-                g for g, (_, a) in zip(got_sx, sample) if a["country"] != "SE"
+                g for g, (_, a) in zip(got_sx, sample, strict=True) if a["country"] != "SE"
             ),
             "simple_on_share_in_se": sum(se) / max(1, len(se)),
         }
@@ -453,7 +465,9 @@ def check(calls: Calls, sample: list[User]) -> dict[str, dict[str, Any]]:
 def measure(calls: Calls, rounds: int, n: int) -> dict[str, dict[str, list[int]]]:
     rng = random.Random(12)
     names = list(calls)
-    samples: dict[str, dict[str, list[int]]] = {f: {c: [] for c in names} for f in (SIMPLE, COMPLEX)}
+    samples: dict[str, dict[str, list[int]]] = {
+        f: {c: [] for c in names} for f in (SIMPLE, COMPLEX)
+    }
     now = time.perf_counter_ns
     start = 1_000_000
     for r in range(rounds):
@@ -522,7 +536,11 @@ def main() -> int:
             c
             for c, v in checks.items()
             if not c.startswith("_")
-            and (not v["complex_agrees"] or v["simple_on_outside_se"] or not 0.4 < v["simple_on_share_in_se"] < 0.6)
+            and (
+                not v["complex_agrees"]
+                or v["simple_on_outside_se"]
+                or not 0.4 < v["simple_on_share_in_se"] < 0.6
+            )
         ]
         for c in bad:
             skipped[c] = f"answers disagree with the flag's definition: {checks[c]}"
