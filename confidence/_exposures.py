@@ -5,9 +5,11 @@ runs several instances (one per resolving thread, plus replacements after state 
 traps), so one (unit, flag) evaluated on two instances would be exposed twice. `Deduplicator`
 applies the same rule across every instance: an applied flag whose identity (every field but
 `apply_time`) was sent within 120 s of its apply time is dropped; the window holds at most
-100,000 identities, beyond which new identities pass through undeduplicated and an overflow
-counter grows. FlagAssigned envelopes left without flags by this are dropped (an envelope that
-never had flags stays, as the guest emits it).
+100,000 identities: when it is full of identities still in their window, the oldest is forgotten
+to make room for the new one (as the guest does) and the overflow counter grows. Every operation
+is O(1) amortized, whatever the traffic: entries are kept in sending order, so expiry and
+eviction only ever touch the front. FlagAssigned envelopes left without flags by this are
+dropped (an envelope that never had flags stays, as the guest emits it).
 
 `LogPreparer` turns drained `WriteFlagLogsRequest`s into `LogBatch`es ready to send: deduplicated,
 annotated with the host's dedup counts, split below `MAX_REQUEST_BYTES`, and counted (exposures
@@ -64,6 +66,7 @@ class LogBatch:
 class DedupStats:
     applies_total: int = 0
     applies_deduped: int = 0
+    #: Identities forgotten while still in their window to make room (a full window).
     overflow: int = 0
     window_size: int = 0
 
@@ -106,6 +109,9 @@ class Deduplicator:
         self._total = 0
         self._deduped = 0
         self._overflow = 0
+        #: Entries removed by expiry or eviction: instrumentation (tests bound the work per
+        #: exposure with it; each entry is removed at most once).
+        self.removed = 0
 
     def stats(self) -> DedupStats:
         with self._lock:
@@ -155,10 +161,13 @@ class Deduplicator:
                             continue
                         sent[key] = max(at, last)
                         sent.move_to_end(key)  # it is the newest again
-                    elif len(sent) < self._capacity or self._make_room():
-                        sent[key] = at
                     else:
-                        overflowed += 1  # passes through undeduplicated
+                        if len(sent) >= self._capacity and not self._make_room():
+                            # Full of identities still in their window: forget the oldest.
+                            sent.popitem(last=False)
+                            self.removed += 1
+                            overflowed += 1
+                        sent[key] = at
                 if drop:
                     deduped += len(drop)
                     if len(drop) == count:
@@ -185,6 +194,7 @@ class Deduplicator:
             if sent[key] > horizon:
                 break
             sent.popitem(last=False)
+            self.removed += 1
 
 
 def _resolve_count(request: Any) -> int:

@@ -2,7 +2,8 @@
 
 Two loops run in the runtime's task group (protocol.md §3):
 
-- the **drain loop** wakes every `log_poll_interval` and, in a worker thread, drains every pool
+- the **drain loop** wakes every `log_poll_interval` (every `BUSY_DRAIN_INTERVAL` while logs
+  arrive at `BUSY_DRAIN_BYTES` per interval or faster) and, in a worker thread, drains every pool
   instance (each instance is taken out of service only for its drain call), de-duplicates
   exposures across instances and splits the result into requests below 4 MiB
   (`_exposures.LogPreparer`), then appends them to the backlog;
@@ -55,6 +56,7 @@ __all__ = [
     "RETRY_POLICY",
     "FlagLogPipeline",
     "FlagLogStats",
+    "next_drain_delay",
 ]
 
 logger = logging.getLogger("confidence.flag_logs")
@@ -66,6 +68,14 @@ MAX_BACKLOG_BYTES: Final = 64 * 1024 * 1024
 #: Exposure bytes per drain call: keeps each drained request (plus its resolve info) below
 #: the request limit, so splitting is the exception.
 DRAIN_ASSIGNED_BYTES: Final = 3 * 1024 * 1024
+#: While logs arrive fast enough to fill this much per `log_poll_interval`, the drain loop
+#: wakes every BUSY_DRAIN_INTERVAL instead: under sustained traffic (e.g. a new user per
+#: evaluation, every one an exposure) a resolver queues several MB of exposures per second,
+#: which over a 10 s interval would approach its pending cap (64 MiB) and drop exposures.
+#: Draining sooner keeps each instance's queue, and so its memory, at about that interval
+#: of traffic.
+BUSY_DRAIN_BYTES: Final = 4 * 1024 * 1024
+BUSY_DRAIN_INTERVAL: Final = 0.5
 #: How LogSender retries one delivery (module-level so tests can shorten the timeouts).
 RETRY_POLICY: RetryPolicy = RetryPolicy()
 _UINT32_MAX: Final = 2**32 - 1
@@ -87,6 +97,15 @@ class FlagLogStats:
     dropped_resolves: int = 0
     #: Host-side (cross-instance) apply de-duplication; None when it is switched off.
     dedup: DedupStats | None = None
+
+
+def next_drain_delay(drained_bytes: int, elapsed: float, interval: float) -> float:
+    """Seconds until the next drain, after one that brought `drained_bytes` accumulated over
+    `elapsed` seconds: BUSY_DRAIN_INTERVAL (at most `interval`) when that rate would fill
+    BUSY_DRAIN_BYTES or more per `interval`, else `interval`."""
+    if drained_bytes * interval >= BUSY_DRAIN_BYTES * max(elapsed, 1e-3):
+        return min(interval, BUSY_DRAIN_INTERVAL)
+    return interval
 
 
 class _Backlog:
@@ -224,13 +243,15 @@ class FlagLogPipeline:
 
     # -- draining (worker thread) ------------------------------------------------------------
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
+        """Drain, prepare and keep; returns the bytes drained."""
         pool = self.pool
         if pool is None:
-            return
+            return 0
         drained = pool.flush_logs(wait=True, max_assigned_bytes=DRAIN_ASSIGNED_BYTES)
+        size = sum(len(body) for body in drained)
         if self.sender is None:
-            return  # offline: drained only so that the resolvers' memory stays bounded
+            return size  # offline: drained only so that the resolvers' memory stays bounded
         _events, refused = pool.take_dropped_exposures()
         if refused:
             self._record_drop(0, refused, 0, "a resolver's exposure queue was full")
@@ -238,8 +259,9 @@ class FlagLogPipeline:
         if self._closed:
             # An abandoned final drain finishing after shutdown: nobody will send these.
             self._drop_batches(batches, "drained after shutdown")
-            return
+            return size
         self._drop_batches(self.backlog.extend(batches), "the flag-log backlog was full")
+        return size
 
     # -- loops -------------------------------------------------------------------------------
 
@@ -255,10 +277,16 @@ class FlagLogPipeline:
             task_status.started()
 
     async def _drain_loop(self) -> None:
+        delay = self._interval
+        last = anyio.current_time()
         while True:
-            await anyio.sleep(self._interval)
+            await anyio.sleep(delay)
+            delay = self._interval
             try:
-                await anyio.to_thread.run_sync(self._drain)
+                size = await anyio.to_thread.run_sync(self._drain)
+                now = anyio.current_time()
+                delay = next_drain_delay(size, now - last, self._interval)
+                last = now
             except Exception:
                 # Keep draining whatever one round hit; what was drained is in the backlog.
                 logger.exception("Flag log drain failed")

@@ -30,6 +30,11 @@ __all__ = [
     "snapshot",
 ]
 
+#: Fold the shards of finished threads away when a new thread's shard would make the list
+#: this long (then again at twice the survivors): an app that runs each request on a new
+#: thread and never takes a snapshot must not grow the list (and keep every Thread alive).
+_FOLD_MIN: Final = 64
+
 # Index = 4 * bit_length + the two bits below the leading one; 64-bit ns covers ~584 years.
 _BUCKETS: Final = 4 * 65
 
@@ -163,6 +168,7 @@ class StatsRecorder:
         self._lock = threading.Lock()  # guards the shard list; never taken by record()
         self._shards: list[_Shard] = []
         self._retired = _Shard(None)
+        self._fold_at = _FOLD_MIN
         #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
         #: histogram. None (the default) costs one attribute read.
         self.latency_observer: Callable[[int, Any], None] | None = None
@@ -176,10 +182,15 @@ class StatsRecorder:
         self._local = threading.local()
         self._shards = []
         self._retired = _Shard(None)
+        self._fold_at = _FOLD_MIN
 
     def _new_shard(self) -> _Shard:
         shard = _Shard(threading.current_thread())
         with self._lock:
+            if len(self._shards) >= self._fold_at:
+                # O(shards) once per as many new threads: O(1) amortized per thread.
+                self._fold_finished_locked()
+                self._fold_at = max(_FOLD_MIN, 2 * len(self._shards))
             self._shards.append(shard)
         self._local.shard = shard
         return shard
@@ -214,19 +225,22 @@ class StatsRecorder:
         """Sum of all shards (folding the shards of finished threads away)."""
         total = _Shard(None)
         with self._lock:
-            alive: list[_Shard] = []
-            for shard in self._shards:
-                thread = shard.thread
-                if thread is not None and not thread.is_alive():
-                    # The thread is gone, so nothing writes this shard any more.
-                    shard.fold_into(self._retired)
-                else:
-                    alive.append(shard)
-            self._shards = alive
+            self._fold_finished_locked()
             self._retired.fold_into(total)
-            for shard in alive:
+            for shard in self._shards:
                 shard.fold_into(total)
         return total
+
+    def _fold_finished_locked(self) -> None:
+        alive: list[_Shard] = []
+        for shard in self._shards:
+            thread = shard.thread
+            if thread is not None and not thread.is_alive():
+                # The thread is gone, so nothing writes this shard any more.
+                shard.fold_into(self._retired)
+            else:
+                alive.append(shard)
+        self._shards = alive
 
     def counts(self) -> tuple[Mapping[str, int], Mapping[str, int], LatencySummary]:
         total = self.totals()

@@ -110,21 +110,44 @@ def test_late_and_out_of_order_applies() -> None:
     assert dedup.filter(request([("flags/f", "u", T0 + 218_000)]), T0 + 248_000) == (1, 0)
 
 
-def test_capacity_overflow_passes_through_and_is_counted() -> None:
+def test_a_full_window_forgets_its_oldest_identity_and_counts_it() -> None:
     dedup = Deduplicator(capacity=3)
     req = request([("flags/f", f"u{i}", T0) for i in range(5)])
     assert dedup.filter(req, T0) == (0, 2)
     assert len(exposures(req)) == 5
     assert dedup.stats().window_size == 3
-    # Known identities are still deduplicated; the unknown overflowed ones are not.
+    # u0 and u1 were forgotten to make room; u2..u4 are still deduplicated.
     req = request([("flags/f", "u0", T0 + 1), ("flags/f", "u4", T0 + 1)])
     assert dedup.filter(req, T0 + 1) == (1, 1)
-    assert exposures(req) == [("flags/f", "u4", T0 + 1)]
-    # Once the window has passed, a full window is swept and new identities are tracked.
+    assert exposures(req) == [("flags/f", "u0", T0 + 1)]
+    # Once the window has passed, expiry makes room: no eviction.
     late = T0 + DEDUP_WINDOW_MS + 1
     assert dedup.filter(request([("flags/f", "new", late)]), late) == (0, 0)
     assert dedup.filter(request([("flags/f", "new", late + 1)]), late + 1) == (1, 0)
     assert dedup.stats().overflow == 3
+
+
+def test_work_per_exposure_stays_bounded_past_capacity() -> None:
+    # 1 identity per ms, 4 capacities: the window (120 s) holds more than the capacity, so
+    # the window both evicts in-window identities and expires old ones; each entry is removed
+    # at most once, and the window never holds more than its capacity.
+    capacity, n, per_request = 2_000, 8_000, 100
+    dedup = Deduplicator(capacity=capacity)
+    for start in range(0, n, per_request):
+        at = T0 + start
+        req = request([("flags/f", f"u{i}", at) for i in range(start, start + per_request)])
+        before = dedup.removed
+        assert dedup.filter(req, at) == (0, 0 if start < capacity else per_request)
+        assert dedup.removed - before <= per_request
+        assert dedup.stats().window_size <= capacity
+    assert dedup.removed == n - capacity
+    stats = dedup.stats()
+    assert (stats.applies_total, stats.applies_deduped, stats.overflow) == (n, 0, n - capacity)
+    # the most recent `capacity` identities are still deduplicated, older ones are not
+    now = T0 + n
+    req = request([("flags/f", f"u{i}", now) for i in (n - 1, n - capacity, n - capacity - 1)])
+    assert dedup.filter(req, now) == (2, 1)
+    assert exposures(req) == [("flags/f", f"u{n - capacity - 1}", now)]
 
 
 def test_an_envelope_that_never_had_flags_is_kept() -> None:

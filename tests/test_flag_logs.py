@@ -637,3 +637,18 @@ def test_requests_carry_every_field_the_spec_requires(emulator_sync: ConfidenceE
     assert received[0].telemetry_data.flush.succeeded == 0  # nothing delivered before it
     assert received[-1].telemetry_data.flush.succeeded >= 1  # earlier deliveries, reported
     assert runtime.log_stats().delivered_batches == len(requests)
+
+
+def test_drains_come_sooner_while_exposures_arrive_fast() -> None:
+    busy, interval = _flag_logs.BUSY_DRAIN_BYTES, 10.0
+    delay = _flag_logs.next_drain_delay
+    # 4 MiB over the 10 s interval: the rate would fill the threshold per interval.
+    assert delay(busy, interval, interval) == _flag_logs.BUSY_DRAIN_INTERVAL
+    # Half a second after a busy drain, a twentieth of it still means the same rate.
+    assert delay(busy // 20 + 1, 0.5, interval) == _flag_logs.BUSY_DRAIN_INTERVAL
+    # Slower traffic: back to the configured interval.
+    assert delay(busy // 20 - 1, 0.5, interval) == interval
+    assert delay(busy - 1, interval, interval) == interval
+    assert delay(0, 0.0, interval) == interval
+    # Never later than configured (a short interval stays as it is).
+    assert delay(busy, 0.1, 0.2) == 0.2

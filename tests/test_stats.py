@@ -19,7 +19,7 @@ from provider_support import (
 )
 
 import confidence
-from confidence._stats import StatsRecorder, _bucket, _bucket_upper_ns
+from confidence._stats import _FOLD_MIN, StatsRecorder, _bucket, _bucket_upper_ns
 from confidence.testing.emulator import ConfidenceEmulator, Route, Status
 
 USER = EvaluationContext("user-1")
@@ -60,6 +60,21 @@ def test_no_increment_is_lost_across_threads() -> None:
     # The dead threads' shards were folded away, and the totals survived that.
     assert recorder._shards == []
     assert recorder.counts()[0]["TARGETING_MATCH"] == 160_000
+
+
+def test_a_thread_per_request_app_never_taking_a_snapshot_stays_bounded() -> None:
+    # e.g. ThreadingHTTPServer: every request on a new thread, stats() never called.
+    recorder = StatsRecorder()
+    longest = 0
+    for i in range(1_000):
+        t = threading.Thread(target=recorder.record, args=("DEFAULT", None, 1000 + i))
+        t.start()
+        t.join()
+        longest = max(longest, len(recorder._shards))
+    assert longest <= _FOLD_MIN  # finished threads' shards were folded as new ones came
+    reasons, _errors, latency = recorder.counts()
+    assert dict(reasons) == {"DEFAULT": 1_000}
+    assert latency.count == 1_000
 
 
 def test_a_failing_observer_is_detached_not_raised() -> None:

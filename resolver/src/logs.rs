@@ -224,8 +224,7 @@ pub struct Logs {
     flags: BTreeMap<String, FlagAgg>,
     pending: VecDeque<Vec<u8>>,
     pending_bytes: usize,
-    /// identity hash -> apply time (ms) of the last exposure sent
-    dedup: FastMap<u128, i64>,
+    dedup: DedupWindow,
     counters: DedupCounters,
     rates: BTreeMap<i32, u32>,
     /// what the pending cap refused since the last drain: events and the flags they held
@@ -234,6 +233,97 @@ pub struct Logs {
     pending_cap: usize,
     /// reusable buffer for schema fingerprints
     scratch: Vec<u8>,
+}
+
+/// What `DedupWindow::check` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Sent within the window: do not send it again.
+    Duplicate,
+    /// Send it; `evicted` live identities (0 or 1) were forgotten to make room.
+    New { evicted: u32 },
+}
+
+/// The apply-dedup window: identity -> time (ms) it was last sent, plus a FIFO of
+/// (time, identity) in insertion order.
+///
+/// Invariants: `sent.len() <= DEDUP_CAPACITY`; every live identity has exactly one FIFO
+/// entry whose time equals its map value (other entries for it are stale and are dropped
+/// when they reach the front); `order.len() <= 2 * DEDUP_CAPACITY`. Every entry enters the
+/// FIFO once and leaves it once, so a call costs O(1) amortized: expiry only touches
+/// expired entries and a full window evicts its oldest entry, never rescanning the map.
+/// With a clock that never goes back (the host's), time order is insertion order.
+#[derive(Debug, Default)]
+struct DedupWindow {
+    sent: FastMap<u128, i64>,
+    order: VecDeque<(i64, u128)>,
+    /// Entries examined (map look-ups and FIFO pops): instrumentation for the tests.
+    touched: u64,
+}
+
+impl DedupWindow {
+    fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    fn check(&mut self, key: u128, now_ms: i64) -> Seen {
+        self.expire(now_ms);
+        self.touched += 1;
+        if let Some(sent) = self.sent.get_mut(&key) {
+            if now_ms.saturating_sub(*sent) < DEDUP_WINDOW_MS {
+                return Seen::Duplicate;
+            }
+            // Out of the window but not expired yet (the clock went back since an entry
+            // ahead of it was recorded): restart its window. Its old FIFO entry is now stale.
+            *sent = now_ms;
+            self.order.push_back((now_ms, key));
+            let evicted = self.bound_order();
+            return Seen::New { evicted };
+        }
+        let mut evicted = 0;
+        while self.sent.len() >= DEDUP_CAPACITY {
+            // Full of identities still in their window: forget the oldest.
+            match self.pop_front() {
+                Some(n) => evicted += n,
+                None => break, // unreachable: every live identity has a FIFO entry
+            }
+        }
+        self.sent.insert(key, now_ms);
+        self.order.push_back((now_ms, key));
+        Seen::New { evicted: evicted + self.bound_order() }
+    }
+
+    /// Forgets every identity whose window has passed (they are at the front).
+    fn expire(&mut self, now_ms: i64) {
+        while let Some(&(at, _)) = self.order.front() {
+            if now_ms.saturating_sub(at) < DEDUP_WINDOW_MS {
+                break;
+            }
+            self.pop_front();
+        }
+    }
+
+    /// Drops the FIFO's front entry: Some(1) when it was a live identity (now forgotten),
+    /// Some(0) when it was stale, None when the FIFO is empty.
+    fn pop_front(&mut self) -> Option<u32> {
+        let (at, key) = self.order.pop_front()?;
+        self.touched += 1;
+        if self.sent.get(&key) == Some(&at) {
+            self.sent.remove(&key);
+            Some(1)
+        } else {
+            Some(0) // stale: the identity was re-sent later and has a newer entry
+        }
+    }
+
+    /// Keeps stale entries (only a clock going back makes them) from growing the FIFO.
+    fn bound_order(&mut self) -> u32 {
+        let mut evicted = 0;
+        while self.order.len() > 2 * DEDUP_CAPACITY {
+            evicted += self.pop_front().unwrap_or(0);
+        }
+        evicted
+    }
 }
 
 /// Exposures refused by the pending cap.
@@ -312,11 +402,14 @@ impl Logs {
             Some((_, e)) => e,
             None => unreachable!("inserted above"),
         };
-        if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL {
+        // Bounded per drain (schemas per credential, fingerprints): contexts whose field
+        // names vary per user cannot grow this, and once a bound is hit a resolve skips
+        // the fingerprint entirely.
+        if entry.list.len() < MAX_SCHEMAS_PER_CREDENTIAL && entry.fingerprints.len() < 16 * MAX_SCHEMAS_PER_CREDENTIAL {
             self.scratch.clear();
             fingerprint(&ctx.fields, &mut self.scratch);
             let fp = murmur3_x64_128(&self.scratch, 0).0;
-            if entry.fingerprints.len() < 16 * MAX_SCHEMAS_PER_CREDENTIAL && entry.fingerprints.insert(fp) {
+            if entry.fingerprints.insert(fp) {
                 let schema = context_schema(ctx);
                 let hash = murmur3_x64_128(&schema.encode_to_vec(), 0).0;
                 if entry.seen.insert(hash) {
@@ -387,28 +480,23 @@ impl Logs {
         self.counters.applies_total = self.counters.applies_total.saturating_add(1);
         let (lo, hi) = murmur3_x64_128(&af.encode_to_vec(), 0);
         let key = ((hi as u128) << 64) | lo as u128;
-        if let Some(sent) = self.dedup.get_mut(&key) {
-            if now_ms.saturating_sub(*sent) < DEDUP_WINDOW_MS {
+        match self.dedup.check(key, now_ms) {
+            Seen::Duplicate => {
                 self.counters.applies_deduped = self.counters.applies_deduped.saturating_add(1);
-                return true;
+                true
             }
-            *sent = now_ms;
-            return false;
+            Seen::New { evicted } => {
+                // An identity forgotten while still in its window: a later duplicate of it
+                // will be sent again. Reported as overflow (the telemetry has no other field).
+                self.counters.apply_dedup_overflow = self.counters.apply_dedup_overflow.saturating_add(evicted);
+                false
+            }
         }
-        if self.dedup.len() >= DEDUP_CAPACITY {
-            self.sweep(now_ms);
-        }
-        if self.dedup.len() >= DEDUP_CAPACITY {
-            self.counters.apply_dedup_overflow = self.counters.apply_dedup_overflow.saturating_add(1);
-            return false;
-        }
-        self.dedup.insert(key, now_ms);
-        false
     }
 
     fn sweep(&mut self, now_ms: i64) {
         self.counters.sweeps = self.counters.sweeps.saturating_add(1);
-        self.dedup.retain(|_, sent| now_ms.saturating_sub(*sent) < DEDUP_WINDOW_MS);
+        self.dedup.expire(now_ms);
     }
 
     pub fn pending_assigned(&self) -> usize {
@@ -417,6 +505,12 @@ impl Logs {
 
     pub fn dedup_size(&self) -> usize {
         self.dedup.len()
+    }
+
+    /// Dedup entries examined since the instance started (instrumentation: tests bound the
+    /// work per exposure with it).
+    pub fn dedup_work(&self) -> u64 {
+        self.dedup.touched
     }
 
     pub fn counters(&self) -> DedupCounters {
@@ -562,22 +656,143 @@ mod tests {
         AppliedFlag { flag: format!("flags/f{}", i), targeting_key: "u".into(), ..Default::default() }
     }
 
+    fn dedup_logs() -> Logs {
+        Logs::new(LogConfig { enable_apply_dedup: true, ..Default::default() })
+    }
+
+    /// `is_duplicate`, and the dedup entries it examined.
+    fn checked(logs: &mut Logs, a: &AppliedFlag, now_ms: i64) -> (bool, u64) {
+        let before = logs.dedup_work();
+        let dup = logs.is_duplicate(a, now_ms);
+        (dup, logs.dedup_work() - before)
+    }
+
     #[test]
-    fn dedup_capacity_overflow_and_sweep() {
-        let mut logs = Logs::new(LogConfig { enable_apply_dedup: true, ..Default::default() });
+    fn a_full_window_evicts_its_oldest_identity_and_counts_it() {
+        let mut logs = dedup_logs();
         for i in 0..DEDUP_CAPACITY {
-            assert!(!logs.is_duplicate(&af(i), 0));
+            assert!(!logs.is_duplicate(&af(i), i as i64 / 1000));
         }
         assert_eq!(logs.dedup_size(), DEDUP_CAPACITY);
-        assert!(logs.is_duplicate(&af(7), 1), "known identities are still deduplicated");
-        // full: a new identity passes undeduplicated and is counted
-        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY), 2));
-        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY), 3));
+        assert!(logs.is_duplicate(&af(7), 200), "known identities are still deduplicated");
+        // full, every entry in its window: a new identity is sent and tracked, the oldest
+        // is forgotten, and each call examines a bounded number of entries
+        let (dup, work) = checked(&mut logs, &af(DEDUP_CAPACITY), 201);
+        assert!(!dup);
+        assert!(work <= 2, "{work} entries examined");
+        assert!(logs.is_duplicate(&af(DEDUP_CAPACITY), 202), "the new identity is tracked");
+        assert_eq!(logs.dedup_size(), DEDUP_CAPACITY);
+        assert_eq!(logs.counters().apply_dedup_overflow, 1);
+        assert!(!logs.is_duplicate(&af(0), 203), "the oldest was forgotten");
+        assert!(logs.is_duplicate(&af(2), 204), "the next oldest was not");
         assert_eq!(logs.counters().apply_dedup_overflow, 2);
-        // once the window passed, the full map is swept and new identities are tracked
-        assert!(!logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS));
+        // once the window passed, the expired entries go (each once) and the map empties
+        let (dup, work) = checked(&mut logs, &af(DEDUP_CAPACITY + 1), 204 + DEDUP_WINDOW_MS);
+        assert!(!dup);
+        assert!(work <= DEDUP_CAPACITY as u64 + 1);
         assert_eq!(logs.dedup_size(), 1);
-        assert!(logs.is_duplicate(&af(DEDUP_CAPACITY + 1), DEDUP_WINDOW_MS + 1));
+        assert!(logs.is_duplicate(&af(DEDUP_CAPACITY + 1), 205 + DEDUP_WINDOW_MS));
+        assert_eq!(logs.counters().apply_dedup_overflow, 2, "expiry is not eviction");
+    }
+
+    #[test]
+    fn work_per_exposure_stays_bounded_past_capacity() {
+        // 4 capacities of unique identities at 1 per ms: the window (120,000 ms) holds more
+        // than the capacity, so the map both evicts in-window entries and expires old ones.
+        let mut logs = dedup_logs();
+        let n = 4 * DEDUP_CAPACITY;
+        let mut total = 0u64;
+        let mut worst = 0u64;
+        for i in 0..n {
+            let (dup, work) = checked(&mut logs, &af(i), i as i64);
+            assert!(!dup);
+            total += work;
+            worst = worst.max(work);
+            assert!(logs.dedup_size() <= DEDUP_CAPACITY);
+        }
+        assert!(worst <= 3, "worst call examined {worst} entries");
+        assert!(total <= 3 * n as u64, "{total} entries examined for {n} exposures");
+        assert_eq!(logs.dedup_size(), DEDUP_CAPACITY);
+        // every identity sent before the last DEDUP_CAPACITY is gone (evicted: the window
+        // is longer than the capacity at this rate), the recent ones are deduplicated
+        assert_eq!(logs.counters().apply_dedup_overflow as usize, n - DEDUP_CAPACITY);
+        let now = n as i64;
+        let recent: Vec<usize> = (n - DEDUP_CAPACITY + 1..n).step_by(997).collect();
+        for &i in &recent {
+            assert!(logs.is_duplicate(&af(i), now), "{i}");
+        }
+        // a duplicate found does not evict; dedup counters add up
+        let c = logs.counters();
+        assert_eq!(c.applies_total as usize, n + recent.len());
+        assert_eq!(c.applies_deduped as usize, recent.len());
+        assert_eq!(c.apply_dedup_overflow as usize, n - DEDUP_CAPACITY);
+        // at a lower rate (1 per 2 ms) only expiry happens: the window holds 60,000
+        let mut logs = dedup_logs();
+        for i in 0..n {
+            let (dup, work) = checked(&mut logs, &af(i), 2 * i as i64);
+            assert!(!dup);
+            assert!(work <= 3, "{work}");
+        }
+        assert_eq!(logs.dedup_size(), (DEDUP_WINDOW_MS / 2) as usize);
+        assert_eq!(logs.counters().apply_dedup_overflow, 0);
+        let now = 2 * n as i64;
+        assert!(logs.is_duplicate(&af(n - 1), now));
+        assert!(!logs.is_duplicate(&af(n - DEDUP_WINDOW_MS as usize), now), "expired");
+    }
+
+    #[test]
+    fn entries_inside_and_outside_the_window_mixed() {
+        // half the capacity old, then a full capacity's worth of recent ones
+        let mut logs = dedup_logs();
+        let old = DEDUP_CAPACITY / 2;
+        for i in 0..old {
+            logs.is_duplicate(&af(i), 0);
+        }
+        let t = DEDUP_WINDOW_MS - 1; // the old ones are still (just) in the window
+        for i in old..old + DEDUP_CAPACITY {
+            let (dup, work) = checked(&mut logs, &af(i), t);
+            assert!(!dup);
+            assert!(work <= 2);
+        }
+        assert_eq!(logs.dedup_size(), DEDUP_CAPACITY);
+        assert_eq!(logs.counters().apply_dedup_overflow as usize, old, "the old ones were evicted first");
+        assert!(logs.is_duplicate(&af(old), t));
+        // the drain's sweep touches only what expired
+        let before = logs.dedup_work();
+        logs.drain(t + 1, 0, 0);
+        assert_eq!(logs.dedup_work(), before, "nothing expired, nothing examined");
+        logs.drain(t + DEDUP_WINDOW_MS, 0, 0);
+        assert_eq!(logs.dedup_size(), 0);
+        assert_eq!(logs.dedup_work() - before, DEDUP_CAPACITY as u64);
+    }
+
+    #[test]
+    fn a_clock_going_back_cannot_grow_the_fifo() {
+        // An identity recorded "in the future" blocks expiry at the front; identities
+        // behind it whose window passed restart their window in place, leaving stale FIFO
+        // entries. The FIFO stays within twice the capacity (at the bound its front, the
+        // blocker, is evicted, and what expired behind it goes) and the work stays O(1)
+        // amortized.
+        let mut logs = dedup_logs();
+        assert!(!logs.is_duplicate(&af(usize::MAX), 10 * DEDUP_WINDOW_MS * 1000));
+        let keys = 1000;
+        let rounds = 2 * DEDUP_CAPACITY / keys + 5;
+        let (mut calls, mut total) = (0u64, 0u64);
+        for round in 0..rounds {
+            let now = round as i64 * DEDUP_WINDOW_MS;
+            for k in 0..keys {
+                let (dup, work) = checked(&mut logs, &af(k), now);
+                assert!(!dup, "round {round}: the window passed");
+                assert!(logs.is_duplicate(&af(k), now + 1));
+                calls += 2;
+                total += work;
+            }
+            assert!(logs.dedup.order.len() <= 2 * DEDUP_CAPACITY);
+            assert!(logs.dedup_size() <= keys + 1);
+        }
+        assert!(total <= 3 * calls, "{total} entries examined in {calls} calls");
+        assert_eq!(logs.counters().apply_dedup_overflow, 1, "the blocker was evicted");
+        assert!(!logs.is_duplicate(&af(usize::MAX), 10 * DEDUP_WINDOW_MS * 1000));
     }
 
     #[test]
