@@ -80,10 +80,29 @@ def demo(session: nox.Session) -> None:
     session.run("python", "-m", "confidence", "demo")
 
 
+#: The local-evaluation SDKs bench/peers.py compares us with (issue 12); they install beside
+#: ours. The official provider cannot (it is also named `confidence`): run.py gives it
+#: bench/.venv-official.
+BENCH_PEERS = (
+    "openfeature-provider-flagd",
+    "launchdarkly-server-sdk",
+    "launchdarkly-openfeature-server",
+    "growthbook",
+    "UnleashClient",
+)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Side-by-side benchmark: ours vs the official provider vs InMemoryProvider."""
+    """Side-by-side benchmark: ours vs the official provider vs InMemoryProvider, sustained
+    traffic, start-up on a 2,000-flag state, and the peers. `nox -s bench -- --help`."""
     session.install("-e", ".")
+    for peer in BENCH_PEERS:
+        # A peer that cannot be installed here is skipped by bench/peers.py, not fatal.
+        try:
+            session.install(peer, silent=True)
+        except nox.command.CommandFailed:
+            session.warn(f"could not install {peer}; the peer table will skip it")
     session.run("python", "bench/run.py", *session.posargs)
 
 

@@ -50,6 +50,10 @@ RESULTS: Final = HERE / "results"
 README: Final = HERE / "README.md"
 TABLE_START: Final = "<!-- bench-table:start -->"
 TABLE_END: Final = "<!-- bench-table:end -->"
+SUSTAINED_MARKERS: Final = ("<!-- sustained-table:start -->", "<!-- sustained-table:end -->")
+PEERS_MARKERS: Final = ("<!-- peers-table:start -->", "<!-- peers-table:end -->")
+PARTS: Final = ("steady", "startup", "background", "sustained", "peers")
+REPEATED_PARTS: Final = ("steady", "startup", "background")
 CONTENDERS: Final = ("ours", "official", "floor")
 
 
@@ -218,6 +222,7 @@ class Repeat:
     latency: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     throughput: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     startup: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    startup_large: dict[str, dict[str, float]] = field(default_factory=dict)
     background: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     rss_loaded_kb: dict[str, int] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
@@ -287,7 +292,7 @@ def precompile(env: dict[str, str] | None = None) -> None:
     )
 
 
-def run_startup(setup: Setup, rep: Repeat, runs: int) -> None:
+def run_startup(setup: Setup, rep: Repeat, runs: int, label: str = "real state") -> Any:
     """Construction -> READY in fresh processes: cold (empty caches) and warm."""
     results: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-warm-") as warm_home:
@@ -311,16 +316,17 @@ def run_startup(setup: Setup, rep: Repeat, runs: int) -> None:
                         r.setdefault(f"{mode}_ready_s", []).append(w.status["ready_s"])
                         r.setdefault(f"{mode}_rss_kb", []).append(w.status["rss_kb"])
                         r.setdefault(f"{mode}_import_s", []).append(w.status["import_s"])
-    rep.startup = {c: {k: statistics.median(v) for k, v in r.items()} for c, r in results.items()}
+    out = {c: {k: statistics.median(v) for k, v in r.items()} for c, r in results.items()}
     print(
-        "  startup: "
+        f"  startup ({label}): "
         + "  ".join(
             f"{c} cold {v['cold_ready_s'] * 1e3:.0f}ms warm {v['warm_ready_s'] * 1e3:.0f}ms "
-            f"rss {v['warm_rss_kb'] / 1024:.0f}MiB"
-            for c, v in rep.startup.items()
+            f"(+import {v['warm_import_s'] * 1e3:.0f}ms) rss {v['warm_rss_kb'] / 1024:.0f}MiB"
+            for c, v in out.items()
         ),
         flush=True,
     )
+    return out
 
 
 class Toggler:
@@ -400,7 +406,377 @@ def run_background(setup: Setup, rep: Repeat, scale: float) -> None:
     )
 
 
+# -- sustained traffic (issue 12) --------------------------------------------------------------
+
+SUSTAINED_CHUNKS: Final = 30  # three per decile
+POPULATIONS: Final = ("unique", "zipf")
+
+
+@dataclass
+class Sustained:
+    """Per population and contender: the chunks in time order, RSS before the first chunk."""
+
+    calls: dict[str, int]
+    chunks: dict[str, dict[str, list[dict[str, float]]]] = field(default_factory=dict)
+    rss_start_kb: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def deciles(self, population: str, contender: str) -> list[float]:
+        """Per decile of the run, the median of its chunks' medians (equal-sized chunks;
+        three per decile, so one chunk hit by a noisy neighbour does not move it)."""
+        ch = self.chunks[population][contender]
+        per = len(ch) // 10
+        return [
+            statistics.median(c["median_us"] for c in ch[d * per : (d + 1) * per])
+            for d in range(10)
+        ]
+
+    def worst(self, population: str, contender: str) -> list[float]:
+        """Per decile, its slowest chunk's median (what a decile's median could hide)."""
+        ch = self.chunks[population][contender]
+        per = len(ch) // 10
+        return [max(c["median_us"] for c in ch[d * per : (d + 1) * per]) for d in range(10)]
+
+    def rss(self, population: str, contender: str) -> tuple[int, int]:
+        return (
+            self.rss_start_kb[population][contender],
+            int(self.chunks[population][contender][-1]["rss_kb"]),
+        )
+
+
+def run_sustained(setup: Setup, calls: dict[str, int]) -> Sustained:
+    """`calls[c]` client evaluations per contender and population, in SUSTAINED_CHUNKS
+    chunks alternating between contenders (rotating order), each population in fresh
+    processes (so one population's dedup window and buffers do not carry into the other)."""
+    out = Sustained(calls=dict(calls))
+    for population in POPULATIONS:
+        workers = {c: Worker(setup, c) for c in CONTENDERS}
+        try:
+            got: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
+            out.rss_start_kb[population] = {
+                c: w.ask(cmd="prepare", population=population)["rss_kb"] for c, w in workers.items()
+            }
+            t0 = time.perf_counter()
+            for i in range(SUSTAINED_CHUNKS):
+                for c in rotate(CONTENDERS, i):
+                    n = max(1, calls[c] // SUSTAINED_CHUNKS)
+                    got[c].append(workers[c].ask(cmd="sustained", population=population, n=n))
+                # The emulator keeps every request it served; the bench needs none of them.
+                setup.emulator.clear_records()
+                if i % 4 == 3 or i == SUSTAINED_CHUNKS - 1:
+                    print(
+                        f"  sustained {population} chunk {i + 1}/{SUSTAINED_CHUNKS} "
+                        f"({time.perf_counter() - t0:.0f}s): "
+                        + "  ".join(
+                            f"{c} {got[c][-1]['median_us']:.1f}us "
+                            f"{got[c][-1]['rss_kb'] / 1024:.0f}MiB"
+                            for c in CONTENDERS
+                        ),
+                        flush=True,
+                    )
+            out.chunks[population] = got
+        finally:
+            for w in workers.values():
+                w.close()
+    return out
+
+
+#: Ours' RSS growth over a sustained run is bounded by the traffic-sized structures' own
+#: bounds (bench/README.md, "What grows with traffic"): per resolver instance (the default
+#: pool, max(2, min(8, cores))) the guest's dedup window (~9 MiB at 100,000 identities) and
+#: its pending exposures (capped at 64 MiB; in practice one 0.5 s drain interval), whose
+#: high-water mark the linear memory keeps, plus the host's dedup window (~23 MiB). The
+#: second bound is the leak check: once those are at their high-water marks, the second
+#: half of the run (500,000 calls) may add at most 16 MiB, i.e. < 34 bytes per call.
+POOL_SIZE: Final = max(2, min(8, os.cpu_count() or 1))
+RSS_GROWTH_BOUND_MIB: Final = POOL_SIZE * (9.0 + 64.0) + 23.0
+RSS_SECOND_HALF_BOUND_MIB: Final = 16.0
+
+
+def sustained_ratios(sus: Sustained) -> dict[str, float]:
+    r: dict[str, float] = {}
+    for pop in POPULATIONS:
+        ours = sus.deciles(pop, "ours")
+        off = sus.deciles(pop, "official")
+        r[f"sustained {pop}: ours last/first decile"] = ours[-1] / ours[0]
+        r[f"sustained {pop}: ours/official, last decile"] = ours[-1] / off[-1]
+        r[f"sustained {pop}: ours/official, all deciles (median)"] = statistics.median(
+            a / b for a, b in zip(ours, off, strict=True)
+        )
+        r[f"sustained {pop}: ours/floor, last decile"] = ours[-1] / sus.deciles(pop, "floor")[-1]
+        start, end = sus.rss(pop, "ours")
+        r[f"sustained {pop}: ours RSS growth (MiB)"] = (end - start) / 1024
+        r[f"sustained {pop}: ours slowest chunk / first decile"] = (
+            max(sus.worst(pop, "ours")) / ours[0]
+        )
+        r[f"sustained {pop}: floor slowest chunk / first decile"] = (
+            max(sus.worst(pop, "floor")) / sus.deciles(pop, "floor")[0]
+        )
+        ch = sus.chunks[pop]["ours"]
+        r[f"sustained {pop}: ours RSS growth, second half (MiB)"] = (
+            ch[-1]["rss_kb"] - ch[len(ch) // 2 - 1]["rss_kb"]
+        ) / 1024
+    return r
+
+
+SUSTAINED_TARGETS: Final = tuple(
+    t
+    for pop in POPULATIONS
+    for t in (
+        (
+            f"sustained {pop}: ours last/first decile",
+            "<=",
+            1.15,
+            f"{pop}: last decile <= 1.15x first",
+        ),
+        (
+            f"sustained {pop}: ours/official, last decile",
+            "<=",
+            0.1,
+            f"{pop}: ours <= 1/10 official (last decile)",
+        ),
+        (
+            f"sustained {pop}: ours RSS growth (MiB)",
+            "<=",
+            RSS_GROWTH_BOUND_MIB,
+            f"{pop}: ours RSS growth <= {RSS_GROWTH_BOUND_MIB:.0f} MiB (the structures' bounds,"
+            f" pool of {POOL_SIZE})",
+        ),
+        (
+            f"sustained {pop}: ours RSS growth, second half (MiB)",
+            "<=",
+            RSS_SECOND_HALF_BOUND_MIB,
+            f"{pop}: ours RSS growth over the second half <= {RSS_SECOND_HALF_BOUND_MIB:.0f} MiB"
+            " (no per-call leak)",
+        ),
+    )
+)
+
+
+def render_sustained(sus: Sustained, meta: dict[str, Any]) -> str:
+    lines = [
+        f"Run {meta['when']} on {meta['machine']}. `client.get_*_details` through the OpenFeature "
+        f"client, flags in turn: `fallthrough-test-2.enabled`, `fallthrough-test-1.enabled`, "
+        f"`tutorial-feature.title` (its rule never matches). Calls per population: "
+        + ", ".join(f"{c} {n:,}" for c, n in sus.calls.items())
+        + f", in {SUSTAINED_CHUNKS} alternating chunks; a decile's figure is the median of its "
+        "3 chunks' medians (µs). Ratios compare the same decile of wall-clock time. RSS: after "
+        "READY and 2,000 warm-up calls, and after the last chunk.",
+        "",
+    ]
+    for pop in POPULATIONS:
+        title = {
+            "unique": "every call a new targeting key",
+            "zipf": "Zipf (s = 1) over 1,000,000 users",
+        }[pop]
+        lines += [f"**{pop}**: {title}", ""]
+        lines.append(
+            "| decile | ours | official | floor | ours/official | ours/floor "
+            "| slowest chunk: ours / floor |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        d = {c: sus.deciles(pop, c) for c in CONTENDERS}
+        w = {c: sus.worst(pop, c) for c in ("ours", "floor")}
+        for i in range(10):
+            lines.append(
+                f"| {i + 1} | {fmt_us(d['ours'][i])} | {fmt_us(d['official'][i])} | "
+                f"{fmt_us(d['floor'][i])} | {d['ours'][i] / d['official'][i]:.3f} | "
+                f"{d['ours'][i] / d['floor'][i]:.2f} | "
+                f"{fmt_us(w['ours'][i])} / {fmt_us(w['floor'][i])} |"
+            )
+        rss = {c: sus.rss(pop, c) for c in CONTENDERS}
+        lines.append(
+            "| RSS start → end | "
+            + " | ".join(
+                f"{a / 1024:.0f} → {b / 1024:.0f} MiB" for a, b in (rss[c] for c in CONTENDERS)
+            )
+            + " | - | - | - |"
+        )
+        lines.append("")
+    lines.append("| target | value | met |")
+    lines.append("|---|---|---|")
+    r = sustained_ratios(sus)
+    for key, op, bound, desc in SUSTAINED_TARGETS:
+        lines.append(f"| {desc} | {r[key]:.3g} | {'yes' if met(r[key], op, bound) else '**no**'} |")
+    for pop in POPULATIONS:
+        ours_w = r[f"sustained {pop}: ours slowest chunk / first decile"]
+        floor_w = r[f"sustained {pop}: floor slowest chunk / first decile"]
+        lines.append(
+            f"| {pop}: slowest chunk / first decile, ours vs floor (no target; the floor's "
+            f"shows this VM's noise) | {ours_w:.3g} vs {floor_w:.3g} | - |"
+        )
+
+    return "\n".join(lines)
+
+
+def run_soak(setup: Setup, seconds: float, population: str) -> list[dict[str, float]]:
+    """Ours alone for `seconds`, printing the minute's median/p99 and RSS every minute."""
+    w = Worker(setup, "ours")
+    rows: list[dict[str, float]] = []
+    try:
+        rss0 = w.ask(cmd="rss")["rss_kb"]
+        print(
+            f"soak ({population}, {seconds:.0f}s): RSS at start {rss0 / 1024:.1f} MiB", flush=True
+        )
+        t0 = time.perf_counter()
+        total = 0
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            r = w.ask(
+                cmd="sustained_for", population=population, seconds=min(60.0, seconds - elapsed)
+            )
+            setup.emulator.clear_records()
+            total += r["calls"]
+            r["minute"] = len(rows) + 1
+            r["total_calls"] = total
+            rows.append(r)
+            print(
+                f"  minute {len(rows)}: {r['calls']:,} calls (total {total:,}), median "
+                f"{r['median_us']:.1f}us p99 {r['p99_us']:.1f}us, RSS {r['rss_kb'] / 1024:.1f} MiB "
+                f"({(r['rss_kb'] - rss0) / 1024:+.1f})",
+                flush=True,
+            )
+    finally:
+        w.close()
+    return rows
+
+
+# -- peers (issue 12 item 6) --------------------------------------------------------------------
+
+PEER_OURS_DIRECT: Final = "ours, provider called directly"
+PEER_OURS_CLIENT: Final = "ours via client"
+PEER_FLOOR: Final = "floor (InMemoryProvider via client)"
+PEER_LD: Final = "LaunchDarkly variation() (file data source, events off)"
+PEER_FLAGD: Final = "flagd in-process (FILE), called directly"
+
+
+def run_peers(rounds: int, calls: int) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "peers.py"), "--rounds", str(rounds), "--calls", str(calls)],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench/peers.py failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    doc: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = doc["results"]
+    for flag in ("simple", "complex"):
+        base = res[flag][PEER_OURS_CLIENT]["median_us"]
+        print(
+            f"  peers {flag}: "
+            + "  ".join(f"{c.split(' (')[0]} {v['median_us']:.1f}" for c, v in res[flag].items())
+            + f"  (ours via client {base:.1f}us)",
+            flush=True,
+        )
+    for name, why in doc["skipped"].items():
+        print(f"  peers: skipped {name}: {why}", flush=True)
+    return doc
+
+
+def peer_ratios(doc: dict[str, Any]) -> dict[str, float]:
+    res = doc["results"]
+    r: dict[str, float] = {}
+
+    def med(flag: str, c: str) -> float:
+        return float(res[flag][c]["median_us"])
+
+    for flag in ("simple", "complex"):
+        have = res[flag]
+        if PEER_LD in have:
+            r[f"{flag}: ours direct / LD variation()"] = med(flag, PEER_OURS_DIRECT) / med(
+                flag, PEER_LD
+            )
+        if PEER_FLAGD in have:
+            r[f"{flag}: ours direct / flagd direct"] = med(flag, PEER_OURS_DIRECT) / med(
+                flag, PEER_FLAGD
+            )
+        r[f"{flag}: ours via client / floor"] = med(flag, PEER_OURS_CLIENT) / med(flag, PEER_FLOOR)
+        others = [c for c in have if not c.startswith(("ours", "floor"))]
+        if others:
+            fastest = min(others, key=lambda c: med(flag, c))
+            r[f"{flag}: ours direct / fastest peer"] = med(flag, PEER_OURS_DIRECT) / med(
+                flag, fastest
+            )
+    return r
+
+
+PEER_TARGETS: Final = (
+    (
+        "simple: ours direct / LD variation()",
+        "<=",
+        0.8,
+        "simple: ours direct <= 0.8x LaunchDarkly variation()",
+    ),
+    ("simple: ours direct / flagd direct", "<=", 1.0, "simple: ours direct <= flagd direct"),
+    ("simple: ours via client / floor", "<=", 2.0, "simple: ours via client <= 2x the floor"),
+)
+
+
+def render_peers(doc: dict[str, Any], meta: dict[str, Any]) -> str:
+    res = doc["results"]
+    lines = [
+        f"Run {meta['when']} on {meta['machine']}; one process, {doc['rounds']} alternating "
+        f"rounds of {doc['calls_per_round']:,} calls per contender and flag, a fresh user per "
+        "call; each timed call includes building that SDK's context from the user. "
+        "Median µs per call; versions: "
+        + ", ".join(f"{k} {v}" for k, v in doc["versions"].items())
+        + ".",
+        "",
+        "| contender | simple flag (µs) | vs ours via client | complex flag (µs) "
+        "| vs ours via client |",
+        "|---|---|---|---|---|",
+    ]
+    base = {f: res[f][PEER_OURS_CLIENT]["median_us"] for f in ("simple", "complex")}
+    for c in sorted(res["simple"], key=lambda c: res["simple"][c]["median_us"]):
+        cells = []
+        for f in ("simple", "complex"):
+            v = res[f].get(c)
+            if v is None:
+                cells += ["-", "-"]
+            else:
+                cells += [fmt_us(v["median_us"]), f"{v['median_us'] / base[f]:.2f}"]
+        label = f"**{c}**" if c.startswith("ours") else c
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    for name, why in doc["skipped"].items():
+        lines.append(f"| {name}: skipped ({why}) | - | - | - | - |")
+    lines += ["", "| target / ratio | value | met |", "|---|---|---|"]
+    r = peer_ratios(doc)
+    for key, op, bound, desc in PEER_TARGETS:
+        if key in r:
+            lines.append(
+                f"| {desc} | {r[key]:.3g} | {'yes' if met(r[key], op, bound) else '**no**'} |"
+            )
+    for ratio in (
+        "ours direct / LD variation()",
+        "ours direct / flagd direct",
+        "ours direct / fastest peer",
+    ):
+        s_key, c_key = f"simple: {ratio}", f"complex: {ratio}"
+        if s_key in r and c_key in r:
+            lines.append(
+                f"| {ratio}: complex flag vs simple (lead widens if lower) | "
+                f"{r[c_key]:.3g} vs {r[s_key]:.3g} | {'yes' if r[c_key] < r[s_key] else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
 # -- ratios, targets, table ---------------------------------------------------------------------
+
+
+def import_ready(S: dict[str, dict[str, float]], c: str, mode: str) -> float:
+    """What a fresh process waits in all: importing the provider, then construction -> READY."""
+    return S[c][f"{mode}_import_s"] + S[c][f"{mode}_ready_s"]
+
+
+def startup_ratios(S: dict[str, dict[str, float]], suffix: str) -> dict[str, float]:
+    out = {}
+    for mode in ("cold", "warm"):
+        out[f"ready {mode} ours/official{suffix}"] = (
+            S["ours"][f"{mode}_ready_s"] / S["official"][f"{mode}_ready_s"]
+        )
+        out[f"import+ready {mode} ours/official{suffix}"] = import_ready(
+            S, "ours", mode
+        ) / import_ready(S, "official", mode)
+    return out
 
 
 def ratios(rep: Repeat) -> dict[str, float]:
@@ -437,6 +813,8 @@ def ratios(rep: Repeat) -> dict[str, float]:
         "ready warm ours/official": S["ours"]["warm_ready_s"] / S["official"]["warm_ready_s"],
         "ready warm ours (ms)": S["ours"]["warm_ready_s"] * 1e3,
         "rss after init ours/official": S["ours"]["warm_rss_kb"] / S["official"]["warm_rss_kb"],
+        **startup_ratios(S, ""),
+        **(startup_ratios(rep.startup_large, " (2,000 flags)") if rep.startup_large else {}),
         "swaps p99/quiet p99 (ours)": B["ours"]["swaps"]["p99_us"] / B["ours"]["quiet"]["p99_us"],
         "swaps p99/quiet p99 (official)": B["official"]["swaps"]["p99_us"]
         / B["official"]["quiet"]["p99_us"],
@@ -458,6 +836,32 @@ TARGETS: Final = (
     ("ready warm ours/official", "<=", 0.5, "time to READY (warm) <= 1/2 official"),
     ("ready warm ours (ms)", "<=", 100.0, "warm start with module cache <= 100 ms"),
     ("rss after init ours/official", "<=", 1.0, "RSS after init <= official"),
+    ("import+ready warm ours/official", "<=", 0.75, "import + READY (warm) <= 0.75x official"),
+    ("import+ready cold ours/official", "<=", 0.75, "import + READY (cold) <= 0.75x official"),
+    (
+        "ready warm ours/official (2,000 flags)",
+        "<=",
+        0.5,
+        "2,000 flags: READY (warm) <= 1/2 official",
+    ),
+    (
+        "ready cold ours/official (2,000 flags)",
+        "<=",
+        0.5,
+        "2,000 flags: READY (cold) <= 1/2 official",
+    ),
+    (
+        "import+ready warm ours/official (2,000 flags)",
+        "<=",
+        0.75,
+        "2,000 flags: import + READY (warm) <= 0.75x official",
+    ),
+    (
+        "import+ready cold ours/official (2,000 flags)",
+        "<=",
+        0.75,
+        "2,000 flags: import + READY (cold) <= 0.75x official",
+    ),
     ("swaps p99/quiet p99 (ours)", "<=", 3.0, "p99 during swaps <= 3x p99 without"),
 )
 
@@ -550,6 +954,24 @@ def render(repeats: list[Repeat], meta: dict[str, Any]) -> str:
             f"| import + construction → READY ({mode}) | {cells[0]} | {cells[1]} | - | "
             f"{spread(rr)} | - |"
         )
+    if all(r.startup_large for r in repeats):
+        for mode in ("cold", "warm"):
+            for what, fn in (
+                ("construction → READY", lambda S, c, m: S[c][f"{m}_ready_s"]),
+                ("import + construction → READY", import_ready),
+            ):
+                cells = [
+                    f"{med([fn(r.startup_large, c, mode) * 1e3 for r in repeats]):,.0f} ms"
+                    for c in ("ours", "official")
+                ]
+                rr = [
+                    fn(r.startup_large, "ours", mode) / fn(r.startup_large, "official", mode)
+                    for r in repeats
+                ]
+                lines.append(
+                    f"| 2,000-flag state: {what} ({mode}) | {cells[0]} | {cells[1]} | - | "
+                    f"{spread(rr)} | - |"
+                )
     cells = []
     for c in ("ours", "official"):
         v = [r.startup[c]["warm_rss_kb"] / 1024 for r in repeats]
@@ -580,6 +1002,8 @@ def render(repeats: list[Repeat], meta: dict[str, Any]) -> str:
     lines.append("|---|---|---|---|")
     all_ratios = [ratios(r) for r in repeats]
     for key, op, bound, desc in TARGETS:
+        if not all(key in r for r in all_ratios):
+            continue
         vals = [r[key] for r in all_ratios]
         ok = met(med(vals), op, bound)
         every = all(met(v, op, bound) for v in vals)
@@ -590,15 +1014,18 @@ def render(repeats: list[Repeat], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
+def update_readme(
+    table: str, markers: tuple[str, str] = (TABLE_START, TABLE_END), title: str = "Latest results"
+) -> None:
+    start, end = markers
     text = README.read_text() if README.exists() else ""
-    block = f"{TABLE_START}\n{table}\n{TABLE_END}"
-    if TABLE_START in text and TABLE_END in text:
-        head, rest = text.split(TABLE_START, 1)
-        _, tail = rest.split(TABLE_END, 1)
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
-        text = text.rstrip() + "\n\n## Latest results\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {title}\n\n" + block + "\n"
     README.write_text(text)
 
 
@@ -610,9 +1037,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink for a quick look")
     parser.add_argument("--startup-runs", type=int, default=2)
     parser.add_argument("--no-readme", action="store_true")
-    parser.add_argument("--only", choices=("steady", "startup", "background"), action="append")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only these parts (repeatable)"
+    )
+    parser.add_argument(
+        "--sustained-calls",
+        type=int,
+        default=1_000_000,
+        help="sustained: evaluations per population for ours and the floor",
+    )
+    parser.add_argument(
+        "--sustained-official-calls",
+        type=int,
+        default=60_000,
+        help="sustained: evaluations per population for the official provider (it costs"
+        " ~0.3-0.7 ms each: 1M would take 5-12 min per population on this VM)",
+    )
+    parser.add_argument("--peer-rounds", type=int, default=20)
+    parser.add_argument("--peer-calls", type=int, default=2000)
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="only a soak of ours for SECONDS"
+    )
+    parser.add_argument("--soak-population", choices=POPULATIONS, default="unique")
     args = parser.parse_args(argv)
 
+    parts: list[str] = list(args.only or ([] if args.soak else PARTS))
     ensure_official_venv()
     # Steady-state figures measure the optimized resolver, not a cold start's quick code.
     precompile()
@@ -620,12 +1069,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_b = bench_state.toggled(state_a)
     secret = bench_state.client_secret()
     key = bench_state.encryption_key_hex()
-    parts = args.only or ["steady", "startup", "background"]
+    repeated = [p for p in parts if p in REPEATED_PARTS]
     repeats: list[Repeat] = []
+    sustained: Sustained | None = None
+    peers: dict[str, Any] | None = None
+    soak: list[dict[str, float]] | None = None
     t_start = time.time()
     with (
         grpc_sink() as grpc_target,
         ConfidenceEmulator(client_secret=secret, encryption_key=key).run_in_thread() as emulator,
+        ConfidenceEmulator(
+            client_secret=bench_state.LARGE_SECRET, encryption_key=key
+        ).run_in_thread() as large_emulator,
     ):
         emulator.set_state(state_a, account_id=bench_state.ACCOUNT)
         setup = Setup(
@@ -637,13 +1092,37 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_a=state_a,
             state_b=state_b,
         )
-        for i in range(args.repeats):
+        large = bench_state.large_state() if "startup" in parts else b""
+        large_emulator.set_state(large, account_id=bench_state.LARGE_ACCOUNT)
+        large_setup = Setup(
+            emulator=large_emulator,
+            grpc_target=grpc_target,
+            secret=bench_state.LARGE_SECRET,
+            key=key,
+            large_value="",
+            state_a=large,
+            state_b=large,
+        )
+        if args.soak:
+            soak = run_soak(setup, args.soak, args.soak_population)
+        if "peers" in parts:
+            print("peers", flush=True)
+            peers = run_peers(args.peer_rounds, args.peer_calls)
+        if "sustained" in parts:
+            print("sustained", flush=True)
+            n = max(SUSTAINED_CHUNKS * 10, int(args.sustained_calls * args.scale))
+            n_off = max(SUSTAINED_CHUNKS * 10, int(args.sustained_official_calls * args.scale))
+            sustained = run_sustained(setup, {"ours": n, "official": n_off, "floor": n})
+        for i in range(args.repeats if repeated else 0):
             print(f"repeat {i + 1}/{args.repeats}", flush=True)
             rep = Repeat(index=i)
             if "steady" in parts:
                 run_steady(setup, rep, args.scale)
             if "startup" in parts:
-                run_startup(setup, rep, args.startup_runs)
+                rep.startup = run_startup(setup, rep, args.startup_runs)
+                rep.startup_large = run_startup(
+                    large_setup, rep, args.startup_runs, label="2,000-flag state"
+                )
             if "background" in parts:
                 run_background(setup, rep, args.scale)
             repeats.append(rep)
@@ -655,7 +1134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "official_version": OFFICIAL_VERSION,
         "duration_s": time.time() - t_start,
         "scale": args.scale,
+        "parts": parts,
     }
+    full = set(REPEATED_PARTS) <= set(parts)
     doc: dict[str, Any] = {
         "meta": meta,
         "repeats": [
@@ -663,25 +1144,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "latency": r.latency,
                 "throughput": r.throughput,
                 "startup": r.startup,
+                "startup_large": r.startup_large,
                 "background": r.background,
                 "rss_loaded_kb": r.rss_loaded_kb,
                 "checks": r.checks,
-                "ratios": ratios(r) if set(parts) == {"steady", "startup", "background"} else {},
+                "ratios": ratios(r) if full else {},
             }
             for r in repeats
         ],
     }
+    if sustained is not None:
+        doc["sustained"] = {
+            "calls": sustained.calls,
+            "chunks": sustained.chunks,
+            "rss_start_kb": sustained.rss_start_kb,
+            "ratios": sustained_ratios(sustained),
+        }
+    if peers is not None:
+        doc["peers"] = {**peers, "ratios": peer_ratios(peers)}
+    if soak is not None:
+        doc["soak"] = soak
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=2) + "\n")
-    if set(parts) != {"steady", "startup", "background"}:
+    name = "soak.json" if args.soak and not parts else "latest.json"
+    (RESULTS / name).write_text(json.dumps(doc, indent=2) + "\n")
+    write_readme = not args.no_readme and args.scale == 1.0
+    if sustained is not None:
+        table = render_sustained(sustained, meta)
+        print("\n" + table)
+        if write_readme:
+            update_readme(table, SUSTAINED_MARKERS, "Sustained traffic (latest run)")
+    if peers is not None:
+        table = render_peers(peers, meta)
+        print("\n" + table)
+        if write_readme:
+            update_readme(table, PEERS_MARKERS, "Peers (latest run)")
+    if repeats and full:
+        table = render(repeats, meta)
+        print("\n" + table)
+        if write_readme:
+            update_readme(table)
+    elif repeats:
         print(json.dumps(doc["repeats"][-1], indent=1)[:4000])
-        return 0
-    table = render(repeats, meta)
-    print()
-    print(table)
-    if not args.no_readme:
-        update_readme(table)
-    print(f"\nwrote {RESULTS / 'latest.json'}" + ("" if args.no_readme else f" and {README}"))
+    print(
+        f"\nwrote {RESULTS / name}"
+        + (f" and {README}" if write_readme and (sustained or peers or full) else "")
+        + f" ({meta['duration_s'] / 60:.1f} min)"
+    )
     return 0
 
 

@@ -116,3 +116,148 @@ def toggled(state: bytes) -> bytes:
         if f.name == "flags/tutorial-feature":
             f.description = (f.description or "") + " (bench toggle)"
     return parsed.SerializeToString()
+
+
+# -- a large built state (issue 12 item 5) -----------------------------------------------------
+
+LARGE_ACCOUNT: Final = "bench-large"
+LARGE_SECRET: Final = "bench-large-client-secret"
+LARGE_FLAGS: Final = 2000
+LARGE_SEGMENTS: Final = 300
+_COUNTRIES: Final = ("SE", "US", "DE", "FR", "GB", "NO", "DK", "FI", "ES", "IT")
+
+
+def _large_segment_targeting(j: int) -> dict[str, Any]:
+    """Segment j targets one attribute: a country, a plan set, or an age range (by j % 3)."""
+    from confidence.testing.state_builder import attribute_eq, attribute_in
+
+    kind = j % 3
+    if kind == 0:
+        return attribute_eq("country", _COUNTRIES[j % len(_COUNTRIES)])
+    if kind == 1:
+        return attribute_in("plan", [f"plan-{(j + k) % 7}" for k in range(3)])
+    lo = 18 + j % 40
+    return {
+        "criteria": {
+            "c": {
+                "attribute": {
+                    "attributeName": "age",
+                    "rangeRule": {
+                        "startInclusive": {"numberValue": lo},
+                        "endExclusive": {"numberValue": lo + 10},
+                    },
+                }
+            }
+        },
+        "expression": {"ref": "c"},
+    }
+
+
+def large_state(flags: int = LARGE_FLAGS, segments: int = LARGE_SEGMENTS) -> bytes:
+    """A `ResolverState` built with `StateBuilder`: `flags` flags with 2 variants and 3
+    attribute-targeted 50/50 rules each, over `segments` shared segments."""
+    from confidence.testing.state_builder import StateBuilder, rollout
+
+    b = StateBuilder(account=LARGE_ACCOUNT).client(LARGE_SECRET)
+    for j in range(segments):
+        b.segment(f"segments/bench-{j:03d}", targeting=_large_segment_targeting(j))
+    schema = {"schema": {"enabled": {"boolSchema": {}}}}
+    for i in range(flags):
+        name = f"flags/bench-flag-{i:04d}"
+        on, off = f"{name}/variants/on", f"{name}/variants/off"
+        b.flag(
+            name,
+            variants={on: {"enabled": True}, off: {"enabled": False}},
+            rules=[
+                rollout(f"segments/bench-{(3 * i + k) % segments:03d}", {on: 50, off: 50})
+                for k in range(3)
+            ],
+            schema=schema,
+        )
+    return b.build()
+
+
+# -- the peer comparison's state (issue 12 item 6) -----------------------------------------------
+
+PEER_ACCOUNT: Final = "bench-peers"
+PEER_SECRET: Final = "bench-peers-client-secret"
+SIMPLE_FLAG: Final = "simple"  # country == "SE" -> 50/50 on/off, else off
+COMPLEX_FLAG: Final = "complex"  # 10 rules x (country in 100 codes, version range, age range)
+
+
+def complex_rules() -> list[tuple[list[str], tuple[str, str], tuple[int, int]]]:
+    """Rule k: country in 100 codes, version in (k.0.0, k+1.0.0), age in (17+k, 66+k), all
+    bounds exclusive (every peer can say exclusive). The code lists overlap by half, so a user
+    is in one or two lists and the version decides."""
+    return [
+        (
+            [f"C{c:04d}" for c in range(k * 50, k * 50 + 100)],
+            (f"{k}.0.0", f"{k + 1}.0.0"),
+            (17 + k, 66 + k),
+        )
+        for k in range(10)
+    ]
+
+
+def peer_state() -> bytes:
+    """Our form of the two peer flags (the other peers' forms are in bench/peers.py)."""
+    from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
+
+    b = StateBuilder(account=PEER_ACCOUNT).client(PEER_SECRET)
+    b.segment("segments/sweden", targeting=attribute_eq("country", "SE"))
+    schema = {"schema": {"enabled": {"boolSchema": {}}}}
+    simple = f"flags/{SIMPLE_FLAG}"
+    on, off = f"{simple}/variants/on", f"{simple}/variants/off"
+    b.flag(
+        simple,
+        variants={on: {"enabled": True}, off: {"enabled": False}},
+        rules=[rollout("segments/sweden", {on: 50, off: 50}, bucket_count=100)],
+        schema=schema,
+    )
+    cx = f"flags/{COMPLEX_FLAG}"
+    cx_on = f"{cx}/variants/on"
+    rules = []
+    for k, (codes, (v_lo, v_hi), (a_lo, a_hi)) in enumerate(complex_rules()):
+        seg = f"segments/complex-{k}"
+        b.segment(
+            seg,
+            targeting={
+                "criteria": {
+                    "country": {
+                        "attribute": {
+                            "attributeName": "country",
+                            "setRule": {"values": [{"stringValue": c} for c in codes]},
+                        }
+                    },
+                    "version": {
+                        "attribute": {
+                            "attributeName": "version",
+                            "rangeRule": {
+                                "startExclusive": {"versionValue": {"version": v_lo}},
+                                "endExclusive": {"versionValue": {"version": v_hi}},
+                            },
+                        }
+                    },
+                    "age": {
+                        "attribute": {
+                            "attributeName": "age",
+                            "rangeRule": {
+                                "startExclusive": {"numberValue": a_lo},
+                                "endExclusive": {"numberValue": a_hi},
+                            },
+                        }
+                    },
+                },
+                "expression": {
+                    "and": {"operands": [{"ref": "country"}, {"ref": "version"}, {"ref": "age"}]}
+                },
+            },
+        )
+        rules.append(rollout(seg, {cx_on: 100}, bucket_count=100, name=f"{cx}/rules/r{k}"))
+    b.flag(
+        cx,
+        variants={cx_on: {"enabled": True}, f"{cx}/variants/off": {"enabled": False}},
+        rules=rules,
+        schema=schema,
+    )
+    return b.build()

@@ -18,10 +18,12 @@ one JSON line and exits (fresh process per measurement: cold and warm starts).
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import gc
 import json
 import os
+import random
 import sys
 import threading
 import time
@@ -34,6 +36,17 @@ from openfeature.evaluation_context import EvaluationContext
 BOOL_FLAG = "fallthrough-test-2"
 BOOL_KEY = f"{BOOL_FLAG}.enabled"
 LARGE_FLAG = "bench-large-object"
+
+#: The sustained figure's flags, one per call in turn: two boolean flags whose rules match
+#: (a 90/10 fallthrough rule then a 50/50 rule, and a one-rule flag), and a string flag whose
+#: only rule (visitor_id == "tutorial_visitor") never matches these users (default value).
+SUSTAINED_FLAGS = (
+    ("bool", BOOL_KEY, False),
+    ("bool", "fallthrough-test-1.enabled", False),
+    ("str", "tutorial-feature.title", ""),
+)
+ZIPF_USERS = 1_000_000
+ZIPF_S = 1.0
 
 _now = time.perf_counter_ns
 
@@ -119,6 +132,12 @@ def make_floor(args: argparse.Namespace) -> Any:
     return lambda: InMemoryProvider(
         {
             BOOL_KEY: InMemoryFlag(default_variant="on", variants={"on": True, "off": False}),
+            "fallthrough-test-1.enabled": InMemoryFlag(
+                default_variant="on", variants={"on": True, "off": False}
+            ),
+            "tutorial-feature.title": InMemoryFlag(
+                default_variant="w", variants={"w": "Warm welcome to Confidence!"}
+            ),
             LARGE_FLAG: InMemoryFlag(default_variant="large", variants={"large": large}),
         }
     )
@@ -136,12 +155,55 @@ FACTORIES: dict[str, Callable[[argparse.Namespace], Callable[[], Any]]] = {
 # -- measurements ----------------------------------------------------------------------------
 
 
+class Population:
+    """The sustained figure's users, the same sequence in every contender's process.
+
+    `unique`: every call a new targeting key. `zipf`: keys drawn from 1,000,000 users with
+    P(rank k) ~ 1/k^s (s = 1: the top user gets ~7 % of calls, and about half of the calls
+    go to users seen before), seeded, so every contender sees the same draws.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.next = 0
+        self.rng = random.Random(12)
+        # 8 bytes per user (a list of floats would be ~32 MB, and show in RSS).
+        self.cum = array.array("d")
+        if kind == "zipf":
+            total = 0.0
+            for k in range(1, ZIPF_USERS + 1):
+                total += k**-ZIPF_S
+                self.cum.append(total)
+
+    def ids(self, n: int) -> list[int]:
+        if self.kind == "unique":
+            start = self.next
+            self.next += n
+            return list(range(start, start + n))
+        return self.rng.choices(range(ZIPF_USERS), cum_weights=self.cum, k=n)
+
+
+def sustained_ctx(prefix: str, uid: int) -> EvaluationContext:
+    key = f"{prefix}-{uid}"
+    return EvaluationContext(
+        targeting_key=key,
+        attributes={
+            "visitor_id": key,
+            "country": ("SE", "US", "DE")[uid % 3],
+            "plan": "premium" if uid % 2 else "free",
+            "age": 20 + uid % 50,
+        },
+    )
+
+
 class Worker:
     def __init__(self, provider: Any) -> None:
         self.provider = provider
         self.client = api.get_client()
         self.ctxs = contexts(1000)
         self.unique_next = 10_000_000
+        self.populations: dict[str, Population] = {}
+        self.calls_done = 0
 
     def _ctx_list(self, n: int, keys: str) -> list[EvaluationContext]:
         if keys == "unique":
@@ -229,6 +291,67 @@ class Worker:
         elapsed = time.perf_counter() - t0
         return {"calls": sum(counts), "elapsed": elapsed, "per_s": sum(counts) / elapsed}
 
+    def prepare(self, population: str) -> dict[str, Any]:
+        """Build the population and warm the path (2,000 calls of it, untimed), so RSS
+        before the first chunk counts the provider, not the bench's own tables."""
+        self.sustained(population, 2000)
+        gc.collect()
+        return {"rss_kb": rss_kb()}
+
+    def sustained(self, population: str, n: int) -> dict[str, Any]:
+        """`n` client evaluations, a new context object per call (built outside the timer),
+        the flags of SUSTAINED_FLAGS in turn; the chunk's median/p99 and RSS after it."""
+        pop = self.populations.get(population)
+        if pop is None:
+            pop = self.populations[population] = Population(population)
+        prefix = "u" if population == "unique" else "z"
+        c = self.client
+        getters = [
+            (c.get_boolean_details if kind == "bool" else c.get_string_details, key, default)
+            for kind, key, default in SUSTAINED_FLAGS
+        ]
+        nflags = len(getters)
+        samples = [0] * n
+        now = _now
+        t_start = time.perf_counter()
+        for i, uid in enumerate(pop.ids(n)):
+            ctx = sustained_ctx(prefix, uid)
+            get, key, default = getters[(self.calls_done + i) % nflags]
+            t0 = now()
+            get(key, default, ctx)
+            samples[i] = now() - t0
+        elapsed = time.perf_counter() - t_start
+        self.calls_done += n
+        samples.sort()
+        return {
+            "n": n,
+            "median_us": samples[n // 2] / 1e3,
+            "p99_us": samples[min(n - 1, int(n * 0.99))] / 1e3,
+            "mean_us": sum(samples) / n / 1e3,
+            "elapsed_s": elapsed,
+            "rss_kb": rss_kb(),
+        }
+
+    def sustained_for(self, population: str, seconds: float) -> dict[str, Any]:
+        """Sustained chunks of 5,000 calls for about `seconds` (the soak's minute)."""
+        samples_med: list[float] = []
+        p99: list[float] = []
+        calls = 0
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            r = self.sustained(population, 5000)
+            samples_med.append(r["median_us"])
+            p99.append(r["p99_us"])
+            calls += r["n"]
+        samples_med.sort()
+        p99.sort()
+        return {
+            "calls": calls,
+            "median_us": samples_med[len(samples_med) // 2],
+            "p99_us": p99[len(p99) // 2],
+            "rss_kb": rss_kb(),
+        }
+
     def latency_for(self, figure: str, seconds: float, keys: str) -> list[int]:
         fn = self.call_for(figure)
         batch = 2000
@@ -261,6 +384,12 @@ def serve(worker: Worker) -> None:
                     cmd["figure"], cmd["seconds"], cmd.get("keys", "cycle")
                 )
             }
+        elif kind == "prepare":
+            reply = worker.prepare(cmd["population"])
+        elif kind == "sustained":
+            reply = worker.sustained(cmd["population"], cmd["n"])
+        elif kind == "sustained_for":
+            reply = worker.sustained_for(cmd["population"], cmd["seconds"])
         elif kind == "throughput":
             reply = worker.throughput(cmd["figure"], cmd["threads"], cmd["seconds"])
         elif kind == "rss":
