@@ -262,10 +262,25 @@ def test_a_cold_provider_serves_at_once_and_moves_to_optimized_code(
 
 
 def test_shutdown_while_the_optimized_compile_runs(
-    emulator: ConfidenceEmulator, cold_machine: Path, caplog: pytest.LogCaptureFixture
+    emulator: ConfidenceEmulator,
+    cold_machine: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The tier-up starts on the loop after READY; shutting down before it started would
+    # leave nothing to abandon (a loaded machine got there first), so wait for it to start.
+    compiling = threading.Event()
+    real_load = CompiledResolver.load.__func__  # type: ignore[attr-defined]
+
+    def load(cls: type[CompiledResolver], *args: Any, **kwargs: Any) -> CompiledResolver:
+        if not kwargs.get("quick_if_cold"):
+            compiling.set()  # the OPTIMIZED compile (tier_up), not the cold start
+        return real_load(cls, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(CompiledResolver, "load", classmethod(load))
     provider = make_provider(emulator)
     api.set_provider_and_wait(provider)
+    assert compiling.wait(30), "the optimized compile never started"
     assert _provider_tier(provider) is Tier.QUICK  # the optimized compile has just begun
     assert api.get_client().get_boolean_value("feature.enabled", False, EvaluationContext("u"))
     pool = provider._runtime and provider._runtime._pool  # (gone from the provider after shutdown)
