@@ -97,7 +97,7 @@ def _read_state_file(path: str, key: bytes | None, account: str | None) -> Any:
     try:
         return parse_state_bytes(data, encryption_key=key, account_id=account)
     except StateFileError as exc:
-        if account is None and "account_id" in str(exc):
+        if account is None and exc.needs_account_id:
             # A raw ResolverState has no account; only logs need one, never a resolve.
             return parse_state_bytes(data, encryption_key=key, account_id="(unknown)")
         message = str(exc).replace("account_id=", "--account")

@@ -29,7 +29,14 @@ _CLIENT_STATE_FIELDS = frozenset({1, 2, 4})
 
 
 class StateFileError(ValueError):
-    """The state file is missing, unreadable, or in no form we understand."""
+    """The state file is missing, unreadable, or in no form we understand.
+
+    `needs_account_id` is true when only an account id was missing (the file parsed).
+    """
+
+    def __init__(self, message: str, *, needs_account_id: bool = False) -> None:
+        super().__init__(message)
+        self.needs_account_id = needs_account_id
 
 
 def _looks_like_client_state(data: bytes) -> bool:
@@ -82,7 +89,9 @@ def parse_state_bytes(
             raise StateFileError(f"invalid ClientResolverState: {exc}") from None
         account = account_id or client_state.account
         if not account:
-            raise StateFileError("state file has no account id; pass account_id=")
+            raise StateFileError(
+                "state file has no account id; pass account_id=", needs_account_id=True
+            )
         return BootstrapState(client_state.state, account, tuple(client_state.log_destinations))
     if not _is_resolver_state(plaintext):
         raise StateFileError(
@@ -90,7 +99,9 @@ def parse_state_bytes(
             + ("" if encryption_key else " (if it is encrypted, pass encryption_key=)")
         )
     if not account_id:
-        raise StateFileError("state file holds a raw ResolverState; pass account_id=")
+        raise StateFileError(
+            "state file holds a raw ResolverState; pass account_id=", needs_account_id=True
+        )
     return BootstrapState(plaintext, account_id)
 
 

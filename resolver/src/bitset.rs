@@ -1,4 +1,5 @@
 //! Segment bitsets (gzip streams) and bloom filters (resolve.md §1, §4.5).
+use crate::error::GzipError;
 use miniz_oxide::inflate::decompress_to_vec_with_limit;
 
 /// Upper bound on an inflated bitset (a bitset covers 1,000,000 units = 125,000 bytes).
@@ -21,22 +22,22 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
 }
 
 /// Inflates a single-member gzip stream (RFC 1952), checking CRC-32 and size.
-pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, String> {
+pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, GzipError> {
     if data.len() < 18 || data[0] != 0x1f || data[1] != 0x8b {
-        return Err("not a gzip stream".into());
+        return Err(GzipError::NotGzip);
     }
     if data[2] != 8 {
-        return Err("unsupported gzip compression method".into());
+        return Err(GzipError::UnsupportedMethod);
     }
     let flags = data[3];
     if flags & 0xe0 != 0 {
-        return Err("reserved gzip flags set".into());
+        return Err(GzipError::ReservedFlags);
     }
     let mut i = 10usize;
     if flags & 0x04 != 0 {
         // FEXTRA
         if i + 2 > data.len() {
-            return Err("truncated gzip header".into());
+            return Err(GzipError::TruncatedHeader);
         }
         let xlen = data[i] as usize | ((data[i + 1] as usize) << 8);
         i += 2 + xlen;
@@ -54,15 +55,15 @@ pub fn gunzip(data: &[u8]) -> Result<Vec<u8>, String> {
         i += 2; // FHCRC
     }
     if i + 8 > data.len() {
-        return Err("truncated gzip stream".into());
+        return Err(GzipError::Truncated);
     }
     let body = &data[i..data.len() - 8];
     let trailer = &data[data.len() - 8..];
-    let out = decompress_to_vec_with_limit(body, MAX_INFLATED).map_err(|e| format!("bad gzip data: {:?}", e.status))?;
+    let out = decompress_to_vec_with_limit(body, MAX_INFLATED).map_err(|e| GzipError::BadData(e.status))?;
     let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
     if crc != crc32(&out) || isize != out.len() as u32 {
-        return Err("gzip checksum mismatch".into());
+        return Err(GzipError::ChecksumMismatch);
     }
     Ok(out)
 }
@@ -80,7 +81,7 @@ impl Bitset {
         Bitset { bytes, all_set }
     }
 
-    pub fn from_gzip(data: &[u8]) -> Result<Self, String> {
+    pub fn from_gzip(data: &[u8]) -> Result<Self, GzipError> {
         Ok(Self::from_bytes(gunzip(data)?))
     }
 
@@ -165,14 +166,22 @@ mod tests {
     #[test]
     fn gunzip_rejects_garbage() {
         assert!(gunzip(b"garbage").is_err());
+        assert_eq!(gunzip(b"garbage"), Err(GzipError::NotGzip));
         assert!(gunzip(&GZ[..GZ.len() - 3]).is_err());
         let mut bad = GZ.to_vec();
         let n = bad.len();
         bad[n - 8] ^= 1; // crc
         assert!(gunzip(&bad).is_err());
+        assert_eq!(gunzip(&bad), Err(GzipError::ChecksumMismatch));
         let mut bad = GZ.to_vec();
         bad[12] ^= 0x55; // deflate body
         assert!(gunzip(&bad).is_err());
+        let mut bad = GZ.to_vec();
+        bad[2] = 7;
+        assert_eq!(gunzip(&bad), Err(GzipError::UnsupportedMethod));
+        bad[2] = 8;
+        bad[3] = 0x20;
+        assert_eq!(gunzip(&bad), Err(GzipError::ReservedFlags));
     }
 
     #[test]

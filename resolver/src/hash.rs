@@ -59,7 +59,9 @@ pub fn murmur3_x64_128(data: &[u8], seed: u32) -> (u64, u64) {
     (h1, h2)
 }
 
-/// `hash(s)`: the low 64 bits of MurmurHash3 x64 128 with seed 0.
+/// `hash(s)`: the low 64 bits of MurmurHash3 x64 128 with seed 0 (tests; resolving uses
+/// `hash_concat`).
+#[cfg(test)]
 pub fn hash(s: &str) -> u64 {
     murmur3_x64_128(s.as_bytes(), 0).0
 }

@@ -1,5 +1,6 @@
 //! One resolver instance: configuration, the loaded state, accumulated logs and the
 //! resolve-id generator. The ABI layer (`abi.rs`) is a thin wrapper around this.
+use crate::error::Error;
 use crate::json::parse_context;
 use crate::logs::{LogConfig, Logs};
 use crate::materialize::Mode;
@@ -62,7 +63,7 @@ impl Instance {
 
     /// Decodes and indexes the whole state before swapping it in; on error the previous
     /// state stays.
-    pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, String> {
+    pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, Error> {
         let state = State::load(&req.state, &req.account_id)?;
         let result = SetStateResult {
             flags: state.digests.iter().map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest }).collect(),
@@ -79,7 +80,7 @@ impl Instance {
 
     /// Resolves `call` as a `ResolveResult` message (tests and tools; the ABI answers with
     /// the JSON form of `resolve_json`, which carries no flag schema).
-    pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, String> {
+    pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, Error> {
         self.resolve_with(call, |state, resolution| {
             let result = match resolution {
                 Resolution::Suspended(reads) => {
@@ -100,7 +101,7 @@ impl Instance {
     /// "w":[[unit,materialization,rule,variant],..]}` or `{"s":[[unit,materialization,rule,
     /// variant],..]}` when suspended. `value` is the variant's value object (precomputed at
     /// state load), `{}` for a client default, `null` without a variant.
-    pub fn resolve_json(&mut self, call: &ResolveCall, out: &mut String) -> Result<(), String> {
+    pub fn resolve_json(&mut self, call: &ResolveCall, out: &mut String) -> Result<(), Error> {
         self.resolve_with(call, |state, resolution| write_resolution(out, state, resolution))
     }
 
@@ -108,15 +109,15 @@ impl Instance {
         &mut self,
         call: &ResolveCall,
         answer: impl FnOnce(&State, Resolution<'_, '_>) -> R,
-    ) -> Result<R, String> {
-        let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
+    ) -> Result<R, Error> {
+        let state = self.state.as_ref().ok_or(Error::NoState)?;
         let client = client_for(state, &call.client_secret)?;
-        let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
+        let ctx = parse_context(&call.context_json)?;
         let mode = match MaterializationMode::from_i32(call.materialization_mode) {
             Some(MaterializationMode::Unsupported) => Mode::Unsupported,
             Some(MaterializationMode::Discovery) => Mode::Discovery,
             Some(MaterializationMode::Complete) => Mode::Complete,
-            None => return Err(format!("unknown materialization mode {}", call.materialization_mode)),
+            None => return Err(Error::UnknownMaterializationMode(call.materialization_mode)),
         };
         let outcome = resolve(state, client, &ctx, &call.flags, mode, &call.materializations)?;
         let (flags, writes) = match outcome {

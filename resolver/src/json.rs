@@ -1,13 +1,12 @@
 //! A small JSON reader for the evaluation context (accepts NaN, Infinity, -Infinity as
 //! Python's json.dumps emits them) and a JSON writer for flag values.
+pub use crate::error::JsonError;
 use crate::value::{Context, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 const MAX_DEPTH: usize = 128;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonError(pub String);
 
 struct Parser<'a> {
     b: &'a [u8],
@@ -15,8 +14,8 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn err<T>(&self, msg: &str) -> Result<T, JsonError> {
-        Err(JsonError(format!("invalid context JSON at byte {}: {}", self.i, msg)))
+    fn err<T>(&self, problem: &'static str) -> Result<T, JsonError> {
+        Err(JsonError { at: self.i, problem })
     }
 
     fn ws(&mut self) {
@@ -148,7 +147,10 @@ impl<'a> Parser<'a> {
                 return self.err("expected exponent digits");
             }
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| JsonError("bad number".into()))?;
+        let text = match std::str::from_utf8(&self.b[start..self.i]) {
+            Ok(text) => text,
+            Err(_) => return self.err("bad number"),
+        };
         match text.parse::<f64>() {
             Ok(n) => Ok(Value::Number(n)),
             Err(_) => self.err("bad number"),
@@ -184,9 +186,10 @@ impl<'a> Parser<'a> {
         while let Some(&c) = self.b.get(j) {
             if c == b'"' {
                 self.i = j + 1;
-                return std::str::from_utf8(&self.b[start..j])
-                    .map(str::to_owned)
-                    .map_err(|_| JsonError("invalid UTF-8 in string".into()));
+                return match std::str::from_utf8(&self.b[start..j]) {
+                    Ok(text) => Ok(text.to_owned()),
+                    Err(_) => self.err("invalid UTF-8 in string"),
+                };
             }
             if c == b'\\' || c < 0x20 {
                 break;
@@ -258,7 +261,10 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        String::from_utf8(out).map_err(|_| JsonError("invalid UTF-8 in string".into()))
+        match String::from_utf8(out) {
+            Ok(text) => Ok(text),
+            Err(_) => self.err("invalid UTF-8 in string"),
+        }
     }
 }
 
@@ -280,7 +286,8 @@ pub fn parse_context(bytes: &[u8]) -> Result<Context, JsonError> {
     Ok(Context { fields })
 }
 
-/// Parses any JSON value (tests and tools).
+/// Parses any JSON value (tests).
+#[cfg(test)]
 pub fn parse_value(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut p = Parser { b: bytes, i: 0 };
     let v = p.value(0)?;

@@ -334,7 +334,7 @@ pub struct Dropped {
 }
 
 /// One drained batch.
-#[derive(Debug, Default, Clone, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Drained {
     /// A serialized WriteFlagLogsRequest; empty when nothing accumulated.
     pub request: Vec<u8>,

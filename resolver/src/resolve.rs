@@ -1,4 +1,5 @@
 //! Resolving flags (resolve.md §2, §3, §8).
+use crate::error::Error;
 use crate::hash::{bucket, hash_concat};
 use crate::json::{format_number, write_proto_value, write_string};
 use crate::materialize::{MatError, Materializer, Mode, ReadAnswer};
@@ -115,11 +116,8 @@ pub fn mask_secret(secret: &str) -> String {
 }
 
 /// Looks up the client of a secret; unknown secrets are an error that masks the secret.
-pub fn client_for<'s>(state: &'s State, secret: &str) -> Result<&'s ClientIdentity, String> {
-    state
-        .secrets
-        .get(secret)
-        .ok_or_else(|| format!("client secret not found: {}", mask_secret(secret)))
+pub fn client_for<'s>(state: &'s State, secret: &str) -> Result<&'s ClientIdentity, Error> {
+    state.secrets.get(secret).ok_or_else(|| Error::UnknownClientSecret { masked: mask_secret(secret) })
 }
 
 /// Resolves the request's flags (§2). `Err` fails the whole request.
@@ -130,7 +128,7 @@ pub fn resolve<'s>(
     flag_names: &[String],
     mode: Mode,
     records: &[MaterializationRecord],
-) -> Result<Outcome<'s>, String> {
+) -> Result<Outcome<'s>, Error> {
     let enabled = |f: &&'s Flag| f.state == FlagState::Active as i32 && f.clients.iter().any(|c| *c == client.client);
     let selected: Vec<&'s Flag> = if flag_names.is_empty() {
         state.flags.iter().filter(enabled).collect()
@@ -146,11 +144,7 @@ pub fn resolve<'s>(
             .collect()
     };
     if selected.len() > MAX_FLAGS_PER_REQUEST {
-        return Err(format!(
-            "too many flags in one request: {} (at most {})",
-            selected.len(),
-            MAX_FLAGS_PER_REQUEST
-        ));
+        return Err(Error::TooManyFlags { count: selected.len(), max: MAX_FLAGS_PER_REQUEST });
     }
     let mut mat = Materializer::new(mode, records);
     let mut outcomes = Vec::with_capacity(selected.len());
@@ -212,11 +206,13 @@ enum Step<T> {
     Stop(ResolveReason),
 }
 
-fn mat_step<T>(r: Result<T, MatError>) -> Result<Step<T>, String> {
+fn mat_step<T>(r: Result<T, MatError>) -> Result<Step<T>, Error> {
     match r {
         Ok(v) => Ok(Step::Go(v)),
         Err(MatError::NotSupported) => Ok(Step::Stop(ResolveReason::MaterializationNotSupported)),
-        Err(MatError::DuplicateWrite(m)) => Err(m),
+        Err(MatError::DuplicateWrite { rule, materialization }) => {
+            Err(Error::DuplicateMaterializationWrite { rule, materialization })
+        }
     }
 }
 
@@ -236,7 +232,7 @@ pub fn resolve_flag<'s>(
     ctx: &Context,
     client: &ClientIdentity,
     mat: &mut Materializer,
-) -> Result<FlagOutcome<'s>, String> {
+) -> Result<FlagOutcome<'s>, Error> {
     let mut out = FlagOutcome::new(flag);
     if flag.state == FlagState::Archived as i32 {
         return Ok(out.reason_only(ResolveReason::FlagArchived));
@@ -386,8 +382,10 @@ pub fn resolve_flag<'s>(
                 return Ok(out);
             }
             Some(AssignmentKind::Variant(v)) => {
-                let variant = flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| {
-                    format!("flag {} rule {} assigns unknown variant {}", flag.name, rule.name, v.variant)
+                let variant = flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| Error::UnknownVariant {
+                    flag: flag.name.clone(),
+                    rule: rule.name.clone(),
+                    variant: v.variant.clone(),
                 })?;
                 out.reason = ResolveReason::Match;
                 out.variant = Some(variant);
@@ -416,15 +414,15 @@ fn choose_assignment<'s>(
     spec: &'s AssignmentSpec,
     unit: Option<&str>,
     sticky_variant: Option<&str>,
-) -> Result<Option<&'s Assignment>, String> {
-    let variant_bucket = |u: &str| -> Result<u64, String> {
+) -> Result<Option<&'s Assignment>, Error> {
+    let variant_bucket = |u: &str| -> Result<u64, Error> {
         let seg = match rule.segment.find('/') {
             Some(i) => &rule.segment[i + 1..],
             None => rule.segment.as_str(),
         };
         let n = if spec.bucket_count > 0 { spec.bucket_count as u64 } else { 0 };
         bucket(hash_concat(&[seg, "|", u]), n)
-            .ok_or_else(|| format!("rule {} has bucket count {}", rule.name, spec.bucket_count))
+            .ok_or_else(|| Error::InvalidBucketCount { rule: rule.name.clone(), bucket_count: spec.bucket_count })
     };
     if let Some(sv) = sticky_variant {
         let candidates: Vec<&Assignment> = spec

@@ -1,4 +1,5 @@
 //! Instance-level tests: configure, state swaps, resolve results, logs and flushes.
+use crate::error::ErrorKind;
 use crate::instance::Instance;
 use crate::logs::{context_schema, DEDUP_WINDOW_MS};
 use crate::proto::abi::{resolve_result, Configure, FlushLogs, MaterializationMode, ResolveCall, Resolved, SetState};
@@ -78,13 +79,16 @@ fn flush(i: &mut Instance, now: i64, max: u32) -> (Option<WriteFlagLogsRequest>,
 #[test]
 fn set_state_reports_digests_and_keeps_old_state_on_error() {
     let mut i = Instance::new();
-    assert!(i.resolve(&call(&[], "{}", false, 0)).unwrap_err().contains("no resolver state"));
+    assert!(i.resolve(&call(&[], "{}", false, 0)).unwrap_err().to_string().contains("no resolver state"));
+    assert_eq!(i.resolve(&call(&[], "{}", false, 0)).unwrap_err().kind(), ErrorKind::NoState);
     let r = i.set_state(SetState { state: state_bytes(), account_id: "acc".into() }).unwrap();
     assert_eq!(r.flags.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["flags/a", "flags/ft", "flags/cd", "flags/sticky"]);
     assert_eq!((r.segment_count, r.client_count), (2, 1));
     let again = i.set_state(SetState { state: state_bytes(), account_id: "acc".into() }).unwrap();
     assert_eq!(r.flags, again.flags, "digests are stable");
     assert!(i.set_state(SetState { state: b"\xff\xff garbage".to_vec(), account_id: "acc".into() }).is_err());
+    let e = i.set_state(SetState { state: b"\xff\xff garbage".to_vec(), account_id: "acc".into() }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidState);
     assert_eq!(resolved(&mut i, &call(&["flags/a"], r#"{"country":"SE"}"#, false, 0)).flags.len(), 1);
 }
 
@@ -125,12 +129,21 @@ fn errors() {
     let mut c = call(&[], "{}", false, 0);
     c.client_secret = "top-secret-xyz".into();
     let e = i.resolve(&c).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::UnknownClientSecret);
+    let e = e.to_string();
     assert!(e.contains("client secret not found") && !e.contains("top-secret-xyz"), "{e}");
     let e = i.resolve(&call(&[], "{oops", false, 0)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidContext);
+    let e = e.to_string();
     assert!(e.contains("invalid context JSON"), "{e}");
+    // invalid UTF-8 in a string is a context error too
+    let mut c = call(&[], "{}", false, 0);
+    c.context_json = b"{\"s\":\"\xff\"}".to_vec();
+    assert_eq!(i.resolve(&c).unwrap_err().kind(), ErrorKind::InvalidContext);
     let mut c = call(&[], "{}", false, 0);
     c.materialization_mode = 17;
     assert!(i.resolve(&c).is_err());
+    assert_eq!(i.resolve(&c).unwrap_err().kind(), ErrorKind::InvalidRequest);
     // NaN/Infinity tokens are accepted
     assert_eq!(resolved(&mut i, &call(&["flags/a"], r#"{"x":NaN,"y":-Infinity,"country":"SE"}"#, false, 0)).flags.len(), 1);
 }
@@ -283,7 +296,7 @@ fn bounded_drain() {
     assert!(!req.unwrap().flag_resolve_info.is_empty());
     let (req, more, n) = flush(&mut i, 0, 400);
     let req = req.unwrap();
-    assert!(more && n >= 2 && n < 9);
+    assert!(more && (2..9).contains(&n));
     let size: usize = req.flag_assigned.iter().map(|f| f.encoded_len() + 2).sum();
     assert!(size <= 400);
     assert!(req.flag_resolve_info.is_empty());

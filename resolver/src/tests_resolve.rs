@@ -1,4 +1,5 @@
 //! Resolution tests on hand-built states (resolve.md §2–§5, §8).
+use crate::error::{Error, ErrorKind};
 use crate::hash::{bitset_index, bucket, hash};
 use crate::json::parse_context;
 use crate::materialize::Mode;
@@ -14,14 +15,14 @@ fn load(rs: crate::proto::admin::ResolverState) -> State {
     State::from_proto(rs, "acc").expect("state")
 }
 
-fn run<'s>(st: &'s State, ctx: &str, flags: &[&str], mode: Mode, records: &[MaterializationRecord]) -> Result<Outcome<'s>, String> {
+fn run<'s>(st: &'s State, ctx: &str, flags: &[&str], mode: Mode, records: &[MaterializationRecord]) -> Result<Outcome<'s>, Error> {
     let client = client_for(st, SECRET)?;
-    let ctx = parse_context(ctx.as_bytes()).map_err(|e| e.0)?;
+    let ctx = parse_context(ctx.as_bytes())?;
     let names: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
     resolve(st, client, &ctx, &names, mode, records)
 }
 
-fn resolved<'s>(o: Outcome<'s>) -> (Vec<FlagOutcome<'s>>, Vec<MaterializationRecord>) {
+fn resolved(o: Outcome<'_>) -> (Vec<FlagOutcome<'_>>, Vec<MaterializationRecord>) {
     match o {
         Outcome::Resolved { flags, writes } => (flags, writes),
         Outcome::Suspended { reads } => panic!("unexpectedly suspended: {reads:?}"),
@@ -43,7 +44,7 @@ fn simple_state() -> State {
     load(resolver_state(
         vec![
             flag("flags/a", vec![on.clone()], vec![rule("flags/a/rules/r1", "segments/se", "", 1000, vec![to_variant("a1", "on", vec![range(0, 1000)])])]),
-            flag("flags/b", vec![on.clone()], vec![rule("flags/b/rules/r1", "segments/all", "", 1000, vec![to_variant("b1", "on", vec![range(0, 1000)])])]),
+            flag("flags/b", vec![on], vec![rule("flags/b/rules/r1", "segments/all", "", 1000, vec![to_variant("b1", "on", vec![range(0, 1000)])])]),
         ],
         vec![segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1"))), catch_all("segments/all")],
     ))
@@ -91,6 +92,9 @@ fn too_many_flags_fail_the_request() {
         .collect();
     let st = load(resolver_state(flags, vec![]));
     let err = run(&st, "{}", &[], Mode::Complete, &[]).unwrap_err();
+    assert_eq!(err, Error::TooManyFlags { count: 1001, max: 1000 });
+    assert_eq!(err.kind(), ErrorKind::TooManyFlags);
+    let err = err.to_string();
     assert!(err.contains("too many flags"), "{err}");
 }
 
@@ -98,6 +102,8 @@ fn too_many_flags_fail_the_request() {
 fn unknown_secret_is_masked() {
     let st = simple_state();
     let err = client_for(&st, "my-very-secret-value").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownClientSecret);
+    let err = err.to_string();
     assert!(err.contains("client secret not found"));
     assert!(!err.contains("my-very-secret-value") && !err.contains("secret-value"));
 }
@@ -114,13 +120,13 @@ fn targeting_key_rules() {
             flag("flags/full-default", vec![on.clone()], vec![full("r", "")]),
             flag("flags/full-explicit", vec![on.clone()], vec![full("r", "targeting_key")]),
             flag("flags/half-default", vec![on.clone()], vec![half("r", "")]),
-            flag("flags/custom", vec![on.clone()], vec![full("r1", "user.id"), full("r2", "")]),
+            flag("flags/custom", vec![on], vec![full("r1", "user.id"), full("r2", "")]),
         ],
         vec![catch_all("segments/all")],
     ));
     // blank selector: a missing key resolves without a unit; a full rollout still matches
     let o = one(&st, "{}", "flags/full-default");
-    assert_eq!((o.reason, o.unit.clone()), (R::Match, None));
+    assert_eq!((o.reason, o.unit), (R::Match, None));
     // an explicit selector with a missing key skips the rule
     assert_eq!(one(&st, "{}", "flags/full-explicit").reason, R::NoSegmentMatch);
     // a partial rollout needs a unit
@@ -188,6 +194,29 @@ fn gaps_in_ranges_go_to_the_next_rule_and_bucket_count_zero_errors() {
     assert_eq!(one(&st, r#"{"targeting_key":"u"}"#, "flags/gap").rule_name(), "r2");
     assert!(run(&st, r#"{"targeting_key":"u"}"#, &["flags/zero"], Mode::Complete, &[]).is_err());
     assert!(run(&st, r#"{"targeting_key":"u"}"#, &["flags/missing-variant"], Mode::Complete, &[]).is_err());
+    let zero = run(&st, r#"{"targeting_key":"u"}"#, &["flags/zero"], Mode::Complete, &[]).unwrap_err();
+    assert_eq!(zero, Error::InvalidBucketCount { rule: "r".into(), bucket_count: 0 });
+    assert_eq!(zero.kind(), ErrorKind::InvalidFlag);
+    let missing = run(&st, r#"{"targeting_key":"u"}"#, &["flags/missing-variant"], Mode::Complete, &[]).unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::InvalidFlag);
+    assert_eq!(missing.to_string(), "flag flags/missing-variant rule r assigns unknown variant nope");
+}
+
+#[test]
+fn a_second_write_of_one_materialization_record_fails_the_request() {
+    // Two flags whose rules share a name and a write materialization: one unit would get
+    // two records for the same (unit, materialization, rule).
+    let on = variant("on", "{}");
+    let writer = || with_mat(rule("r", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]), "", "m", false, false);
+    let st = load(resolver_state(
+        vec![flag("flags/w1", vec![on.clone()], vec![writer()]), flag("flags/w2", vec![on], vec![writer()])],
+        vec![catch_all("segments/all")],
+    ));
+    let ctx = r#"{"targeting_key":"u"}"#;
+    assert!(run(&st, ctx, &["flags/w1"], Mode::Complete, &[]).is_ok());
+    let err = run(&st, ctx, &["flags/w1", "flags/w2"], Mode::Complete, &[]).unwrap_err();
+    assert_eq!(err, Error::DuplicateMaterializationWrite { rule: "r".into(), materialization: "m".into() });
+    assert_eq!(err.kind(), ErrorKind::DuplicateMaterializationWrite);
 }
 
 #[test]
