@@ -74,6 +74,12 @@ def cargo_test(session: nox.Session) -> None:
     session.run("bash", "resolver/test.sh", external=True)
 
 
+@nox.session(python=False)
+def rust_lint(session: nox.Session) -> None:
+    """The resolver's rustfmt check and clippy with warnings as errors (Debian's toolchain)."""
+    session.run("bash", "resolver/lint.sh", external=True)
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     session.install("-e", ".")

@@ -5,9 +5,12 @@ and back. The hot call, `cr_resolve`, is tuned (bench/README.md):
 
 - its `ResolveCall` is encoded by hand: the fields that repeat (flags, secret, apply, mode)
   are cached as one pre-encoded prefix, and only the context and the clock are appended;
-- its answer is JSON (ABI 2), decoded with one `json.loads`: several times cheaper than a
-  protobuf `ResolveResult` plus a `json.loads` per value, and the flag values arrive as
-  fresh dicts.
+- its answer is JSON (since ABI 2), decoded with one `json.loads`: several times cheaper
+  than a protobuf `ResolveResult` plus a `json.loads` per value, and the flag values arrive
+  as fresh dicts.
+
+An ERROR response carries the guest's error kind as one byte after the status (ABI 3); it
+becomes `ResolverError.kind` here, once. Callers decide on the kind, never on the message.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "Resolved",
     "ResolvedFlag",
     "ResolverError",
+    "ResolverErrorKind",
     "ResolverInstance",
     "StateSummary",
     "Suspended",
@@ -42,14 +46,64 @@ _OK: Final = 0
 _ERROR: Final = 1
 
 #: The ABI this module speaks (resolver/README.md).
-ABI_VERSION: Final = 2
+ABI_VERSION: Final = 3
+
+
+class ResolverErrorKind(enum.Enum):
+    """What failed, as the resolver reports it. Decide on this, never on the message.
+
+    The guest's kinds mirror `ErrorKind` in resolver/src/error.rs; `_KIND_BY_CODE` holds
+    their ABI codes. The last two are raised by the host, never sent by the guest.
+    """
+
+    #: A malformed ABI message (a host bug, not the caller's input).
+    INVALID_REQUEST = "invalid_request"
+    #: A resolve before any state was loaded.
+    NO_STATE = "no_state"
+    #: The state was rejected; the previous one keeps serving.
+    INVALID_STATE = "invalid_state"
+    #: The client secret is not in the state.
+    UNKNOWN_CLIENT_SECRET = "unknown_client_secret"
+    #: The evaluation context is not a JSON object the resolver reads (e.g. nested too deep).
+    INVALID_CONTEXT = "invalid_context"
+    #: More flags in one request than the resolver answers at once.
+    TOO_MANY_FLAGS = "too_many_flags"
+    #: A flag's definition in the state cannot be resolved (e.g. an unknown variant).
+    INVALID_FLAG = "invalid_flag"
+    #: The resolve would write one materialization record twice.
+    DUPLICATE_MATERIALIZATION_WRITE = "duplicate_materialization_write"
+    #: Host: resolver.wasm speaks another ABI version.
+    INCOMPATIBLE_RESOLVER = "incompatible_resolver"
+    #: Host: resolver.wasm could not be compiled.
+    RESOLVER_UNAVAILABLE = "resolver_unavailable"
+
+
+#: ABI code (the byte after the ERROR status) -> kind; resolver/src/error.rs `ErrorKind`.
+_KIND_BY_CODE: Final[Mapping[int, ResolverErrorKind]] = {
+    1: ResolverErrorKind.INVALID_REQUEST,
+    2: ResolverErrorKind.NO_STATE,
+    3: ResolverErrorKind.INVALID_STATE,
+    4: ResolverErrorKind.UNKNOWN_CLIENT_SECRET,
+    5: ResolverErrorKind.INVALID_CONTEXT,
+    6: ResolverErrorKind.TOO_MANY_FLAGS,
+    7: ResolverErrorKind.INVALID_FLAG,
+    8: ResolverErrorKind.DUPLICATE_MATERIALIZATION_WRITE,
+}
 
 
 class ResolverError(Exception):
-    """An error the guest reported (bad state, unknown client secret, ...).
+    """An error the resolver reported (bad state, unknown client secret, ...).
 
-    The instance stays healthy. Messages never contain a client secret.
+    `kind` says what failed; the message is for people and may change wording. The
+    instance stays healthy. Messages never contain a client secret.
     """
+
+    def __init__(self, kind: ResolverErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: Final = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its kind
+        return (type(self), (self.kind, str(self)))
 
 
 class MaterializationMode(enum.IntEnum):
@@ -233,7 +287,8 @@ class ResolverInstance:
         )
         if self._wasm.abi_version != ABI_VERSION:
             raise ResolverError(
-                f"resolver.wasm speaks ABI {self._wasm.abi_version}, expected {ABI_VERSION}"
+                ResolverErrorKind.INCOMPATIBLE_RESOLVER,
+                f"resolver.wasm speaks ABI {self._wasm.abi_version}, expected {ABI_VERSION}",
             )
         self._prefixes: dict[tuple[Any, ...], bytes] = {}
         self._now_ms = -1
@@ -253,23 +308,28 @@ class ResolverInstance:
 
     @staticmethod
     def _call_failed(export: str, response: bytes) -> NoReturn:
-        """Raise what `_call` raises for a response whose status is not OK."""
+        """Raise what `_call` raises for a response whose status is not OK.
+
+        ERROR is followed by the kind's code and the message. A response that breaks the
+        format (no code, an unknown code or status) means the guest is not the one this
+        module speaks to: a WasmTrap, so the pool retires the instance.
+        """
         if not response:
             raise WasmTrap(f"{export} returned an empty response")
-        if response[0] == _ERROR:
-            raise ResolverError(response[1:].decode("utf-8", "replace"))
-        raise WasmTrap(f"{export} returned unknown status {response[0]}")
+        if response[0] != _ERROR:
+            raise WasmTrap(f"{export} returned unknown status {response[0]}")
+        if len(response) < 2:
+            raise WasmTrap(f"{export} returned an ERROR without an error kind")
+        kind = _KIND_BY_CODE.get(response[1])
+        if kind is None:
+            raise WasmTrap(f"{export} returned unknown error kind {response[1]}")
+        raise ResolverError(kind, response[2:].decode("utf-8", "replace"))
 
     def _call(self, export: str, payload: bytes) -> bytes:
         response = self._wasm.call(export, payload)
-        if not response:
-            raise WasmTrap(f"{export} returned an empty response")
-        status = response[0]
-        if status == _OK:
-            return response[1:]  # (one copy of a few hundred bytes: cheaper than a view)
-        if status == _ERROR:
-            raise ResolverError(response[1:].decode("utf-8", "replace"))
-        raise WasmTrap(f"{export} returned unknown status {status}")
+        if not response or response[0] != _OK:
+            self._call_failed(export, response)
+        return response[1:]  # (one copy of a few hundred bytes: cheaper than a view)
 
     def set_state(self, state: bytes, account_id: str) -> StateSummary:
         payload = abi_pb2.SetState(state=state, account_id=account_id).SerializeToString()

@@ -28,6 +28,7 @@ from pathlib import Path
 from confidence._abi import (
     FlushedLogs,
     ResolverError,
+    ResolverErrorKind,
     ResolverInstance,
     StateSummary,
     WasmTrap,
@@ -153,7 +154,10 @@ class ResolverPool:
     def _wait_compiled(self) -> CompiledResolver:
         self._compiled_ready.wait()
         if self._compiled is None:
-            raise ResolverError(f"the resolver could not be compiled: {self._compile_error}")
+            raise ResolverError(
+                ResolverErrorKind.RESOLVER_UNAVAILABLE,
+                f"the resolver could not be compiled: {self._compile_error}",
+            )
         return self._compiled
 
     @property

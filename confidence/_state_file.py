@@ -35,7 +35,8 @@ _CLIENT_STATE_FIELDS = frozenset({1, 2, 4})
 
 
 class StateFileError(ValueError):
-    """The state file is missing, unreadable, or in no form we understand."""
+    """The state file is missing, unreadable, or in no form we understand (the subclasses
+    below name the cases a caller acts on)."""
 
 
 class StateNotDecryptableError(StateFileError):

@@ -56,7 +56,7 @@ from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
 from confidence import _fork
-from confidence._abi import ResolveRequest, ResolverError
+from confidence._abi import ResolveRequest, ResolverError, ResolverErrorKind
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
 from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
@@ -99,8 +99,6 @@ DEFAULT_MAX_STATE_BYTES: Final = 64 * 1024 * 1024
 #: No flag key is longer (flag names are short ids; paths are a few property names). Longer
 #: keys are refused up front rather than echoed into messages and kept in parse_flag_key's cache.
 MAX_FLAG_KEY_LENGTH: Final = 1024
-#: How the resolver starts an error about a context it could not read (e.g. nested too deep).
-_INVALID_CONTEXT_PREFIX: Final = "invalid context JSON"
 
 
 #: The official provider's injection points that have no meaning here, and what to use.
@@ -838,7 +836,7 @@ class ConfidenceProvider(AbstractProvider):
             return error_details(default_value, ErrorCode.INVALID_CONTEXT, str(exc))
         if isinstance(exc, NoStateError):
             return error_details(default_value, ErrorCode.PROVIDER_NOT_READY, _NO_STATE)
-        if isinstance(exc, ResolverError) and str(exc).startswith(_INVALID_CONTEXT_PREFIX):
+        if isinstance(exc, ResolverError) and exc.kind is ResolverErrorKind.INVALID_CONTEXT:
             # The resolver could not read the context (nested deeper than it allows).
             return error_details(default_value, ErrorCode.INVALID_CONTEXT, str(exc))
         if isinstance(exc, (ResolverError, MaterializationError)):

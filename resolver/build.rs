@@ -21,7 +21,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
-    let mut includes = vec![proto_root.clone()];
+    let mut includes = vec![proto_root];
     // Well-known types (google/protobuf/*.proto) ship with Debian's protobuf-compiler.
     let wkt = PathBuf::from("/usr/include");
     if wkt.join("google/protobuf/struct.proto").exists() {

@@ -1,14 +1,17 @@
-//! The exported ABI (version 1, see ../README.md): one call per operation, no imports.
+//! The exported ABI (version 3, see ../README.md): one call per operation, no imports.
 //!
 //! A call: the host writes the request (`len` bytes) at the `cr_input` pointer and calls
 //! the export; the i64 result packs the response location (`ptr << 32 | len`). The
-//! response's first byte is a status: 0 = OK + the output message, 1 = ERROR + UTF-8.
+//! response's first byte is a status: 0 = OK + the output message; 1 = ERROR + one byte,
+//! the `ErrorKind` code (`error.rs`), + a UTF-8 message for people. The host acts on the
+//! code only.
+use crate::error::Error;
 use crate::instance::Instance;
 use crate::proto::abi::{Configure, FlushLogs, ResolveCall, SetState};
 use prost::Message;
 use std::cell::RefCell;
 
-pub const ABI_VERSION: i32 = 2;
+pub const ABI_VERSION: i32 = 3;
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
 
@@ -23,7 +26,7 @@ fn pack(ptr: *const u8, len: usize) -> i64 {
 }
 
 /// Runs `f` on the input bytes and writes the status-prefixed response.
-fn call(len: i32, f: impl FnOnce(&mut Instance, &[u8], &mut Vec<u8>) -> Result<(), String>) -> i64 {
+fn call(len: i32, f: impl FnOnce(&mut Instance, &[u8], &mut Vec<u8>) -> Result<(), Error>) -> i64 {
     OUTPUT.with(|out| {
         let mut out = out.borrow_mut();
         out.clear();
@@ -31,21 +34,34 @@ fn call(len: i32, f: impl FnOnce(&mut Instance, &[u8], &mut Vec<u8>) -> Result<(
         let result = INPUT.with(|input| {
             let input = input.borrow();
             if len < 0 || len as usize > input.len() {
-                return Err(format!("input length {} out of range (buffer holds {})", len, input.len()));
+                return Err(Error::InputLength { len, capacity: input.len() });
             }
             INSTANCE.with(|inst| f(&mut inst.borrow_mut(), &input[..len as usize], &mut out))
         });
-        if let Err(msg) = result {
-            out.clear();
-            out.push(STATUS_ERROR);
-            out.extend_from_slice(msg.as_bytes());
+        if let Err(error) = result {
+            write_error(&mut out, &error);
         }
         pack(out.as_ptr(), out.len())
     })
 }
 
-fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, String> {
-    M::decode(bytes).map_err(|e| format!("invalid {} message: {}", what, e))
+/// Replaces `out` with the ERROR response for `error`: status, kind code, message.
+fn write_error(out: &mut Vec<u8>, error: &Error) {
+    use std::io::Write as _;
+    out.clear();
+    out.push(STATUS_ERROR);
+    out.push(error.kind().code());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", error);
+}
+
+fn decode<M: Message + Default>(bytes: &[u8], message: &'static str) -> Result<M, Error> {
+    M::decode(bytes).map_err(|error| Error::Decode { message, error })
+}
+
+/// Appends `msg` to `out`. prost fails only when the buffer cannot grow, and a `Vec` can.
+fn encode<M: Message>(msg: &M, out: &mut Vec<u8>) {
+    msg.encode(out).expect("a Vec<u8> grows to fit any message");
 }
 
 #[no_mangle]
@@ -72,7 +88,8 @@ pub extern "C" fn cr_input(len: i32) -> i32 {
 pub extern "C" fn cr_configure(len: i32) -> i64 {
     call(len, |inst, input, out| {
         let req: Configure = decode(input, "Configure")?;
-        inst.configure(req).encode(out).map_err(|e| e.to_string())
+        encode(&inst.configure(req), out);
+        Ok(())
     })
 }
 
@@ -80,7 +97,8 @@ pub extern "C" fn cr_configure(len: i32) -> i64 {
 pub extern "C" fn cr_set_state(len: i32) -> i64 {
     call(len, |inst, input, out| {
         let req: SetState = decode(input, "SetState")?;
-        inst.set_state(req)?.encode(out).map_err(|e| e.to_string())
+        encode(&inst.set_state(req)?, out);
+        Ok(())
     })
 }
 
@@ -116,7 +134,8 @@ pub extern "C" fn cr_explain(len: i32) -> i64 {
 pub extern "C" fn cr_flush_logs(len: i32) -> i64 {
     call(len, |inst, input, out| {
         let req: FlushLogs = decode(input, "FlushLogs")?;
-        inst.flush_logs(req).encode(out).map_err(|e| e.to_string())
+        encode(&inst.flush_logs(req), out);
+        Ok(())
     })
 }
 
@@ -136,7 +155,7 @@ mod tests {
 
     #[test]
     fn status_bytes() {
-        assert_eq!(cr_abi_version(), 2);
+        assert_eq!(cr_abi_version(), 3);
         let req = Configure { rng_seed: 5, ..Default::default() }.encode_to_vec();
         write_input(&req);
         let packed = cr_configure(req.len() as i32);
@@ -149,7 +168,7 @@ mod tests {
         cr_set_state(3);
         let out = output();
         assert_eq!(out[0], STATUS_ERROR);
-        assert!(std::str::from_utf8(&out[1..]).unwrap().contains("invalid"));
+        assert!(std::str::from_utf8(&out[2..]).unwrap().contains("invalid"));
 
         cr_resolve(1 << 30);
         let out = output();
@@ -160,5 +179,72 @@ mod tests {
         // an empty message is a valid FlushLogs
         cr_flush_logs(0);
         assert_eq!(output()[0], STATUS_OK);
+    }
+
+    /// (status, kind code, message) of the last response.
+    fn error_response() -> (u8, u8, String) {
+        let out = output();
+        (out[0], out[1], String::from_utf8(out[2..].to_vec()).unwrap())
+    }
+
+    fn resolve_call(call: &ResolveCall) -> i64 {
+        let bytes = call.encode_to_vec();
+        write_input(&bytes);
+        cr_resolve(bytes.len() as i32)
+    }
+
+    /// Each kind the exports can produce arrives as its code after the ERROR status.
+    #[test]
+    fn error_kind_codes_cross_the_abi() {
+        use crate::error::ErrorKind;
+        use crate::testutil::{resolver_state, SECRET};
+        let fresh = || INSTANCE.with(|i| *i.borrow_mut() = Instance::new());
+        fresh();
+
+        cr_flush_logs(-1);
+        let (status, code, message) = error_response();
+        assert_eq!((status, code), (STATUS_ERROR, ErrorKind::InvalidRequest.code()));
+        assert!(message.starts_with("input length -1"), "{}", message);
+
+        write_input(b"\xff\xff\xff");
+        cr_resolve(3);
+        assert_eq!(error_response().1, ErrorKind::InvalidRequest.code());
+
+        resolve_call(&ResolveCall { client_secret: SECRET.into(), ..Default::default() });
+        assert_eq!(error_response().1, ErrorKind::NoState.code());
+
+        let bad = SetState { state: vec![0xff, 0xff, 0xff], account_id: "acc".into() }.encode_to_vec();
+        write_input(&bad);
+        cr_set_state(bad.len() as i32);
+        let (status, code, message) = error_response();
+        assert_eq!((status, code), (STATUS_ERROR, ErrorKind::InvalidState.code()));
+        assert!(message.starts_with("invalid resolver state"), "{}", message);
+
+        let good = SetState { state: resolver_state(vec![], vec![]).encode_to_vec(), account_id: "acc".into() }
+            .encode_to_vec();
+        write_input(&good);
+        cr_set_state(good.len() as i32);
+        assert_eq!(output()[0], STATUS_OK);
+
+        resolve_call(&ResolveCall { client_secret: "not-the-secret".into(), ..Default::default() });
+        let (_, code, message) = error_response();
+        assert_eq!(code, ErrorKind::UnknownClientSecret.code());
+        assert!(!message.contains("not-the-secret"), "{}", message);
+
+        resolve_call(&ResolveCall {
+            client_secret: SECRET.into(),
+            context_json: b"{oops".to_vec(),
+            ..Default::default()
+        });
+        let (_, code, message) = error_response();
+        assert_eq!(code, ErrorKind::InvalidContext.code());
+        assert!(message.starts_with("invalid context JSON"), "{}", message);
+
+        resolve_call(&ResolveCall { client_secret: SECRET.into(), materialization_mode: 99, ..Default::default() });
+        assert_eq!(error_response().1, ErrorKind::InvalidRequest.code());
+
+        resolve_call(&ResolveCall { client_secret: SECRET.into(), ..Default::default() });
+        assert_eq!(output()[0], STATUS_OK);
+        fresh();
     }
 }

@@ -1,21 +1,22 @@
 //! One resolver instance: configuration, the loaded state, accumulated logs and the
 //! resolve-id generator. The ABI layer (`abi.rs`) is a thin wrapper around this.
+use crate::error::Error;
 use crate::json::parse_context;
+use crate::json::write_string;
 use crate::logs::{LogConfig, Logs};
 use crate::materialize::Mode;
 use crate::proto::abi::{
     resolve_result, Configure, ConfigureResult, FlagDigest, FlagResult, FlushLogs, FlushLogsResult,
     MaterializationMode, ResolveCall, ResolveResult, Resolved, SetState, SetStateResult, Suspended,
 };
+use crate::proto::api::MaterializationRecord;
 use crate::proto::api::ResolveReason;
 use crate::proto::types::flag_schema::StructFlagSchema;
-use crate::json::write_string;
-use crate::proto::api::MaterializationRecord;
 use crate::resolve::{client_for, explain, resolve, Explained, FlagOutcome, Outcome};
-use crate::trace::JsonTrace;
-use std::fmt::Write as _;
 use crate::rng::Rng;
 use crate::state::State;
+use crate::trace::JsonTrace;
+use std::fmt::Write as _;
 
 /// Used until the host calls `cr_configure` with its own entropy.
 const DEFAULT_SEED: u64 = 0x5eed_c0f1_d3ce_0001;
@@ -63,10 +64,14 @@ impl Instance {
 
     /// Decodes and indexes the whole state before swapping it in; on error the previous
     /// state stays.
-    pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, String> {
+    pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, Error> {
         let state = State::load(&req.state, &req.account_id)?;
         let result = SetStateResult {
-            flags: state.digests.iter().map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest }).collect(),
+            flags: state
+                .digests
+                .iter()
+                .map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest })
+                .collect(),
             segment_count: state.segment_count(),
             client_count: state.client_count,
         };
@@ -80,7 +85,7 @@ impl Instance {
 
     /// Resolves `call` as a `ResolveResult` message (tests and tools; the ABI answers with
     /// the JSON form of `resolve_json`, which carries no flag schema).
-    pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, String> {
+    pub fn resolve(&mut self, call: &ResolveCall) -> Result<ResolveResult, Error> {
         self.resolve_with(call, |state, resolution| {
             let result = match resolution {
                 Resolution::Suspended(reads) => {
@@ -101,7 +106,7 @@ impl Instance {
     /// "w":[[unit,materialization,rule,variant],..]}` or `{"s":[[unit,materialization,rule,
     /// variant],..]}` when suspended. `value` is the variant's value object (precomputed at
     /// state load), `{}` for a client default, `null` without a variant.
-    pub fn resolve_json(&mut self, call: &ResolveCall, out: &mut String) -> Result<(), String> {
+    pub fn resolve_json(&mut self, call: &ResolveCall, out: &mut String) -> Result<(), Error> {
         self.resolve_with(call, |state, resolution| write_resolution(out, state, resolution))
     }
 
@@ -109,15 +114,15 @@ impl Instance {
         &mut self,
         call: &ResolveCall,
         answer: impl FnOnce(&State, Resolution<'_, '_>) -> R,
-    ) -> Result<R, String> {
-        let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
+    ) -> Result<R, Error> {
+        let state = self.state.as_ref().ok_or(Error::NoState)?;
         let client = client_for(state, &call.client_secret)?;
-        let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
+        let ctx = parse_context(&call.context_json)?;
         let mode = match MaterializationMode::from_i32(call.materialization_mode) {
             Some(MaterializationMode::Unsupported) => Mode::Unsupported,
             Some(MaterializationMode::Discovery) => Mode::Discovery,
             Some(MaterializationMode::Complete) => Mode::Complete,
-            None => return Err(format!("unknown materialization mode {}", call.materialization_mode)),
+            None => return Err(Error::UnknownMaterializationMode(call.materialization_mode)),
         };
         let outcome = resolve(state, client, &ctx, &call.flags, mode, &call.materializations)?;
         let (flags, writes) = match outcome {
@@ -149,19 +154,19 @@ impl Instance {
     /// "writes":[..]}`. Rule outcomes are `match`, `match_client_default`, `fallthrough`,
     /// a skip reason (e.g. `segment_not_matched`, `bucket_not_allocated`) or a stop reason
     /// (`targeting_key_error`); rules after the deciding one are absent.
-    pub fn explain_json(&self, call: &ResolveCall, out: &mut String) -> Result<(), String> {
-        let state = self.state.as_ref().ok_or_else(|| "no resolver state loaded".to_string())?;
+    pub fn explain_json(&self, call: &ResolveCall, out: &mut String) -> Result<(), Error> {
+        let state = self.state.as_ref().ok_or(Error::NoState)?;
         let client = client_for(state, &call.client_secret)?;
         let flag_name = match call.flags.as_slice() {
             [one] => one.as_str(),
-            other => return Err(format!("explain takes exactly one flag, got {}", other.len())),
+            other => return Err(Error::ExplainFlagCount(other.len())),
         };
-        let ctx = parse_context(&call.context_json).map_err(|e| e.0)?;
+        let ctx = parse_context(&call.context_json)?;
         let mode = match MaterializationMode::from_i32(call.materialization_mode) {
             Some(MaterializationMode::Unsupported) => Mode::Unsupported,
             Some(MaterializationMode::Discovery) => Mode::Discovery,
             Some(MaterializationMode::Complete) => Mode::Complete,
-            None => return Err(format!("unknown materialization mode {}", call.materialization_mode)),
+            None => return Err(Error::UnknownMaterializationMode(call.materialization_mode)),
         };
         let mut tr = JsonTrace::new();
         let explained = explain(state, client, &ctx, flag_name, mode, &call.materializations, &mut tr)?;
@@ -315,10 +320,9 @@ fn write_resolution(out: &mut String, state: &State, resolution: Resolution<'_, 
 
 fn flag_result(state: &State, f: &FlagOutcome) -> FlagResult {
     let (value_json, flag_schema) = match f.variant {
-        Some(v) => (
-            state.variant_json(f.flag, v).into_owned().into_bytes(),
-            Some(f.flag.schema.clone().unwrap_or_default()),
-        ),
+        Some(v) => {
+            (state.variant_json(f.flag, v).into_owned().into_bytes(), Some(f.flag.schema.clone().unwrap_or_default()))
+        }
         // client default: an empty value and an empty schema
         None if f.reason == ResolveReason::Match => (b"{}".to_vec(), Some(StructFlagSchema::default())),
         None => (Vec::new(), None),

@@ -1,13 +1,11 @@
 //! A small JSON reader for the evaluation context (accepts NaN, Infinity, -Infinity as
 //! Python's json.dumps emits them) and a JSON writer for flag values.
+pub use crate::error::JsonError;
 use crate::value::{Context, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 const MAX_DEPTH: usize = 128;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct JsonError(pub String);
 
 struct Parser<'a> {
     b: &'a [u8],
@@ -15,8 +13,8 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn err<T>(&self, msg: &str) -> Result<T, JsonError> {
-        Err(JsonError(format!("invalid context JSON at byte {}: {}", self.i, msg)))
+    fn err<T>(&self, problem: &'static str) -> Result<T, JsonError> {
+        Err(JsonError { at: self.i, problem })
     }
 
     fn ws(&mut self) {
@@ -148,7 +146,10 @@ impl<'a> Parser<'a> {
                 return self.err("expected exponent digits");
             }
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| JsonError("bad number".into()))?;
+        let text = match std::str::from_utf8(&self.b[start..self.i]) {
+            Ok(text) => text,
+            Err(_) => return self.err("bad number"),
+        };
         match text.parse::<f64>() {
             Ok(n) => Ok(Value::Number(n)),
             Err(_) => self.err("bad number"),
@@ -184,9 +185,10 @@ impl<'a> Parser<'a> {
         while let Some(&c) = self.b.get(j) {
             if c == b'"' {
                 self.i = j + 1;
-                return std::str::from_utf8(&self.b[start..j])
-                    .map(str::to_owned)
-                    .map_err(|_| JsonError("invalid UTF-8 in string".into()));
+                return match std::str::from_utf8(&self.b[start..j]) {
+                    Ok(text) => Ok(text.to_owned()),
+                    Err(_) => self.err("invalid UTF-8 in string"),
+                };
             }
             if c == b'\\' || c < 0x20 {
                 break;
@@ -258,7 +260,10 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        String::from_utf8(out).map_err(|_| JsonError("invalid UTF-8 in string".into()))
+        match String::from_utf8(out) {
+            Ok(text) => Ok(text),
+            Err(_) => self.err("invalid UTF-8 in string"),
+        }
     }
 }
 
@@ -280,7 +285,8 @@ pub fn parse_context(bytes: &[u8]) -> Result<Context, JsonError> {
     Ok(Context { fields })
 }
 
-/// Parses any JSON value (tests and tools).
+/// Parses any JSON value (tests).
+#[cfg(test)]
 pub fn parse_value(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut p = Parser { b: bytes, i: 0 };
     let v = p.value(0)?;
@@ -314,7 +320,12 @@ pub fn write_string(out: &mut String, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let special = b == b'"' || b == b'\\' || b < 0x20 || (b == 0xe2 && bytes[i..].starts_with(&[0xe2, 0x80]) && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
+        let special = b == b'"'
+            || b == b'\\'
+            || b < 0x20
+            || (b == 0xe2
+                && bytes[i..].starts_with(&[0xe2, 0x80])
+                && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
         if !special {
             i += 1;
             continue;
@@ -418,8 +429,21 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":01x}", "{} x", "{\"a\":\"\x01\"}",
-            "{\"a\": tru}", "{\"a\": -}", "{\"a\": 1.}", "{\"a\": 1e}", "{\"a\":\"\\u12\"}", "\"x\"", "nul",
+            "[]",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01x}",
+            "{} x",
+            "{\"a\":\"\x01\"}",
+            "{\"a\": tru}",
+            "{\"a\": -}",
+            "{\"a\": 1.}",
+            "{\"a\": 1e}",
+            "{\"a\":\"\\u12\"}",
+            "\"x\"",
+            "nul",
         ] {
             assert!(parse_context(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -30,7 +30,10 @@ pub enum ReadAnswer {
 pub enum MatError {
     NotSupported,
     /// A second write for the same (unit, materialization, rule) in one request.
-    DuplicateWrite(String),
+    DuplicateWrite {
+        rule: String,
+        materialization: String,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -61,24 +64,11 @@ impl Materializer {
                 }
             }
         }
-        Materializer {
-            mode,
-            known,
-            reads: Vec::new(),
-            written: HashSet::new(),
-            writes: Vec::new(),
-        }
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
+        Materializer { mode, known, reads: Vec::new(), written: HashSet::new(), writes: Vec::new() }
     }
 
     fn queue(&mut self, unit: &str, materialization: &str, rule: &str) {
-        let known = self
-            .reads
-            .iter()
-            .any(|r| r.unit == unit && r.materialization == materialization && r.rule == rule);
+        let known = self.reads.iter().any(|r| r.unit == unit && r.materialization == materialization && r.rule == rule);
         if !known {
             self.reads.push(MaterializationRecord {
                 unit: unit.to_string(),
@@ -125,10 +115,10 @@ impl Materializer {
         }
         let key = (unit.to_string(), materialization.to_string(), rule.to_string());
         if !self.written.insert(key) {
-            return Err(MatError::DuplicateWrite(format!(
-                "duplicate materialization write for rule {} in {}",
-                rule, materialization
-            )));
+            return Err(MatError::DuplicateWrite {
+                rule: rule.to_string(),
+                materialization: materialization.to_string(),
+            });
         }
         self.writes.push(MaterializationRecord {
             unit: unit.to_string(),
@@ -192,7 +182,7 @@ mod tests {
         assert_eq!(m.write("u", "m", "r", "v"), Err(MatError::NotSupported));
         let mut m = Materializer::new(Mode::Complete, &[]);
         assert_eq!(m.write("u", "m", "r", "v"), Ok(()));
-        assert!(matches!(m.write("u", "m", "r", "v"), Err(MatError::DuplicateWrite(_))));
+        assert!(matches!(m.write("u", "m", "r", "v"), Err(MatError::DuplicateWrite { .. })));
         assert_eq!(m.into_writes(), vec![rec("u", "m", "r", "v")]);
     }
 }

@@ -1,4 +1,5 @@
 //! Resolving flags (resolve.md §2, §3, §8).
+use crate::error::Error;
 use crate::hash::{bucket, hash_concat};
 use crate::json::{format_number, write_proto_value, write_string};
 use crate::materialize::{MatError, Materializer, Mode, ReadAnswer};
@@ -116,11 +117,8 @@ pub fn mask_secret(secret: &str) -> String {
 }
 
 /// Looks up the client of a secret; unknown secrets are an error that masks the secret.
-pub fn client_for<'s>(state: &'s State, secret: &str) -> Result<&'s ClientIdentity, String> {
-    state
-        .secrets
-        .get(secret)
-        .ok_or_else(|| format!("client secret not found: {}", mask_secret(secret)))
+pub fn client_for<'s>(state: &'s State, secret: &str) -> Result<&'s ClientIdentity, Error> {
+    state.secrets.get(secret).ok_or_else(|| Error::UnknownClientSecret { masked: mask_secret(secret) })
 }
 
 /// Resolves the request's flags (§2). `Err` fails the whole request.
@@ -131,7 +129,7 @@ pub fn resolve<'s>(
     flag_names: &[String],
     mode: Mode,
     records: &[MaterializationRecord],
-) -> Result<Outcome<'s>, String> {
+) -> Result<Outcome<'s>, Error> {
     let enabled = |f: &&'s Flag| f.state == FlagState::Active as i32 && f.clients.iter().any(|c| *c == client.client);
     let selected: Vec<&'s Flag> = if flag_names.is_empty() {
         state.flags.iter().filter(enabled).collect()
@@ -147,11 +145,7 @@ pub fn resolve<'s>(
             .collect()
     };
     if selected.len() > MAX_FLAGS_PER_REQUEST {
-        return Err(format!(
-            "too many flags in one request: {} (at most {})",
-            selected.len(),
-            MAX_FLAGS_PER_REQUEST
-        ));
+        return Err(Error::TooManyFlags { count: selected.len(), max: MAX_FLAGS_PER_REQUEST });
     }
     let mut mat = Materializer::new(mode, records);
     let mut outcomes = Vec::with_capacity(selected.len());
@@ -207,8 +201,13 @@ impl Presence {
 pub enum Explained<'s> {
     /// The flag is absent from resolve responses (rules are not evaluated).
     Absent(Presence),
-    Resolved { outcome: FlagOutcome<'s>, writes: Vec<MaterializationRecord> },
-    Suspended { reads: Vec<MaterializationRecord> },
+    Resolved {
+        outcome: FlagOutcome<'s>,
+        writes: Vec<MaterializationRecord>,
+    },
+    Suspended {
+        reads: Vec<MaterializationRecord>,
+    },
 }
 
 /// Resolves one flag exactly as `resolve` would (same selection, same `resolve_flag`),
@@ -221,7 +220,7 @@ pub fn explain<'s, T: Trace>(
     mode: Mode,
     records: &[MaterializationRecord],
     tr: &mut T,
-) -> Result<Explained<'s>, String> {
+) -> Result<Explained<'s>, Error> {
     let flag = match state.flag_index.get(flag_name).and_then(|i| state.flags.get(*i)) {
         None => return Ok(Explained::Absent(Presence::NotFound)),
         Some(f) => f,
@@ -278,11 +277,13 @@ enum Step<T> {
     Stop(ResolveReason),
 }
 
-fn mat_step<T>(r: Result<T, MatError>) -> Result<Step<T>, String> {
+fn mat_step<T>(r: Result<T, MatError>) -> Result<Step<T>, Error> {
     match r {
         Ok(v) => Ok(Step::Go(v)),
         Err(MatError::NotSupported) => Ok(Step::Stop(ResolveReason::MaterializationNotSupported)),
-        Err(MatError::DuplicateWrite(m)) => Err(m),
+        Err(MatError::DuplicateWrite { rule, materialization }) => {
+            Err(Error::DuplicateMaterializationWrite { rule, materialization })
+        }
     }
 }
 
@@ -302,7 +303,7 @@ pub fn resolve_flag<'s>(
     ctx: &Context,
     client: &ClientIdentity,
     mat: &mut Materializer,
-) -> Result<FlagOutcome<'s>, String> {
+) -> Result<FlagOutcome<'s>, Error> {
     resolve_flag_traced(state, flag, ctx, client, mat, &mut NoTrace)
 }
 
@@ -315,7 +316,7 @@ pub fn resolve_flag_traced<'s, T: Trace>(
     client: &ClientIdentity,
     mat: &mut Materializer,
     tr: &mut T,
-) -> Result<FlagOutcome<'s>, String> {
+) -> Result<FlagOutcome<'s>, Error> {
     let mut out = FlagOutcome::new(flag);
     if flag.state == FlagState::Archived as i32 {
         return Ok(out.reason_only(ResolveReason::FlagArchived));
@@ -517,9 +518,12 @@ pub fn resolve_flag_traced<'s, T: Trace>(
                 return Ok(out);
             }
             Some(AssignmentKind::Variant(v)) => {
-                let variant = flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| {
-                    format!("flag {} rule {} assigns unknown variant {}", flag.name, rule.name, v.variant)
-                })?;
+                let variant =
+                    flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| Error::UnknownVariant {
+                        flag: flag.name.clone(),
+                        rule: rule.name.clone(),
+                        variant: v.variant.clone(),
+                    })?;
                 out.reason = ResolveReason::Match;
                 out.variant = Some(variant);
                 out.rule = Some(rule);
@@ -552,15 +556,15 @@ fn choose_assignment<'s, T: Trace>(
     unit: Option<&str>,
     sticky_variant: Option<&str>,
     tr: &mut T,
-) -> Result<Option<&'s Assignment>, String> {
+) -> Result<Option<&'s Assignment>, Error> {
     let seg = match rule.segment.find('/') {
         Some(i) => &rule.segment[i + 1..],
         None => rule.segment.as_str(),
     };
-    let variant_bucket = |u: &str| -> Result<u64, String> {
+    let variant_bucket = |u: &str| -> Result<u64, Error> {
         let n = if spec.bucket_count > 0 { spec.bucket_count as u64 } else { 0 };
         bucket(hash_concat(&[seg, "|", u]), n)
-            .ok_or_else(|| format!("rule {} has bucket count {}", rule.name, spec.bucket_count))
+            .ok_or_else(|| Error::InvalidBucketCount { rule: rule.name.clone(), bucket_count: spec.bucket_count })
     };
     if let Some(sv) = sticky_variant {
         let candidates: Vec<&Assignment> = spec

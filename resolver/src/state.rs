@@ -1,13 +1,14 @@
 //! Loading and indexing a `ResolverState` (resolve.md §1).
 use crate::bitset::{Bitset, Bloom};
+use crate::error::StateError;
 use crate::hash::murmur3_x64_128;
+use crate::hash::FastMap;
 use crate::proto::admin::flag::Variant;
 use crate::proto::admin::{resolver_state, Flag, ResolverState, Segment};
-use crate::resolve::value_json;
-use std::borrow::Cow;
 use crate::proto::iam::client_credential;
+use crate::resolve::value_json;
 use prost::Message;
-use crate::hash::FastMap;
+use std::borrow::Cow;
 
 /// Who a client secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +47,12 @@ pub const SUPPORTED_BLOOM_STRATEGY: i32 = 1;
 impl State {
     /// Decodes and indexes a serialized `ResolverState`; any problem is an error
     /// (the caller keeps its previous state).
-    pub fn load(bytes: &[u8], account_id: &str) -> Result<State, String> {
-        let rs = ResolverState::decode(bytes).map_err(|e| format!("invalid resolver state: {}", e))?;
+    pub fn load(bytes: &[u8], account_id: &str) -> Result<State, StateError> {
+        let rs = ResolverState::decode(bytes).map_err(StateError::Decode)?;
         Self::from_proto(rs, account_id)
     }
 
-    pub fn from_proto(rs: ResolverState, account_id: &str) -> Result<State, String> {
+    pub fn from_proto(rs: ResolverState, account_id: &str) -> Result<State, StateError> {
         let account_id = account_id.strip_prefix("accounts/").unwrap_or(account_id).to_string();
 
         let mut digests = Vec::with_capacity(rs.flags.len());
@@ -85,12 +86,14 @@ impl State {
                     bitsets.remove(&b.segment);
                 }
                 Some(B::GzippedBitset(data)) => {
-                    let bs = Bitset::from_gzip(&data)
-                        .map_err(|e| format!("invalid resolver state: bitset of {}: {}", b.segment, e))?;
+                    let bs = match Bitset::from_gzip(&data) {
+                        Ok(bs) => bs,
+                        Err(error) => return Err(StateError::Bitset { segment: b.segment, error }),
+                    };
                     bitsets.insert(b.segment, bs);
                 }
                 _ => {
-                    return Err(format!("invalid resolver state: unsupported bitset for {}", b.segment));
+                    return Err(StateError::UnsupportedBitset { segment: b.segment });
                 }
             }
         }
@@ -107,11 +110,8 @@ impl State {
         let account = format!("accounts/{}", account_id);
         for client in &rs.clients {
             for cred in &rs.client_credentials {
-                let belongs = cred
-                    .name
-                    .strip_prefix(client.name.as_str())
-                    .map(|rest| rest.starts_with('/'))
-                    .unwrap_or(false);
+                let belongs =
+                    cred.name.strip_prefix(client.name.as_str()).map(|rest| rest.starts_with('/')).unwrap_or(false);
                 if !belongs || client.name.is_empty() {
                     continue;
                 }
@@ -214,6 +214,7 @@ mod tests {
     fn garbage_is_an_error() {
         assert!(State::load(&[0xff, 0xff, 0xff], "a").is_err());
         assert!(State::load(&[0x0a, 0x10, 0x01], "a").is_err()); // truncated
+        assert!(matches!(State::load(&[0xff, 0xff, 0xff], "a"), Err(StateError::Decode(_))));
         assert!(State::load(&[], "a").is_ok()); // an empty state is valid
     }
 
@@ -224,8 +225,15 @@ mod tests {
         assert!(State::from_proto(rs.clone(), "a").is_err());
         rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::FullBitset(false));
         assert!(State::from_proto(rs.clone(), "a").is_err());
+        assert!(matches!(State::from_proto(rs.clone(), "a"), Err(StateError::UnsupportedBitset { .. })));
         rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::GzippedBitset(vec![1, 2, 3]));
         assert!(State::from_proto(rs.clone(), "a").is_err());
+        match State::from_proto(rs.clone(), "a") {
+            Err(StateError::Bitset { segment, error: crate::error::GzipError::NotGzip }) => {
+                assert_eq!(segment, "segments/x")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
         rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::FullBitset(true));
         let st = State::from_proto(rs, "a").unwrap();
         assert!(st.bitsets.is_empty());
@@ -234,8 +242,16 @@ mod tests {
     #[test]
     fn bloom_strategy_filter_and_digest() {
         let mut rs = ResolverState::default();
-        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m1".into(), strategy: 1, ..Default::default() });
-        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m2".into(), strategy: 2, ..Default::default() });
+        rs.bloom_filters.push(resolver_state::BloomFilter {
+            materialized_segment: "m1".into(),
+            strategy: 1,
+            ..Default::default()
+        });
+        rs.bloom_filters.push(resolver_state::BloomFilter {
+            materialized_segment: "m2".into(),
+            strategy: 2,
+            ..Default::default()
+        });
         rs.flags.push(Flag { name: "flags/a".into(), ..Default::default() });
         rs.flags.push(Flag { name: "flags/b".into(), ..Default::default() });
         let st = State::from_proto(rs, "accounts/a").unwrap();

@@ -363,11 +363,7 @@ pub fn eval_attribute(attr: &AttributeCriterion, ctx: &Context) -> Result<bool, 
     }
     let tv = m.prepare(v);
     let items = elems(&tv);
-    Ok(if is_all {
-        items.iter().all(|e| m.value(e))
-    } else {
-        items.iter().any(|e| m.value(e))
-    })
+    Ok(if is_all { items.iter().all(|e| m.value(e)) } else { items.iter().any(|e| m.value(e)) })
 }
 
 /// Why an attribute criterion did not match: for explain traces only (never called on
@@ -386,8 +382,12 @@ pub fn miss_reason(attr: &AttributeCriterion, ctx: &Context) -> &'static str {
         AttrRule::StartsWithRule(r) => Ok(Matcher::StartsWith(&r.value)),
         AttrRule::EndsWithRule(r) => Ok(Matcher::EndsWith(&r.value)),
         AttrRule::ContainsRule(r) => Ok(Matcher::Contains(&r.value)),
-        AttrRule::AnyRule(r) => r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner),
-        AttrRule::AllRule(r) => r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner),
+        AttrRule::AnyRule(r) => {
+            r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner)
+        }
+        AttrRule::AllRule(r) => {
+            r.rule.as_ref().and_then(|i| i.rule.as_ref()).ok_or(EvalError::Unrecognized).and_then(Matcher::from_inner)
+        }
     };
     let m = match m {
         Err(_) => return "unrecognized_rule",
@@ -540,7 +540,12 @@ impl<'s, 'm, T: Trace> Evaluator<'s, 'm, T> {
         }
     }
 
-    fn targeting(&mut self, t: Option<&'s Targeting>, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
+    fn targeting(
+        &mut self,
+        t: Option<&'s Targeting>,
+        unit: Option<&str>,
+        path: &mut Vec<&'s str>,
+    ) -> Result<Tri, EvalError> {
         let t = match t {
             None => return Ok(Tri::True),
             Some(t) => t,
@@ -613,7 +618,13 @@ impl<'s, 'm, T: Trace> Evaluator<'s, 'm, T> {
         }
     }
 
-    fn criterion(&mut self, id: &str, c: &'s Criterion, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
+    fn criterion(
+        &mut self,
+        id: &str,
+        c: &'s Criterion,
+        unit: Option<&str>,
+        path: &mut Vec<&'s str>,
+    ) -> Result<Tri, EvalError> {
         match &c.criterion {
             None => {
                 self.trace.criterion_missing(id);
@@ -723,7 +734,7 @@ mod tests {
         assert_eq!(check(&a, r#"{"x":"True"}"#), Ok(false));
         let a = attr("x", eq(b(false)));
         assert_eq!(check(&a, r#"{"x":"yes"}"#), Ok(true)); // anything but true/TRUE is false
-        // null converts to the string "null"
+                                                           // null converts to the string "null"
         let a = attr("x", eq(s("null")));
         assert_eq!(check(&a, r#"{}"#), Ok(true));
         assert_eq!(check(&a, r#"{"x":{"a":1}}"#), Ok(true));
@@ -754,7 +765,10 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let r = attr("x", AttrRule::RangeRule(range(Some(Start::StartInclusive(n(18.0))), Some(End::EndExclusive(n(65.0))))));
+        let r = attr(
+            "x",
+            AttrRule::RangeRule(range(Some(Start::StartInclusive(n(18.0))), Some(End::EndExclusive(n(65.0))))),
+        );
         assert_eq!(check(&r, r#"{"x":18}"#), Ok(true));
         assert_eq!(check(&r, r#"{"x":64.9}"#), Ok(true));
         assert_eq!(check(&r, r#"{"x":65}"#), Ok(false));
@@ -781,7 +795,8 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        let r = attr("t", AttrRule::RangeRule(range(Some(Start::StartInclusive(ts(1_668_698_177, 118_000_000))), None)));
+        let r =
+            attr("t", AttrRule::RangeRule(range(Some(Start::StartInclusive(ts(1_668_698_177, 118_000_000))), None)));
         assert_eq!(check(&r, r#"{"t":"2022-11-17T15:16:17.200Z"}"#), Ok(true));
         assert_eq!(check(&r, r#"{"t":"2022-11-17T15:16:17.000Z"}"#), Ok(false));
         assert_eq!(check(&r, r#"{"t":1668698178}"#), Ok(true));

@@ -6,7 +6,9 @@ use crate::json::parse_value;
 use crate::proto::abi::{resolve_result, MaterializationMode, ResolveCall, SetState};
 use crate::proto::admin::flag::State as FlagState;
 use crate::proto::api::MaterializationRecord;
-use crate::proto::types::targeting::criterion::{attribute_criterion::Rule as AttrRule, AttributeCriterion, Criterion as CKind};
+use crate::proto::types::targeting::criterion::{
+    attribute_criterion::Rule as AttrRule, AttributeCriterion, Criterion as CKind,
+};
 use crate::proto::types::targeting::range_rule::{End, Start};
 use crate::proto::types::targeting::{value::Value as RV, Criterion, RangeRule, SetRule, Value as PV};
 use crate::testutil::*;
@@ -14,7 +16,9 @@ use crate::value::Value;
 use prost::Message;
 
 fn attr(name: &str, rule: AttrRule) -> Criterion {
-    Criterion { criterion: Some(CKind::Attribute(AttributeCriterion { attribute_name: name.into(), rule: Some(rule) })) }
+    Criterion {
+        criterion: Some(CKind::Attribute(AttributeCriterion { attribute_name: name.into(), rule: Some(rule) })),
+    }
 }
 
 fn num(n: f64) -> PV {
@@ -27,9 +31,12 @@ fn string(s: &str) -> PV {
 
 fn instance() -> Instance {
     let vs = vec![variant("treatment", r#"{"color":"red"}"#), variant("control", r#"{"color":"blue"}"#)];
-    let split = || vec![to_variant("a1", "treatment", vec![range(0, 500)]), to_variant("a2", "control", vec![range(500, 1000)])];
+    let split = || {
+        vec![to_variant("a1", "treatment", vec![range(0, 500)]), to_variant("a2", "control", vec![range(500, 1000)])]
+    };
     let half = || vec![to_variant("h1", "treatment", vec![range(0, 500)])];
-    let mut archived = flag("flags/archived", vs.clone(), vec![rule("flags/archived/rules/r1", "segments/all", "", 1000, split())]);
+    let mut archived =
+        flag("flags/archived", vs.clone(), vec![rule("flags/archived/rules/r1", "segments/all", "", 1000, split())]);
     archived.state = FlagState::Archived as i32;
     let mut rs = resolver_state(
         vec![
@@ -43,14 +50,28 @@ fn instance() -> Instance {
                 ],
             ),
             flag("flags/half", vs.clone(), vec![rule("flags/half/rules/r1", "segments/all", "", 1000, half())]),
-            flag("flags/custom-key", vs.clone(), vec![rule("flags/custom-key/rules/r1", "segments/all", "user.id", 1000, split())]),
+            flag(
+                "flags/custom-key",
+                vs.clone(),
+                vec![rule("flags/custom-key/rules/r1", "segments/all", "user.id", 1000, split())],
+            ),
             archived,
-            flag("flags/bloomseg", vs.clone(), vec![rule("flags/bloomseg/rules/r1", "segments/bloomseg", "", 1000, split())]),
+            flag(
+                "flags/bloomseg",
+                vs.clone(),
+                vec![rule("flags/bloomseg/rules/r1", "segments/bloomseg", "", 1000, split())],
+            ),
             flag("flags/matseg", vs.clone(), vec![rule("flags/matseg/rules/r1", "segments/matseg", "", 1000, split())]),
             flag(
                 "flags/sticky",
                 vs.clone(),
-                vec![with_mat(rule("flags/sticky/rules/r1", "segments/all", "", 1000, split()), "materializations/m", "materializations/m", false, false)],
+                vec![with_mat(
+                    rule("flags/sticky/rules/r1", "segments/all", "", 1000, split()),
+                    "materializations/m",
+                    "materializations/m",
+                    false,
+                    false,
+                )],
             ),
             flag("flags/nested", vs, vec![rule("flags/nested/rules/r1", "segments/outer", "", 1000, split())]),
         ],
@@ -61,11 +82,18 @@ fn instance() -> Instance {
                 "segments/adults",
                 vec![attr(
                     "age",
-                    AttrRule::RangeRule(RangeRule { start: Some(Start::StartInclusive(num(18.0))), end: Some(End::EndExclusive(num(65.0))) }),
+                    AttrRule::RangeRule(RangeRule {
+                        start: Some(Start::StartInclusive(num(18.0))),
+                        end: Some(End::EndExclusive(num(65.0))),
+                    }),
                 )],
                 Some(r#ref("c1")),
             ),
-            segment("segments/nordic", vec![attr("country", AttrRule::SetRule(SetRule { values: vec![string("NO"), string("DK")] }))], Some(r#ref("c1"))),
+            segment(
+                "segments/nordic",
+                vec![attr("country", AttrRule::SetRule(SetRule { values: vec![string("NO"), string("DK")] }))],
+                Some(r#ref("c1")),
+            ),
             segment("segments/bloomseg", vec![criterion_materialized("materializations/bloom")], Some(r#ref("c1"))),
             segment("segments/matseg", vec![criterion_materialized("materializations/seg")], Some(r#ref("c1"))),
             segment("segments/outer", vec![criterion_segment("segments/se")], Some(r#ref("c1"))),
@@ -235,8 +263,13 @@ fn materialized_segments_and_reads() {
     let c = call("flags/matseg", r#"{"targeting_key":"u1"}"#, MaterializationMode::Discovery, vec![]);
     let t = explain_with(&i, &c);
     assert_eq!(s(&t, "s.0.1"), "materializations/seg");
-    let rec = MaterializationRecord { unit: "u1".into(), materialization: "materializations/seg".into(), ..Default::default() };
-    let t = explain_with(&i, &call("flags/matseg", r#"{"targeting_key":"u1"}"#, MaterializationMode::Complete, vec![rec]));
+    let rec = MaterializationRecord {
+        unit: "u1".into(),
+        materialization: "materializations/seg".into(),
+        ..Default::default()
+    };
+    let t =
+        explain_with(&i, &call("flags/matseg", r#"{"targeting_key":"u1"}"#, MaterializationMode::Complete, vec![rec]));
     assert_eq!(s(&t, "rules.0.segments.0.criteria.0.source"), "store");
     assert_eq!(s(&t, "reason"), "MATCH");
     // a sticky read that names a variant decides it, and the write is reported
@@ -247,7 +280,10 @@ fn materialized_segments_and_reads() {
         variant: v.into(),
     };
     let other = if expected_variant("all", "u1") == "treatment" { "control" } else { "treatment" };
-    let t = explain_with(&i, &call("flags/sticky", r#"{"targeting_key":"u1"}"#, MaterializationMode::Complete, vec![sticky(other)]));
+    let t = explain_with(
+        &i,
+        &call("flags/sticky", r#"{"targeting_key":"u1"}"#, MaterializationMode::Complete, vec![sticky(other)]),
+    );
     assert_eq!(s(&t, "rules.0.materialization_read.answer"), "recorded");
     assert_eq!(s(&t, "rules.0.materialization_read.variant"), other);
     assert_eq!(s(&t, "rules.0.sticky.variant"), other);
@@ -297,5 +333,7 @@ fn explain_agrees_with_resolve_and_logs_nothing() {
     let mut out = String::new();
     let mut two = call("flags/half", "{}", MaterializationMode::Complete, vec![]);
     two.flags.push("flags/targeted".into());
-    assert!(i.explain_json(&two, &mut out).unwrap_err().contains("exactly one flag"));
+    let err = i.explain_json(&two, &mut out).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::InvalidRequest);
+    assert!(err.to_string().contains("exactly one flag"));
 }

@@ -5,6 +5,8 @@
 //! monomorphization the hooks compile to nothing, so tracing costs nothing when off.
 //! `cr_explain` uses [`JsonTrace`], which builds a tree and writes it as JSON
 //! (the shape is documented on `Instance::explain_json`).
+use std::fmt::Write as _;
+
 use crate::json::{format_number, write_string};
 use crate::materialize::ReadAnswer;
 use crate::proto::admin::flag::rule::{assignment::Assignment as AssignmentKind, Assignment};
@@ -42,7 +44,15 @@ pub trait Trace {
     fn materialized(&mut self, _id: &str, _name: &str, _source: &'static str, _result: Tri) {}
     fn criterion_missing(&mut self, _id: &str) {}
     /// `bucket` is `None` for a full rollout (no hashing).
-    fn bucketing(&mut self, _unit: Option<&str>, _salt: &str, _bucket: Option<u64>, _count: i32, _chosen: Option<&Assignment>) {}
+    fn bucketing(
+        &mut self,
+        _unit: Option<&str>,
+        _salt: &str,
+        _bucket: Option<u64>,
+        _count: i32,
+        _chosen: Option<&Assignment>,
+    ) {
+    }
     fn sticky(&mut self, _variant: &str, _chosen: Option<&Assignment>) {}
     fn write(&mut self, _materialization: &str, _variant: &str) {}
     fn outcome(&mut self, _what: &'static str) {}
@@ -68,17 +78,9 @@ struct SegNode {
 
 #[derive(Debug)]
 enum CritBody {
-    Attribute {
-        attribute: String,
-        rule_json: String,
-        seen_json: Option<String>,
-        reason: Option<&'static str>,
-    },
+    Attribute { attribute: String, rule_json: String, seen_json: Option<String>, reason: Option<&'static str> },
     Segment(SegNode),
-    Materialized {
-        name: String,
-        source: &'static str,
-    },
+    Materialized { name: String, source: &'static str },
     Missing,
 }
 
@@ -264,7 +266,14 @@ impl Trace for JsonTrace {
         self.push_criterion(CritNode { id: id.to_string(), body: CritBody::Missing, matched: Some(Tri::False) });
     }
 
-    fn bucketing(&mut self, unit: Option<&str>, salt: &str, bucket: Option<u64>, count: i32, chosen: Option<&Assignment>) {
+    fn bucketing(
+        &mut self,
+        unit: Option<&str>,
+        salt: &str,
+        bucket: Option<u64>,
+        count: i32,
+        chosen: Option<&Assignment>,
+    ) {
         let mut s = String::from("{\"unit\":");
         opt_string(&mut s, unit);
         s.push_str(",\"salt\":");
@@ -346,7 +355,7 @@ fn write_assignment(out: &mut String, a: Option<&Assignment>) {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("[{},{}]", r.lower, r.upper));
+        let _ = write!(out, "[{},{}]", r.lower, r.upper); // (a String: never fails)
     }
     out.push_str("]}");
 }

@@ -40,21 +40,6 @@ impl Context {
     }
 }
 
-/// Converts a protobuf Struct value (variant values) into our value type.
-pub fn from_proto(v: &prost_types::Value) -> Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => Value::Null,
-        Some(Kind::BoolValue(b)) => Value::Bool(*b),
-        Some(Kind::NumberValue(n)) => Value::Number(*n),
-        Some(Kind::StringValue(s)) => Value::String(s.clone()),
-        Some(Kind::ListValue(l)) => Value::List(l.values.iter().map(from_proto).collect()),
-        Some(Kind::StructValue(s)) => Value::Struct(
-            s.fields.iter().map(|(k, v)| (k.clone(), from_proto(v))).collect(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
