@@ -206,7 +206,8 @@ mod tests {
         assert_eq!((status, code), (STATUS_ERROR, ErrorKind::InvalidState.code()));
         assert!(message.starts_with("invalid resolver state"), "{}", message);
 
-        let good = SetState { state: resolver_state(vec![], vec![]).encode_to_vec(), account_id: "acc".into() }.encode_to_vec();
+        let good = SetState { state: resolver_state(vec![], vec![]).encode_to_vec(), account_id: "acc".into() }
+            .encode_to_vec();
         write_input(&good);
         cr_set_state(good.len() as i32);
         assert_eq!(output()[0], STATUS_OK);
@@ -216,7 +217,11 @@ mod tests {
         assert_eq!(code, ErrorKind::UnknownClientSecret.code());
         assert!(!message.contains("not-the-secret"), "{}", message);
 
-        resolve_call(&ResolveCall { client_secret: SECRET.into(), context_json: b"{oops".to_vec(), ..Default::default() });
+        resolve_call(&ResolveCall {
+            client_secret: SECRET.into(),
+            context_json: b"{oops".to_vec(),
+            ..Default::default()
+        });
         let (_, code, message) = error_response();
         assert_eq!(code, ErrorKind::InvalidContext.code());
         assert!(message.starts_with("invalid context JSON"), "{}", message);

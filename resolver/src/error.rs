@@ -123,19 +123,40 @@ impl std::error::Error for JsonError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// `len` is outside the input buffer (`capacity` bytes).
-    InputLength { len: i32, capacity: usize },
+    InputLength {
+        len: i32,
+        capacity: usize,
+    },
     /// The input is not a valid `message`.
-    Decode { message: &'static str, error: prost::DecodeError },
+    Decode {
+        message: &'static str,
+        error: prost::DecodeError,
+    },
     UnknownMaterializationMode(i32),
     NoState,
     InvalidState(StateError),
     /// `masked` is the secret's mask (`resolve::mask_secret`), never the secret.
-    UnknownClientSecret { masked: String },
+    UnknownClientSecret {
+        masked: String,
+    },
     InvalidContext(JsonError),
-    TooManyFlags { count: usize, max: usize },
-    UnknownVariant { flag: String, rule: String, variant: String },
-    InvalidBucketCount { rule: String, bucket_count: i32 },
-    DuplicateMaterializationWrite { rule: String, materialization: String },
+    TooManyFlags {
+        count: usize,
+        max: usize,
+    },
+    UnknownVariant {
+        flag: String,
+        rule: String,
+        variant: String,
+    },
+    InvalidBucketCount {
+        rule: String,
+        bucket_count: i32,
+    },
+    DuplicateMaterializationWrite {
+        rule: String,
+        materialization: String,
+    },
 }
 
 impl Error {
@@ -230,7 +251,11 @@ mod tests {
         let decode = prost::DecodeError::new("boom");
         let cases: Vec<(Error, ErrorKind, &str)> = vec![
             (Error::InputLength { len: -1, capacity: 4 }, ErrorKind::InvalidRequest, "input length -1 out of range"),
-            (Error::Decode { message: "SetState", error: decode.clone() }, ErrorKind::InvalidRequest, "invalid SetState message"),
+            (
+                Error::Decode { message: "SetState", error: decode.clone() },
+                ErrorKind::InvalidRequest,
+                "invalid SetState message",
+            ),
             (Error::UnknownMaterializationMode(9), ErrorKind::InvalidRequest, "unknown materialization mode 9"),
             (Error::NoState, ErrorKind::NoState, "no resolver state loaded"),
             (StateError::Decode(decode).into(), ErrorKind::InvalidState, "invalid resolver state: "),
@@ -244,15 +269,31 @@ mod tests {
                 ErrorKind::InvalidState,
                 "unsupported bitset for segments/s",
             ),
-            (Error::UnknownClientSecret { masked: "****".into() }, ErrorKind::UnknownClientSecret, "client secret not found: ****"),
-            (JsonError { at: 3, problem: "nesting too deep" }.into(), ErrorKind::InvalidContext, "invalid context JSON at byte 3: nesting too deep"),
-            (Error::TooManyFlags { count: 1001, max: 1000 }, ErrorKind::TooManyFlags, "too many flags in one request: 1001 (at most 1000)"),
+            (
+                Error::UnknownClientSecret { masked: "****".into() },
+                ErrorKind::UnknownClientSecret,
+                "client secret not found: ****",
+            ),
+            (
+                JsonError { at: 3, problem: "nesting too deep" }.into(),
+                ErrorKind::InvalidContext,
+                "invalid context JSON at byte 3: nesting too deep",
+            ),
+            (
+                Error::TooManyFlags { count: 1001, max: 1000 },
+                ErrorKind::TooManyFlags,
+                "too many flags in one request: 1001 (at most 1000)",
+            ),
             (
                 Error::UnknownVariant { flag: "flags/f".into(), rule: "r".into(), variant: "v".into() },
                 ErrorKind::InvalidFlag,
                 "flag flags/f rule r assigns unknown variant v",
             ),
-            (Error::InvalidBucketCount { rule: "r".into(), bucket_count: 0 }, ErrorKind::InvalidFlag, "rule r has bucket count 0"),
+            (
+                Error::InvalidBucketCount { rule: "r".into(), bucket_count: 0 },
+                ErrorKind::InvalidFlag,
+                "rule r has bucket count 0",
+            ),
             (
                 Error::DuplicateMaterializationWrite { rule: "r".into(), materialization: "m".into() },
                 ErrorKind::DuplicateMaterializationWrite,

@@ -2,20 +2,20 @@
 //! resolve-id generator. The ABI layer (`abi.rs`) is a thin wrapper around this.
 use crate::error::Error;
 use crate::json::parse_context;
+use crate::json::write_string;
 use crate::logs::{LogConfig, Logs};
 use crate::materialize::Mode;
 use crate::proto::abi::{
     resolve_result, Configure, ConfigureResult, FlagDigest, FlagResult, FlushLogs, FlushLogsResult,
     MaterializationMode, ResolveCall, ResolveResult, Resolved, SetState, SetStateResult, Suspended,
 };
+use crate::proto::api::MaterializationRecord;
 use crate::proto::api::ResolveReason;
 use crate::proto::types::flag_schema::StructFlagSchema;
-use crate::json::write_string;
-use crate::proto::api::MaterializationRecord;
 use crate::resolve::{client_for, resolve, FlagOutcome, Outcome};
-use std::fmt::Write as _;
 use crate::rng::Rng;
 use crate::state::State;
+use std::fmt::Write as _;
 
 /// Used until the host calls `cr_configure` with its own entropy.
 const DEFAULT_SEED: u64 = 0x5eed_c0f1_d3ce_0001;
@@ -66,7 +66,11 @@ impl Instance {
     pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, Error> {
         let state = State::load(&req.state, &req.account_id)?;
         let result = SetStateResult {
-            flags: state.digests.iter().map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest }).collect(),
+            flags: state
+                .digests
+                .iter()
+                .map(|(name, digest)| FlagDigest { name: name.clone(), digest: *digest })
+                .collect(),
             segment_count: state.segment_count(),
             client_count: state.client_count,
         };
@@ -216,10 +220,9 @@ fn write_resolution(out: &mut String, state: &State, resolution: Resolution<'_, 
 
 fn flag_result(state: &State, f: &FlagOutcome) -> FlagResult {
     let (value_json, flag_schema) = match f.variant {
-        Some(v) => (
-            state.variant_json(f.flag, v).into_owned().into_bytes(),
-            Some(f.flag.schema.clone().unwrap_or_default()),
-        ),
+        Some(v) => {
+            (state.variant_json(f.flag, v).into_owned().into_bytes(), Some(f.flag.schema.clone().unwrap_or_default()))
+        }
         // client default: an empty value and an empty schema
         None if f.reason == ResolveReason::Match => (b"{}".to_vec(), Some(StructFlagSchema::default())),
         None => (Vec::new(), None),

@@ -7,7 +7,6 @@ use std::fmt::Write;
 
 const MAX_DEPTH: usize = 128;
 
-
 struct Parser<'a> {
     b: &'a [u8],
     i: usize,
@@ -321,7 +320,12 @@ pub fn write_string(out: &mut String, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let special = b == b'"' || b == b'\\' || b < 0x20 || (b == 0xe2 && bytes[i..].starts_with(&[0xe2, 0x80]) && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
+        let special = b == b'"'
+            || b == b'\\'
+            || b < 0x20
+            || (b == 0xe2
+                && bytes[i..].starts_with(&[0xe2, 0x80])
+                && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
         if !special {
             i += 1;
             continue;
@@ -425,8 +429,21 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         for bad in [
-            "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":01x}", "{} x", "{\"a\":\"\x01\"}",
-            "{\"a\": tru}", "{\"a\": -}", "{\"a\": 1.}", "{\"a\": 1e}", "{\"a\":\"\\u12\"}", "\"x\"", "nul",
+            "[]",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "{\"a\":01x}",
+            "{} x",
+            "{\"a\":\"\x01\"}",
+            "{\"a\": tru}",
+            "{\"a\": -}",
+            "{\"a\": 1.}",
+            "{\"a\": 1e}",
+            "{\"a\":\"\\u12\"}",
+            "\"x\"",
+            "nul",
         ] {
             assert!(parse_context(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -26,10 +26,10 @@ pub use instance::Instance;
 /// Reported as ConfigureResult.resolver_version and TelemetryData.resolver_version.
 pub const RESOLVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-mod testutil;
 #[cfg(test)]
 mod tests_fuzz;
 #[cfg(test)]
 mod tests_instance;
 #[cfg(test)]
 mod tests_resolve;
+mod testutil;

@@ -1,6 +1,7 @@
 //! What gets logged (resolve.md §6): resolve info, exposures with apply dedup, telemetry,
 //! drained as one `WriteFlagLogsRequest`.
 use crate::hash::murmur3_x64_128;
+use crate::hash::{FastMap, FastSet};
 use crate::proto::admin::client_resolve_info::EvaluationContextSchemaInstance;
 use crate::proto::admin::context_field_semantic_type::{
     country_semantic_type::CountryFormat, CountrySemanticType, DateSemanticType, TimestampSemanticType,
@@ -18,7 +19,6 @@ use crate::resolve::FlagOutcome;
 use crate::state::ClientIdentity;
 use crate::value::{Context, Value};
 use prost::Message;
-use crate::hash::{FastMap, FastSet};
 use std::collections::{BTreeMap, VecDeque};
 
 pub const MAX_SCHEMAS_PER_CREDENTIAL: usize = 50;
@@ -32,7 +32,8 @@ pub const MAX_PENDING_ASSIGNED_BYTES: usize = 64 * 1024 * 1024;
 // Context schemas
 // ---------------------------------------------------------------------------------
 
-const COUNTRY_CODES: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
+const COUNTRY_CODES: &str =
+    "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ \
 BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET \
 FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR \
 IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN \
@@ -394,11 +395,7 @@ impl Logs {
         if !known {
             self.schemas.insert((client.client.clone(), client.credential.clone()), ClientSchemas::default());
         }
-        let entry = match self
-            .schemas
-            .iter_mut()
-            .find(|((c, cr), _)| *c == client.client && *cr == client.credential)
-        {
+        let entry = match self.schemas.iter_mut().find(|((c, cr), _)| *c == client.client && *cr == client.credential) {
             Some((_, e)) => e,
             None => unreachable!("inserted above"),
         };
@@ -584,7 +581,10 @@ impl Logs {
         }
         req.telemetry_data = Some(TelemetryData {
             sdk: self.config.sdk.clone(),
-            resolve_rate: rates.into_iter().map(|(reason, count)| ResolveRate { count, reason: reason as u32 }).collect(),
+            resolve_rate: rates
+                .into_iter()
+                .map(|(reason, count)| ResolveRate { count, reason: reason as u32 })
+                .collect(),
             memory_bytes,
             resolver_version: crate::RESOLVER_VERSION.to_string(),
             apply_dedup: Some(ApplyDedupTelemetry {
@@ -797,7 +797,7 @@ mod tests {
 
     #[test]
     fn pending_cap_drops_are_counted_and_reported_once() {
-        use crate::resolve::{FlagOutcome, Fallthrough};
+        use crate::resolve::{Fallthrough, FlagOutcome};
         let flag = crate::testutil::flag("flags/f", vec![], vec![]);
         let client = ClientIdentity {
             account: "accounts/a".into(),

@@ -30,7 +30,10 @@ pub enum ReadAnswer {
 pub enum MatError {
     NotSupported,
     /// A second write for the same (unit, materialization, rule) in one request.
-    DuplicateWrite { rule: String, materialization: String },
+    DuplicateWrite {
+        rule: String,
+        materialization: String,
+    },
 }
 
 #[derive(Default, Debug)]
@@ -61,20 +64,11 @@ impl Materializer {
                 }
             }
         }
-        Materializer {
-            mode,
-            known,
-            reads: Vec::new(),
-            written: HashSet::new(),
-            writes: Vec::new(),
-        }
+        Materializer { mode, known, reads: Vec::new(), written: HashSet::new(), writes: Vec::new() }
     }
 
     fn queue(&mut self, unit: &str, materialization: &str, rule: &str) {
-        let known = self
-            .reads
-            .iter()
-            .any(|r| r.unit == unit && r.materialization == materialization && r.rule == rule);
+        let known = self.reads.iter().any(|r| r.unit == unit && r.materialization == materialization && r.rule == rule);
         if !known {
             self.reads.push(MaterializationRecord {
                 unit: unit.to_string(),
@@ -121,7 +115,10 @@ impl Materializer {
         }
         let key = (unit.to_string(), materialization.to_string(), rule.to_string());
         if !self.written.insert(key) {
-            return Err(MatError::DuplicateWrite { rule: rule.to_string(), materialization: materialization.to_string() });
+            return Err(MatError::DuplicateWrite {
+                rule: rule.to_string(),
+                materialization: materialization.to_string(),
+            });
         }
         self.writes.push(MaterializationRecord {
             unit: unit.to_string(),

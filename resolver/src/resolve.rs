@@ -382,11 +382,12 @@ pub fn resolve_flag<'s>(
                 return Ok(out);
             }
             Some(AssignmentKind::Variant(v)) => {
-                let variant = flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| Error::UnknownVariant {
-                    flag: flag.name.clone(),
-                    rule: rule.name.clone(),
-                    variant: v.variant.clone(),
-                })?;
+                let variant =
+                    flag.variants.iter().find(|x| x.name == v.variant).ok_or_else(|| Error::UnknownVariant {
+                        flag: flag.name.clone(),
+                        rule: rule.name.clone(),
+                        variant: v.variant.clone(),
+                    })?;
                 out.reason = ResolveReason::Match;
                 out.variant = Some(variant);
                 out.rule = Some(rule);

@@ -2,13 +2,13 @@
 use crate::bitset::{Bitset, Bloom};
 use crate::error::StateError;
 use crate::hash::murmur3_x64_128;
+use crate::hash::FastMap;
 use crate::proto::admin::flag::Variant;
 use crate::proto::admin::{resolver_state, Flag, ResolverState, Segment};
-use crate::resolve::value_json;
-use std::borrow::Cow;
 use crate::proto::iam::client_credential;
+use crate::resolve::value_json;
 use prost::Message;
-use crate::hash::FastMap;
+use std::borrow::Cow;
 
 /// Who a client secret belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,11 +110,8 @@ impl State {
         let account = format!("accounts/{}", account_id);
         for client in &rs.clients {
             for cred in &rs.client_credentials {
-                let belongs = cred
-                    .name
-                    .strip_prefix(client.name.as_str())
-                    .map(|rest| rest.starts_with('/'))
-                    .unwrap_or(false);
+                let belongs =
+                    cred.name.strip_prefix(client.name.as_str()).map(|rest| rest.starts_with('/')).unwrap_or(false);
                 if !belongs || client.name.is_empty() {
                     continue;
                 }
@@ -232,7 +229,9 @@ mod tests {
         rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::GzippedBitset(vec![1, 2, 3]));
         assert!(State::from_proto(rs.clone(), "a").is_err());
         match State::from_proto(rs.clone(), "a") {
-            Err(StateError::Bitset { segment, error: crate::error::GzipError::NotGzip }) => assert_eq!(segment, "segments/x"),
+            Err(StateError::Bitset { segment, error: crate::error::GzipError::NotGzip }) => {
+                assert_eq!(segment, "segments/x")
+            }
             other => panic!("{:?}", other.map(|_| ())),
         }
         rs.bitsets[0].bitset = Some(resolver_state::packed_bitset::Bitset::FullBitset(true));
@@ -243,8 +242,16 @@ mod tests {
     #[test]
     fn bloom_strategy_filter_and_digest() {
         let mut rs = ResolverState::default();
-        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m1".into(), strategy: 1, ..Default::default() });
-        rs.bloom_filters.push(resolver_state::BloomFilter { materialized_segment: "m2".into(), strategy: 2, ..Default::default() });
+        rs.bloom_filters.push(resolver_state::BloomFilter {
+            materialized_segment: "m1".into(),
+            strategy: 1,
+            ..Default::default()
+        });
+        rs.bloom_filters.push(resolver_state::BloomFilter {
+            materialized_segment: "m2".into(),
+            strategy: 2,
+            ..Default::default()
+        });
         rs.flags.push(Flag { name: "flags/a".into(), ..Default::default() });
         rs.flags.push(Flag { name: "flags/b".into(), ..Default::default() });
         let st = State::from_proto(rs, "accounts/a").unwrap();

@@ -362,11 +362,7 @@ pub fn eval_attribute(attr: &AttributeCriterion, ctx: &Context) -> Result<bool, 
     }
     let tv = m.prepare(v);
     let items = elems(&tv);
-    Ok(if is_all {
-        items.iter().all(|e| m.value(e))
-    } else {
-        items.iter().any(|e| m.value(e))
-    })
+    Ok(if is_all { items.iter().all(|e| m.value(e)) } else { items.iter().any(|e| m.value(e)) })
 }
 
 fn top_level(m: Matcher, v: Option<&Value>) -> bool {
@@ -434,7 +430,12 @@ impl<'s, 'm> Evaluator<'s, 'm> {
         }
     }
 
-    fn targeting(&mut self, t: Option<&'s Targeting>, unit: Option<&str>, path: &mut Vec<&'s str>) -> Result<Tri, EvalError> {
+    fn targeting(
+        &mut self,
+        t: Option<&'s Targeting>,
+        unit: Option<&str>,
+        path: &mut Vec<&'s str>,
+    ) -> Result<Tri, EvalError> {
         let t = match t {
             None => return Ok(Tri::True),
             Some(t) => t,
@@ -584,7 +585,7 @@ mod tests {
         assert_eq!(check(&a, r#"{"x":"True"}"#), Ok(false));
         let a = attr("x", eq(b(false)));
         assert_eq!(check(&a, r#"{"x":"yes"}"#), Ok(true)); // anything but true/TRUE is false
-        // null converts to the string "null"
+                                                           // null converts to the string "null"
         let a = attr("x", eq(s("null")));
         assert_eq!(check(&a, r#"{}"#), Ok(true));
         assert_eq!(check(&a, r#"{"x":{"a":1}}"#), Ok(true));
@@ -615,7 +616,10 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let r = attr("x", AttrRule::RangeRule(range(Some(Start::StartInclusive(n(18.0))), Some(End::EndExclusive(n(65.0))))));
+        let r = attr(
+            "x",
+            AttrRule::RangeRule(range(Some(Start::StartInclusive(n(18.0))), Some(End::EndExclusive(n(65.0))))),
+        );
         assert_eq!(check(&r, r#"{"x":18}"#), Ok(true));
         assert_eq!(check(&r, r#"{"x":64.9}"#), Ok(true));
         assert_eq!(check(&r, r#"{"x":65}"#), Ok(false));
@@ -642,7 +646,8 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        let r = attr("t", AttrRule::RangeRule(range(Some(Start::StartInclusive(ts(1_668_698_177, 118_000_000))), None)));
+        let r =
+            attr("t", AttrRule::RangeRule(range(Some(Start::StartInclusive(ts(1_668_698_177, 118_000_000))), None)));
         assert_eq!(check(&r, r#"{"t":"2022-11-17T15:16:17.200Z"}"#), Ok(true));
         assert_eq!(check(&r, r#"{"t":"2022-11-17T15:16:17.000Z"}"#), Ok(false));
         assert_eq!(check(&r, r#"{"t":1668698178}"#), Ok(true));

@@ -9,16 +9,38 @@ use prost::Message;
 
 fn rich_state() -> Vec<u8> {
     let vs = vec![variant("on", r#"{"a":1,"b":{"c":[1,"x",null]}}"#), variant("off", r#"{"a":0}"#)];
-    let split = || vec![to_variant("a1", "on", vec![range(0, 3)]), fallthrough("f", vec![range(3, 6)]), client_default("cd", vec![range(6, 10)])];
+    let split = || {
+        vec![
+            to_variant("a1", "on", vec![range(0, 3)]),
+            fallthrough("f", vec![range(3, 6)]),
+            client_default("cd", vec![range(6, 10)]),
+        ]
+    };
     let mut rs = resolver_state(
         vec![
-            flag("flags/f1", vs.clone(), vec![rule("r1", "segments/s1", "", 10, split()), rule("r2", "segments/s2", "id", 10, split())]),
-            flag("flags/f2", vs.clone(), vec![with_mat(rule("r3", "segments/s3", "", 10, split()), "m1", "m1", false, false)]),
+            flag(
+                "flags/f1",
+                vs.clone(),
+                vec![rule("r1", "segments/s1", "", 10, split()), rule("r2", "segments/s2", "id", 10, split())],
+            ),
+            flag(
+                "flags/f2",
+                vs.clone(),
+                vec![with_mat(rule("r3", "segments/s3", "", 10, split()), "m1", "m1", false, false)],
+            ),
             flag("flags/f3", vs, vec![with_mat(rule("r4", "segments/s1", "", 10, split()), "m2", "m2", true, true)]),
         ],
         vec![
-            segment("segments/s1", vec![criterion_attr_eq("country", "SE"), criterion_segment("segments/s2")], Some(or(vec![r#ref("c1"), r#ref("c2")]))),
-            segment("segments/s2", vec![criterion_materialized("m3"), criterion_segment("segments/s1")], Some(and(vec![r#ref("c1"), not(r#ref("c2"))]))),
+            segment(
+                "segments/s1",
+                vec![criterion_attr_eq("country", "SE"), criterion_segment("segments/s2")],
+                Some(or(vec![r#ref("c1"), r#ref("c2")])),
+            ),
+            segment(
+                "segments/s2",
+                vec![criterion_materialized("m3"), criterion_segment("segments/s1")],
+                Some(and(vec![r#ref("c1"), not(r#ref("c2"))])),
+            ),
             segment("segments/s3", vec![criterion_attr_eq("x.y", "1")], Some(r#ref("c1"))),
         ],
     );
@@ -37,8 +59,13 @@ fn random_json(rng: &mut Rng, depth: u32) -> String {
         0 => "null".into(),
         1 => "true".into(),
         2 => format!("{}", (rng.next_u64() % 2000) as f64 / 7.0 - 100.0),
-        3 => ["NaN", "Infinity", "-Infinity", "1e308", "-0", "12345678901234567890"][(rng.next_u64() % 6) as usize].into(),
-        4 => format!("\"{}\"", ["SE", "u1", "2022-01-01T00:00:00Z", "1.2.3", "", "\\u00e9\\ud83d\\ude00", "x\\\"y"][(rng.next_u64() % 7) as usize]),
+        3 => ["NaN", "Infinity", "-Infinity", "1e308", "-0", "12345678901234567890"][(rng.next_u64() % 6) as usize]
+            .into(),
+        4 => format!(
+            "\"{}\"",
+            ["SE", "u1", "2022-01-01T00:00:00Z", "1.2.3", "", "\\u00e9\\ud83d\\ude00", "x\\\"y"]
+                [(rng.next_u64() % 7) as usize]
+        ),
         5 => format!("\"{}\"", "k".repeat((rng.next_u64() % 120) as usize)),
         6 => {
             let n = rng.next_u64() % 4;
@@ -87,7 +114,12 @@ fn mutated_states_and_random_contexts_never_panic() {
         for k in 0..4 {
             let ctx = random_object(&mut rng, 0);
             let mode = (k % 3) as i32;
-            let records = vec![MaterializationRecord { unit: "u1".into(), materialization: "m1".into(), rule: "r3".into(), variant: "on".into() }];
+            let records = vec![MaterializationRecord {
+                unit: "u1".into(),
+                materialization: "m1".into(),
+                rule: "r3".into(),
+                variant: "on".into(),
+            }];
             let call = ResolveCall {
                 flags: vec![],
                 context_json: ctx.into_bytes(),
@@ -112,7 +144,8 @@ fn garbage_context_bytes_never_panic() {
     let mut rng = Rng::new(9);
     for _ in 0..3000 {
         let n = rng.next_u64() % 40;
-        let mut bytes: Vec<u8> = (0..n).map(|_| b"{}[]\":,.-eE0123456789tfnulNaIy \\u\xff"[(rng.next_u64() % 34) as usize]).collect();
+        let mut bytes: Vec<u8> =
+            (0..n).map(|_| b"{}[]\":,.-eE0123456789tfnulNaIy \\u\xff"[(rng.next_u64() % 34) as usize]).collect();
         if rng.next_u64() % 2 == 0 {
             bytes.insert(0, b'{');
         }

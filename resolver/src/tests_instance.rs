@@ -3,8 +3,8 @@ use crate::error::ErrorKind;
 use crate::instance::Instance;
 use crate::logs::{context_schema, DEDUP_WINDOW_MS};
 use crate::proto::abi::{resolve_result, Configure, FlushLogs, MaterializationMode, ResolveCall, Resolved, SetState};
-use crate::proto::admin::evaluation_context_schema_field::Kind;
 use crate::proto::admin::context_field_semantic_type::Type as SemType;
+use crate::proto::admin::evaluation_context_schema_field::Kind;
 use crate::proto::api::{sdk, ResolveReason as R, Sdk, SdkId, WriteFlagLogsRequest};
 use crate::proto::events::flag_assigned::applied_flag::Assignment;
 use crate::testutil::*;
@@ -14,7 +14,11 @@ fn state_bytes() -> Vec<u8> {
     let on = variant("on", r#"{"enabled":true}"#);
     resolver_state(
         vec![
-            flag("flags/a", vec![on.clone()], vec![rule("flags/a/rules/r1", "segments/se", "", 1, vec![to_variant("a1", "on", vec![range(0, 1)])])]),
+            flag(
+                "flags/a",
+                vec![on.clone()],
+                vec![rule("flags/a/rules/r1", "segments/se", "", 1, vec![to_variant("a1", "on", vec![range(0, 1)])])],
+            ),
             flag(
                 "flags/ft",
                 vec![on.clone()],
@@ -23,14 +27,33 @@ fn state_bytes() -> Vec<u8> {
                     rule("flags/ft/rules/r2", "segments/se", "", 1, vec![to_variant("m1", "on", vec![range(0, 1)])]),
                 ],
             ),
-            flag("flags/cd", vec![], vec![rule("flags/cd/rules/r1", "segments/all", "", 1, vec![client_default("cd1", vec![range(0, 1)])])]),
+            flag(
+                "flags/cd",
+                vec![],
+                vec![rule("flags/cd/rules/r1", "segments/all", "", 1, vec![client_default("cd1", vec![range(0, 1)])])],
+            ),
             flag(
                 "flags/sticky",
                 vec![on],
-                vec![with_mat(rule("flags/sticky/rules/r1", "segments/all", "", 1, vec![to_variant("s1", "on", vec![range(0, 1)])]), "m", "m", false, false)],
+                vec![with_mat(
+                    rule(
+                        "flags/sticky/rules/r1",
+                        "segments/all",
+                        "",
+                        1,
+                        vec![to_variant("s1", "on", vec![range(0, 1)])],
+                    ),
+                    "m",
+                    "m",
+                    false,
+                    false,
+                )],
             ),
         ],
-        vec![catch_all("segments/all"), segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1")))],
+        vec![
+            catch_all("segments/all"),
+            segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1"))),
+        ],
     )
     .encode_to_vec()
 }
@@ -82,7 +105,10 @@ fn set_state_reports_digests_and_keeps_old_state_on_error() {
     assert!(i.resolve(&call(&[], "{}", false, 0)).unwrap_err().to_string().contains("no resolver state"));
     assert_eq!(i.resolve(&call(&[], "{}", false, 0)).unwrap_err().kind(), ErrorKind::NoState);
     let r = i.set_state(SetState { state: state_bytes(), account_id: "acc".into() }).unwrap();
-    assert_eq!(r.flags.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["flags/a", "flags/ft", "flags/cd", "flags/sticky"]);
+    assert_eq!(
+        r.flags.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        vec!["flags/a", "flags/ft", "flags/cd", "flags/sticky"]
+    );
     assert_eq!((r.segment_count, r.client_count), (2, 1));
     let again = i.set_state(SetState { state: state_bytes(), account_id: "acc".into() }).unwrap();
     assert_eq!(r.flags, again.flags, "digests are stable");
@@ -95,12 +121,21 @@ fn set_state_reports_digests_and_keeps_old_state_on_error() {
 #[test]
 fn resolve_results() {
     let mut i = instance(false);
-    let r = resolved(&mut i, &call(&["flags/a", "flags/ft", "flags/cd"], r#"{"targeting_key":"u","country":"SE"}"#, false, 0));
+    let r = resolved(
+        &mut i,
+        &call(&["flags/a", "flags/ft", "flags/cd"], r#"{"targeting_key":"u","country":"SE"}"#, false, 0),
+    );
     assert_eq!(r.resolve_id.len(), 32);
     let by = |n: &str| r.flags.iter().find(|f| f.flag == n).unwrap().clone();
     let a = by("flags/a");
-    assert_eq!((a.reason, a.variant.as_str(), a.value_json.as_slice()), (R::Match as i32, "on", &br#"{"enabled":true}"#[..]));
-    assert_eq!((a.assignment_origin.as_str(), a.assignment_id.as_str(), a.should_apply), ("flags/a/rules/r1", "a1", true));
+    assert_eq!(
+        (a.reason, a.variant.as_str(), a.value_json.as_slice()),
+        (R::Match as i32, "on", &br#"{"enabled":true}"#[..])
+    );
+    assert_eq!(
+        (a.assignment_origin.as_str(), a.assignment_id.as_str(), a.should_apply),
+        ("flags/a/rules/r1", "a1", true)
+    );
     assert!(a.flag_schema.is_some());
     let cd = by("flags/cd");
     assert_eq!((cd.reason, cd.variant.as_str(), cd.value_json.as_slice()), (R::Match as i32, "", &b"{}"[..]));
@@ -111,7 +146,10 @@ fn resolve_results() {
     }
     let r = resolved(&mut i, &call(&["flags/a"], r#"{"country":"NO"}"#, false, 0));
     let a = &r.flags[0];
-    assert_eq!((a.reason, a.variant.as_str(), a.value_json.is_empty(), a.flag_schema.is_none()), (R::NoSegmentMatch as i32, "", true, true));
+    assert_eq!(
+        (a.reason, a.variant.as_str(), a.value_json.is_empty(), a.flag_schema.is_none()),
+        (R::NoSegmentMatch as i32, "", true, true)
+    );
     // unsupported mode
     let mut c = call(&["flags/sticky"], r#"{"targeting_key":"u"}"#, false, 0);
     c.materialization_mode = MaterializationMode::Unsupported as i32;
@@ -145,7 +183,10 @@ fn errors() {
     assert!(i.resolve(&c).is_err());
     assert_eq!(i.resolve(&c).unwrap_err().kind(), ErrorKind::InvalidRequest);
     // NaN/Infinity tokens are accepted
-    assert_eq!(resolved(&mut i, &call(&["flags/a"], r#"{"x":NaN,"y":-Infinity,"country":"SE"}"#, false, 0)).flags.len(), 1);
+    assert_eq!(
+        resolved(&mut i, &call(&["flags/a"], r#"{"x":NaN,"y":-Infinity,"country":"SE"}"#, false, 0)).flags.len(),
+        1
+    );
 }
 
 #[test]
@@ -198,7 +239,11 @@ fn resolve_info_and_exposures() {
     assert_eq!(fa.rule_resolve_info.len(), 1);
     assert_eq!((fa.rule_resolve_info[0].count, fa.rule_resolve_info[0].assignment_resolve_info[0].count), (3, 3));
     let ft = req.flag_resolve_info.iter().find(|f| f.flag == "flags/ft").unwrap();
-    let rules: Vec<_> = ft.rule_resolve_info.iter().map(|r| (r.rule.as_str(), r.count, r.assignment_resolve_info[0].assignment_id.as_str())).collect();
+    let rules: Vec<_> = ft
+        .rule_resolve_info
+        .iter()
+        .map(|r| (r.rule.as_str(), r.count, r.assignment_resolve_info[0].assignment_id.as_str()))
+        .collect();
     assert_eq!(rules, vec![("flags/ft/rules/r1", 3, "ft1"), ("flags/ft/rules/r2", 3, "m1")]);
     let cd = req.flag_resolve_info.iter().find(|f| f.flag == "flags/cd").unwrap();
     assert_eq!(cd.variant_resolve_info[0].variant, "");
@@ -207,13 +252,21 @@ fn resolve_info_and_exposures() {
     let fa0 = &req.flag_assigned[0];
     assert_eq!(fa0.resolve_id.len(), 32);
     let ci = fa0.client_info.as_ref().unwrap();
-    assert_eq!((ci.client.as_str(), ci.client_credential.as_str(), ci.sdk.as_ref()), (CLIENT, CREDENTIAL, Some(&sdk())));
+    assert_eq!(
+        (ci.client.as_str(), ci.client_credential.as_str(), ci.sdk.as_ref()),
+        (CLIENT, CREDENTIAL, Some(&sdk()))
+    );
     assert_eq!(fa0.flags.len(), 3);
     let af = &fa0.flags[0];
-    assert_eq!((af.flag.as_str(), af.targeting_key.as_str(), af.targeting_key_selector.as_str()), ("flags/a", "u", "targeting_key"));
+    assert_eq!(
+        (af.flag.as_str(), af.targeting_key.as_str(), af.targeting_key_selector.as_str()),
+        ("flags/a", "u", "targeting_key")
+    );
     assert_eq!((af.rule.as_str(), af.assignment_id.as_str()), ("flags/a/rules/r1", "a1"));
     match &af.assignment {
-        Some(Assignment::AssignmentInfo(ai)) => assert_eq!((ai.segment.as_str(), ai.variant.as_str()), ("segments/se", "on")),
+        Some(Assignment::AssignmentInfo(ai)) => {
+            assert_eq!((ai.segment.as_str(), ai.variant.as_str()), ("segments/se", "on"))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(af.apply_time.as_ref().map(|t| (t.seconds, t.nanos)), Some((1, 0)));
@@ -257,7 +310,13 @@ fn apply_dedup_window() {
 #[test]
 fn exposure_collection_can_be_disabled() {
     let mut i = instance(false);
-    i.configure(Configure { rng_seed: 1, sdk: None, enable_apply_dedup: false, disable_exposure_collection: true, ..Default::default() });
+    i.configure(Configure {
+        rng_seed: 1,
+        sdk: None,
+        enable_apply_dedup: false,
+        disable_exposure_collection: true,
+        ..Default::default()
+    });
     resolved(&mut i, &call(&["flags/a"], r#"{"country":"SE"}"#, true, 0));
     let (req, _, n) = flush(&mut i, 0, 0);
     assert_eq!(n, 0);
@@ -358,7 +417,13 @@ fn json_answer_matches_the_message() {
                 Value::List(l) => l
                     .iter()
                     .map(|r| match r {
-                        Value::List(f) => f.iter().map(|x| match x { Value::String(s) => s.clone(), _ => panic!() }).collect(),
+                        Value::List(f) => f
+                            .iter()
+                            .map(|x| match x {
+                                Value::String(s) => s.clone(),
+                                _ => panic!(),
+                            })
+                            .collect(),
                         _ => panic!(),
                     })
                     .collect(),
@@ -376,13 +441,20 @@ fn json_answer_matches_the_message() {
             }
             resolve_result::Result::Resolved(r) => {
                 assert_eq!(doc["r"], Value::String(r.resolve_id.clone()));
-                let flags = match &doc["f"] { Value::List(l) => l.clone(), _ => panic!() };
+                let flags = match &doc["f"] {
+                    Value::List(l) => l.clone(),
+                    _ => panic!(),
+                };
                 assert_eq!(flags.len(), r.flags.len());
                 for (got, want) in flags.iter().zip(&r.flags) {
-                    let got = match got { Value::List(l) => l, _ => panic!() };
+                    let got = match got {
+                        Value::List(l) => l,
+                        _ => panic!(),
+                    };
                     assert_eq!(got[0], Value::String(want.flag.clone()));
                     assert_eq!(got[1], Value::String(want.variant.clone()));
-                    let value = if want.value_json.is_empty() { Value::Null } else { parse_value(&want.value_json).unwrap() };
+                    let value =
+                        if want.value_json.is_empty() { Value::Null } else { parse_value(&want.value_json).unwrap() };
                     assert_eq!(got[2], value);
                     assert_eq!(got[3], Value::Number(want.reason as f64));
                     assert_eq!(got[4], Value::Number(if want.should_apply { 1.0 } else { 0.0 }));

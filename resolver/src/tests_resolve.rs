@@ -15,7 +15,13 @@ fn load(rs: crate::proto::admin::ResolverState) -> State {
     State::from_proto(rs, "acc").expect("state")
 }
 
-fn run<'s>(st: &'s State, ctx: &str, flags: &[&str], mode: Mode, records: &[MaterializationRecord]) -> Result<Outcome<'s>, Error> {
+fn run<'s>(
+    st: &'s State,
+    ctx: &str,
+    flags: &[&str],
+    mode: Mode,
+    records: &[MaterializationRecord],
+) -> Result<Outcome<'s>, Error> {
     let client = client_for(st, SECRET)?;
     let ctx = parse_context(ctx.as_bytes())?;
     let names: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
@@ -43,10 +49,33 @@ fn simple_state() -> State {
     let on = variant("on", r#"{"enabled": true}"#);
     load(resolver_state(
         vec![
-            flag("flags/a", vec![on.clone()], vec![rule("flags/a/rules/r1", "segments/se", "", 1000, vec![to_variant("a1", "on", vec![range(0, 1000)])])]),
-            flag("flags/b", vec![on], vec![rule("flags/b/rules/r1", "segments/all", "", 1000, vec![to_variant("b1", "on", vec![range(0, 1000)])])]),
+            flag(
+                "flags/a",
+                vec![on.clone()],
+                vec![rule(
+                    "flags/a/rules/r1",
+                    "segments/se",
+                    "",
+                    1000,
+                    vec![to_variant("a1", "on", vec![range(0, 1000)])],
+                )],
+            ),
+            flag(
+                "flags/b",
+                vec![on],
+                vec![rule(
+                    "flags/b/rules/r1",
+                    "segments/all",
+                    "",
+                    1000,
+                    vec![to_variant("b1", "on", vec![range(0, 1000)])],
+                )],
+            ),
         ],
-        vec![segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1"))), catch_all("segments/all")],
+        vec![
+            segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1"))),
+            catch_all("segments/all"),
+        ],
     ))
 }
 
@@ -80,16 +109,17 @@ fn flag_selection() {
     let names = |o: Outcome| resolved(o).0.iter().map(|f| f.flag.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(run(&st, "{}", &[], Mode::Complete, &[]).unwrap()), vec!["flags/a", "flags/b"]);
     assert_eq!(
-        names(run(&st, "{}", &["flags/b", "flags/nope", "flags/archived", "flags/other", "flags/b"], Mode::Complete, &[]).unwrap()),
+        names(
+            run(&st, "{}", &["flags/b", "flags/nope", "flags/archived", "flags/other", "flags/b"], Mode::Complete, &[])
+                .unwrap()
+        ),
         vec!["flags/b"]
     );
 }
 
 #[test]
 fn too_many_flags_fail_the_request() {
-    let flags = (0..1001)
-        .map(|i| flag(&format!("flags/f{i}"), vec![], vec![]))
-        .collect();
+    let flags = (0..1001).map(|i| flag(&format!("flags/f{i}"), vec![], vec![])).collect();
     let st = load(resolver_state(flags, vec![]));
     let err = run(&st, "{}", &[], Mode::Complete, &[]).unwrap_err();
     assert_eq!(err, Error::TooManyFlags { count: 1001, max: 1000 });
@@ -111,9 +141,17 @@ fn unknown_secret_is_masked() {
 #[test]
 fn targeting_key_rules() {
     let on = variant("on", r#"{"v": 1}"#);
-    let full = |name: &str, sel: &str| rule(name, "segments/all", sel, 1000, vec![to_variant("a", "on", vec![range(0, 1000)])]);
+    let full = |name: &str, sel: &str| {
+        rule(name, "segments/all", sel, 1000, vec![to_variant("a", "on", vec![range(0, 1000)])])
+    };
     let half = |name: &str, sel: &str| {
-        rule(name, "segments/all", sel, 1000, vec![to_variant("a", "on", vec![range(0, 500)]), to_variant("b", "on", vec![range(500, 1000)])])
+        rule(
+            name,
+            "segments/all",
+            sel,
+            1000,
+            vec![to_variant("a", "on", vec![range(0, 500)]), to_variant("b", "on", vec![range(500, 1000)])],
+        )
     };
     let st = load(resolver_state(
         vec![
@@ -143,7 +181,10 @@ fn targeting_key_rules() {
     assert_eq!(one(&st, &format!(r#"{{"targeting_key":"{ok}"}}"#), "flags/full-explicit").reason, R::Match);
     // 100 bytes, not characters
     let wide = "é".repeat(51);
-    assert_eq!(one(&st, &format!(r#"{{"targeting_key":"{wide}"}}"#), "flags/full-explicit").reason, R::TargetingKeyError);
+    assert_eq!(
+        one(&st, &format!(r#"{{"targeting_key":"{wide}"}}"#), "flags/full-explicit").reason,
+        R::TargetingKeyError
+    );
     // whole numbers format without decimals
     assert_eq!(one(&st, r#"{"targeting_key":42.0}"#, "flags/full-explicit").unit.as_deref(), Some("42"));
     // a nested custom selector; missing -> the next rule
@@ -159,7 +200,13 @@ fn bucketing_uses_segment_id_and_unit() {
         vec![flag(
             "flags/ab",
             vec![variant("a", r#"{"g":"a"}"#), variant("b", r#"{"g":"b"}"#)],
-            vec![rule("r", "segments/all", "", 10, vec![to_variant("A", "a", vec![range(0, 5)]), to_variant("B", "b", vec![range(5, 10)])])],
+            vec![rule(
+                "r",
+                "segments/all",
+                "",
+                10,
+                vec![to_variant("A", "a", vec![range(0, 5)]), to_variant("B", "b", vec![range(5, 10)])],
+            )],
         )],
         vec![catch_all("segments/all")],
     ));
@@ -182,12 +229,26 @@ fn gaps_in_ranges_go_to_the_next_rule_and_bucket_count_zero_errors() {
                 "flags/gap",
                 vec![variant("on", "{}")],
                 vec![
-                    rule("r1", "segments/all", "", 1000, vec![to_variant("a", "on", vec![range(0, 0)]), to_variant("b", "on", vec![range(1, 1)])]),
+                    rule(
+                        "r1",
+                        "segments/all",
+                        "",
+                        1000,
+                        vec![to_variant("a", "on", vec![range(0, 0)]), to_variant("b", "on", vec![range(1, 1)])],
+                    ),
                     rule("r2", "segments/all", "", 1000, vec![to_variant("c", "on", vec![range(0, 1000)])]),
                 ],
             ),
-            flag("flags/zero", vec![variant("on", "{}")], vec![rule("r", "segments/all", "", 0, vec![to_variant("a", "on", vec![range(0, 5)])])]),
-            flag("flags/missing-variant", vec![], vec![rule("r", "segments/all", "", 1, vec![to_variant("a", "nope", vec![range(0, 1)])])]),
+            flag(
+                "flags/zero",
+                vec![variant("on", "{}")],
+                vec![rule("r", "segments/all", "", 0, vec![to_variant("a", "on", vec![range(0, 5)])])],
+            ),
+            flag(
+                "flags/missing-variant",
+                vec![],
+                vec![rule("r", "segments/all", "", 1, vec![to_variant("a", "nope", vec![range(0, 1)])])],
+            ),
         ],
         vec![catch_all("segments/all")],
     ));
@@ -207,7 +268,15 @@ fn a_second_write_of_one_materialization_record_fails_the_request() {
     // Two flags whose rules share a name and a write materialization: one unit would get
     // two records for the same (unit, materialization, rule).
     let on = variant("on", "{}");
-    let writer = || with_mat(rule("r", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]), "", "m", false, false);
+    let writer = || {
+        with_mat(
+            rule("r", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]),
+            "",
+            "m",
+            false,
+            false,
+        )
+    };
     let st = load(resolver_state(
         vec![flag("flags/w1", vec![on.clone()], vec![writer()]), flag("flags/w2", vec![on], vec![writer()])],
         vec![catch_all("segments/all")],
@@ -231,14 +300,24 @@ fn fallthrough_and_client_default() {
                     rule("r2", "segments/se", "", 1, vec![to_variant("m", "t", vec![range(0, 1)])]),
                 ],
             ),
-            flag("flags/cd", vec![], vec![rule("r1", "segments/all", "", 1, vec![client_default("cd", vec![range(0, 1)])])]),
+            flag(
+                "flags/cd",
+                vec![],
+                vec![rule("r1", "segments/all", "", 1, vec![client_default("cd", vec![range(0, 1)])])],
+            ),
         ],
-        vec![catch_all("segments/all"), segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1")))],
+        vec![
+            catch_all("segments/all"),
+            segment("segments/se", vec![criterion_attr_eq("country", "SE")], Some(r#ref("c1"))),
+        ],
     ));
     let o = one(&st, r#"{"targeting_key":"u","country":"SE"}"#, "flags/ft");
     assert_eq!((o.reason, o.variant_name(), o.rule_name()), (R::Match, "t", "r2"));
     assert_eq!(o.fallthroughs.len(), 1);
-    assert_eq!((o.fallthroughs[0].rule.as_str(), o.fallthroughs[0].assignment_id.as_str(), o.fallthroughs[0].unit.as_str()), ("r1", "ft", "u"));
+    assert_eq!(
+        (o.fallthroughs[0].rule.as_str(), o.fallthroughs[0].assignment_id.as_str(), o.fallthroughs[0].unit.as_str()),
+        ("r1", "ft", "u")
+    );
     let o = one(&st, r#"{"targeting_key":"u","country":"US"}"#, "flags/ft");
     assert_eq!(o.reason, R::NoSegmentMatch);
     assert!(o.should_apply(), "a recorded fallthrough makes the flag apply");
@@ -267,8 +346,16 @@ fn disabled_rules_environments_and_missing_segments() {
 fn bitsets_with_and_without_unit() {
     let mut rs = resolver_state(
         vec![
-            flag("flags/bs", vec![variant("on", "{}")], vec![rule("r", "segments/bs", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])]),
-            flag("flags/full", vec![variant("on", "{}")], vec![rule("r", "segments/full", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])]),
+            flag(
+                "flags/bs",
+                vec![variant("on", "{}")],
+                vec![rule("r", "segments/bs", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])],
+            ),
+            flag(
+                "flags/full",
+                vec![variant("on", "{}")],
+                vec![rule("r", "segments/full", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])],
+            ),
         ],
         vec![catch_all("segments/bs"), catch_all("segments/full")],
     );
@@ -290,22 +377,44 @@ fn segment_references_cycles_and_diamonds() {
     let st = load(resolver_state(
         ["parent", "self", "cyc-a", "diamond", "and-not"]
             .iter()
-            .map(|s| flag(&format!("flags/{s}"), vec![variant("on", "{}")], vec![rule("r", &format!("segments/{s}"), "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])]))
+            .map(|s| {
+                flag(
+                    &format!("flags/{s}"),
+                    vec![variant("on", "{}")],
+                    vec![rule("r", &format!("segments/{s}"), "", 1, vec![to_variant("a", "on", vec![range(0, 1)])])],
+                )
+            })
             .collect(),
         vec![
             segment("segments/se", vec![se()], Some(r#ref("c1"))),
             segment("segments/parent", vec![criterion_segment("segments/se")], Some(r#ref("c1"))),
-            segment("segments/self", vec![criterion_segment("segments/self"), se()], Some(or(vec![r#ref("c1"), r#ref("c2")]))),
+            segment(
+                "segments/self",
+                vec![criterion_segment("segments/self"), se()],
+                Some(or(vec![r#ref("c1"), r#ref("c2")])),
+            ),
             segment("segments/cyc-a", vec![criterion_segment("segments/cyc-b")], Some(r#ref("c1"))),
             segment("segments/cyc-b", vec![criterion_segment("segments/cyc-a")], Some(r#ref("c1"))),
-            segment("segments/diamond", vec![criterion_segment("segments/parent"), criterion_segment("segments/se")], Some(and(vec![r#ref("c1"), r#ref("c2")]))),
-            segment("segments/and-not", vec![se(), criterion_segment("segments/nope")], Some(and(vec![r#ref("c1"), not(r#ref("c2")), not(r#ref("missing-id"))]))),
+            segment(
+                "segments/diamond",
+                vec![criterion_segment("segments/parent"), criterion_segment("segments/se")],
+                Some(and(vec![r#ref("c1"), r#ref("c2")])),
+            ),
+            segment(
+                "segments/and-not",
+                vec![se(), criterion_segment("segments/nope")],
+                Some(and(vec![r#ref("c1"), not(r#ref("c2")), not(r#ref("missing-id"))])),
+            ),
         ],
     ));
     let se_ctx = r#"{"country":"SE"}"#;
     assert_eq!(one(&st, se_ctx, "flags/parent").reason, R::Match);
     assert_eq!(one(&st, r#"{"country":"NO"}"#, "flags/parent").reason, R::NoSegmentMatch);
-    assert_eq!(one(&st, se_ctx, "flags/self").reason, R::Match, "the self reference is false, the other operand decides");
+    assert_eq!(
+        one(&st, se_ctx, "flags/self").reason,
+        R::Match,
+        "the self reference is false, the other operand decides"
+    );
     assert_eq!(one(&st, r#"{"country":"NO"}"#, "flags/self").reason, R::NoSegmentMatch);
     assert_eq!(one(&st, se_ctx, "flags/cyc-a").reason, R::NoSegmentMatch);
     assert_eq!(one(&st, se_ctx, "flags/diamond").reason, R::Match);
@@ -316,7 +425,8 @@ fn segment_references_cycles_and_diamonds() {
 fn unrecognized_rules_skip_the_rule() {
     use crate::proto::types::targeting::criterion::{AttributeCriterion, Criterion as CKind};
     use crate::proto::types::targeting::Criterion;
-    let bad = Criterion { criterion: Some(CKind::Attribute(AttributeCriterion { attribute_name: "x".into(), rule: None })) };
+    let bad =
+        Criterion { criterion: Some(CKind::Attribute(AttributeCriterion { attribute_name: "x".into(), rule: None })) };
     let st = load(resolver_state(
         vec![flag(
             "flags/u",
@@ -331,7 +441,11 @@ fn unrecognized_rules_skip_the_rule() {
             segment("segments/bad", vec![bad.clone()], Some(r#ref("c1"))),
             segment("segments/empty-crit", vec![Criterion { criterion: None }], Some(r#ref("c1"))),
             // and() short-circuits before the unrecognized criterion
-            segment("segments/short", vec![criterion_attr_eq("country", "SE"), bad], Some(or(vec![r#ref("c1"), r#ref("c2")]))),
+            segment(
+                "segments/short",
+                vec![criterion_attr_eq("country", "SE"), bad],
+                Some(or(vec![r#ref("c1"), r#ref("c2")])),
+            ),
         ],
     ));
     assert_eq!(one(&st, r#"{"country":"SE"}"#, "flags/u").rule_name(), "r3");
@@ -340,15 +454,61 @@ fn unrecognized_rules_skip_the_rule() {
 
 fn sticky_state() -> State {
     let vs = vec![variant("treatment", r#"{"color":"red"}"#), variant("control", r#"{"color":"blue"}"#)];
-    let split = || vec![to_variant("a1", "treatment", vec![range(0, 500)]), to_variant("a2", "control", vec![range(500, 1000)])];
+    let split = || {
+        vec![to_variant("a1", "treatment", vec![range(0, 500)]), to_variant("a2", "control", vec![range(500, 1000)])]
+    };
     let mut rs = resolver_state(
         vec![
-            flag("flags/sticky", vs.clone(), vec![with_mat(rule("flags/sticky/rules/r1", "segments/se", "", 1000, split()), "materializations/m", "materializations/m", false, false)]),
-            flag("flags/must", vs.clone(), vec![with_mat(rule("flags/must/rules/r1", "segments/se", "", 1000, split()), "materializations/m", "", true, false)]),
-            flag("flags/ignore", vs.clone(), vec![with_mat(rule("flags/ignore/rules/r1", "segments/se", "", 1000, split()), "materializations/m", "", false, true)]),
-            flag("flags/write-only", vs.clone(), vec![with_mat(rule("flags/write-only/rules/r1", "segments/all", "", 1000, split()), "", "materializations/w", false, false)]),
+            flag(
+                "flags/sticky",
+                vs.clone(),
+                vec![with_mat(
+                    rule("flags/sticky/rules/r1", "segments/se", "", 1000, split()),
+                    "materializations/m",
+                    "materializations/m",
+                    false,
+                    false,
+                )],
+            ),
+            flag(
+                "flags/must",
+                vs.clone(),
+                vec![with_mat(
+                    rule("flags/must/rules/r1", "segments/se", "", 1000, split()),
+                    "materializations/m",
+                    "",
+                    true,
+                    false,
+                )],
+            ),
+            flag(
+                "flags/ignore",
+                vs.clone(),
+                vec![with_mat(
+                    rule("flags/ignore/rules/r1", "segments/se", "", 1000, split()),
+                    "materializations/m",
+                    "",
+                    false,
+                    true,
+                )],
+            ),
+            flag(
+                "flags/write-only",
+                vs.clone(),
+                vec![with_mat(
+                    rule("flags/write-only/rules/r1", "segments/all", "", 1000, split()),
+                    "",
+                    "materializations/w",
+                    false,
+                    false,
+                )],
+            ),
             flag("flags/matseg", vs.clone(), vec![rule("flags/matseg/rules/r1", "segments/matseg", "", 1000, split())]),
-            flag("flags/bloomseg", vs.clone(), vec![rule("flags/bloomseg/rules/r1", "segments/bloomseg", "", 1000, split())]),
+            flag(
+                "flags/bloomseg",
+                vs.clone(),
+                vec![rule("flags/bloomseg/rules/r1", "segments/bloomseg", "", 1000, split())],
+            ),
             flag("flags/plain", vs, vec![rule("flags/plain/rules/r1", "segments/all", "", 1000, split())]),
         ],
         vec![
@@ -374,14 +534,25 @@ fn normal_variant(unit: &str) -> &'static str {
 fn materialization_unsupported() {
     let st = sticky_state();
     let ctx = r#"{"targeting_key":"u1","country":"SE"}"#;
-    let (flags, writes) = resolved(run(&st, ctx, &["flags/sticky", "flags/write-only", "flags/matseg", "flags/bloomseg", "flags/plain"], Mode::Unsupported, &[]).unwrap());
+    let (flags, writes) = resolved(
+        run(
+            &st,
+            ctx,
+            &["flags/sticky", "flags/write-only", "flags/matseg", "flags/bloomseg", "flags/plain"],
+            Mode::Unsupported,
+            &[],
+        )
+        .unwrap(),
+    );
     let reasons: Vec<_> = flags.iter().map(|f| f.reason).collect();
     assert_eq!(reasons[..3], [R::MaterializationNotSupported; 3]);
     assert_eq!(reasons[3], R::NoSegmentMatch, "a bloom filter needs no store (u1 is not in it)");
     assert_eq!(reasons[4], R::Match);
     assert!(writes.is_empty());
     // without a unit nothing is read or written
-    let (flags, _) = resolved(run(&st, r#"{"country":"SE"}"#, &["flags/sticky", "flags/write-only"], Mode::Unsupported, &[]).unwrap());
+    let (flags, _) = resolved(
+        run(&st, r#"{"country":"SE"}"#, &["flags/sticky", "flags/write-only"], Mode::Unsupported, &[]).unwrap(),
+    );
     assert_eq!(flags[0].reason, R::NoSegmentMatch);
     assert_eq!(flags[1].reason, R::NoSegmentMatch, "partial rollout without a unit");
 }
@@ -415,12 +586,15 @@ fn materialization_discovery_then_complete() {
 
     // a recorded variant wins over bucketing
     let other = if v == "treatment" { "control" } else { "treatment" };
-    let recs = [rec("u1", "materializations/m", "flags/sticky/rules/r1", other), rec("u1", "materializations/seg", "", "")];
+    let recs =
+        [rec("u1", "materializations/m", "flags/sticky/rules/r1", other), rec("u1", "materializations/seg", "", "")];
     let (flags, _) = resolved(run(&st, ctx, &["flags/sticky", "flags/matseg"], Mode::Complete, &recs).unwrap());
     assert_eq!(flags[0].variant_name(), other);
     assert_eq!(flags[1].reason, R::Match);
     // ...but the segment's targeting still applies (read mode default)
-    let (flags, _) = resolved(run(&st, r#"{"targeting_key":"u1","country":"NO"}"#, &["flags/sticky"], Mode::Complete, &recs).unwrap());
+    let (flags, _) = resolved(
+        run(&st, r#"{"targeting_key":"u1","country":"NO"}"#, &["flags/sticky"], Mode::Complete, &recs).unwrap(),
+    );
     assert_eq!(flags[0].reason, R::NoSegmentMatch);
 }
 
@@ -457,7 +631,13 @@ fn sticky_variant_given_by_two_assignments_uses_the_bucket() {
             "flags/two",
             vs,
             vec![with_mat(
-                rule("r", "segments/se", "", 1000, vec![to_variant("a1", "on", vec![range(0, 500)]), to_variant("a2", "on", vec![range(500, 1000)])]),
+                rule(
+                    "r",
+                    "segments/se",
+                    "",
+                    1000,
+                    vec![to_variant("a1", "on", vec![range(0, 500)]), to_variant("a2", "on", vec![range(500, 1000)])],
+                ),
                 "m",
                 "m",
                 false,
@@ -468,7 +648,16 @@ fn sticky_variant_given_by_two_assignments_uses_the_bucket() {
     ));
     for u in ["u1", "u2", "u3", "u4"] {
         let b = bucket(hash(&format!("se|{u}")), 1000).unwrap();
-        let (f, _) = resolved(run(&st, &format!(r#"{{"targeting_key":"{u}","country":"SE"}}"#), &[], Mode::Complete, &[rec(u, "m", "r", "on")]).unwrap());
+        let (f, _) = resolved(
+            run(
+                &st,
+                &format!(r#"{{"targeting_key":"{u}","country":"SE"}}"#),
+                &[],
+                Mode::Complete,
+                &[rec(u, "m", "r", "on")],
+            )
+            .unwrap(),
+        );
         assert_eq!(f[0].assignment_id, if b < 500 { "a1" } else { "a2" });
     }
 }
@@ -492,7 +681,10 @@ fn values_are_backfilled_from_the_schema() {
         }
     }
     use crate::proto::types::flag_schema::{BoolFlagSchema, StringFlagSchema};
-    let inner = schema(vec![("deep", SchemaType::BoolSchema(BoolFlagSchema {})), ("z", SchemaType::StringSchema(StringFlagSchema {}))]);
+    let inner = schema(vec![
+        ("deep", SchemaType::BoolSchema(BoolFlagSchema {})),
+        ("z", SchemaType::StringSchema(StringFlagSchema {})),
+    ]);
     let s = schema(vec![
         ("a", SchemaType::StringSchema(StringFlagSchema {})),
         ("m", SchemaType::StringSchema(StringFlagSchema {})),
@@ -515,7 +707,13 @@ fn an_early_stop_while_reads_are_missing_defers_the_flag() {
             "flags/x",
             vec![variant("on", "{}")],
             vec![
-                with_mat(rule("r1", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]), "m", "", false, false),
+                with_mat(
+                    rule("r1", "segments/all", "", 1, vec![to_variant("a", "on", vec![range(0, 1)])]),
+                    "m",
+                    "",
+                    false,
+                    false,
+                ),
                 rule("r2", "segments/all", "customKey", 2, vec![to_variant("b", "on", vec![range(0, 1)])]),
             ],
         )],

@@ -28,9 +28,9 @@ pub fn to_proto(v: &Value) -> prost_types::Value {
         Value::Number(n) => Kind::NumberValue(*n),
         Value::String(s) => Kind::StringValue(s.clone()),
         Value::List(l) => Kind::ListValue(prost_types::ListValue { values: l.iter().map(to_proto).collect() }),
-        Value::Struct(m) => Kind::StructValue(prost_types::Struct {
-            fields: m.iter().map(|(k, v)| (k.clone(), to_proto(v))).collect(),
-        }),
+        Value::Struct(m) => {
+            Kind::StructValue(prost_types::Struct { fields: m.iter().map(|(k, v)| (k.clone(), to_proto(v))).collect() })
+        }
     };
     prost_types::Value { kind: Some(kind) }
 }
