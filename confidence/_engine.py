@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import enum
 import functools
 import hashlib
 import os
@@ -31,6 +30,8 @@ from typing import Any, Final
 import wasmtime
 from wasmtime import _bindings as _wbindings
 from wasmtime import _ffi as _wffi
+
+from confidence._engine_types import Export, Tier, WasmTrap
 
 __all__ = [
     "CompiledResolver",
@@ -59,21 +60,6 @@ def _wasmtime_version() -> str:
         return "unknown"
 
 
-class WasmTrap(Exception):
-    """The guest trapped (panic, out of memory, out of bounds). The instance is poisoned."""
-
-
-class Export:
-    """Names of the guest's call exports (resolver/README.md)."""
-
-    CONFIGURE: Final = "cr_configure"
-    SET_STATE: Final = "cr_set_state"
-    RESOLVE: Final = "cr_resolve"
-    FLUSH_LOGS: Final = "cr_flush_logs"
-
-    ALL: Final = (CONFIGURE, SET_STATE, RESOLVE, FLUSH_LOGS)
-
-
 def load_resolver_wasm() -> bytes:
     """The packaged resolver.wasm, or the repo root's when running from a checkout."""
     here = Path(__file__).resolve().parent
@@ -92,20 +78,6 @@ def default_cache_dir() -> Path:
 
 
 _ENGINE_LOCK = threading.Lock()
-
-
-class Tier(enum.Enum):
-    """How resolver.wasm is compiled.
-
-    OPTIMIZED is what serves: Cranelift at `speed`, cached on disk. QUICK is for starts with
-    a cold cache: no optimization passes and the single-pass register allocator compile in
-    about 55 % of the time, for code that resolves about 1.5x slower (bench/README.md). A
-    provider that starts cold becomes READY on QUICK code and moves to OPTIMIZED code once
-    a background compile (which also fills the disk cache) finishes.
-    """
-
-    OPTIMIZED = "optimized"
-    QUICK = "quick"
 
 
 _ENGINES: dict[Tier, wasmtime.Engine] = {}

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 
 __all__ = [
     "DEDUP_CAPACITY",
@@ -215,6 +214,9 @@ class LogPreparer:
         return batches
 
     def _prepare_one(self, body: bytes, now_ms: int) -> list[LogBatch]:
+        # Imported on the first flush, not at start-up: the protobuf runtime costs ~15 ms.
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+
         request = api_pb2.WriteFlagLogsRequest.FromString(body)
         changed = False
         if self.dedup is not None and request.flag_assigned:
@@ -244,6 +246,8 @@ class LogPreparer:
     def _split(self, request: Any) -> list[LogBatch]:
         """Greedy split: telemetry in the first request, every repeated entry in exactly one
         request, each request at most the limit (a single larger entry travels alone)."""
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+
         items: list[tuple[str, Any, int]] = []
         for name in ("client_resolve_info", "flag_resolve_info", "flag_assigned"):
             for item in getattr(request, name):

@@ -46,7 +46,6 @@ import anyio.to_thread
 from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
@@ -316,6 +315,8 @@ class FlagLogPipeline:
         return ok
 
     def _host_telemetry(self, succeeded: int, failed: int) -> bytes:
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2  # (see _exposures)
+
         telemetry = api_pb2.TelemetryData()
         if succeeded or failed:
             telemetry.flush.succeeded = succeeded

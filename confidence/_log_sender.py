@@ -25,12 +25,14 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import aiohttp
 import anyio
 
 from ._protowire import encode_ingest_flag_logs_request
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "CLOUDFLARE_INGEST_PATH",
@@ -264,6 +266,8 @@ class LogSender:
         return False  # pragma: no cover - the loop always returns
 
     async def _attempt(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        import aiohttp  # (loaded: the session is one)
+
         data = post_body(body)  # (batches reach ~4 MiB)
         try:
             with anyio.fail_after(self._retry.attempt_timeout):

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from confidence._abi import (
     FlushedLogs,
@@ -31,8 +32,12 @@ from confidence._abi import (
     StateSummary,
     WasmTrap,
 )
-from confidence._engine import CompiledResolver, Tier
+from confidence._engine_types import Tier
 from confidence._version import __version__
+
+if TYPE_CHECKING:
+    # (Imported by compile(), in its worker thread: loading wasmtime overlaps the start.)
+    from confidence._engine import CompiledResolver
 
 __all__ = ["NoStateError", "PoolStats", "ResolverPool"]
 
@@ -138,6 +143,8 @@ class ResolverPool:
     def compile(self) -> None:
         """Compile (or load from the module cache) the resolver; raises what that raised."""
         try:
+            from confidence._engine import CompiledResolver
+
             self._compiled = CompiledResolver.load(
                 cache_dir=self._cache_dir, quick_if_cold=self._quick_start
             )
@@ -176,6 +183,8 @@ class ResolverPool:
         """
         if self._wait_compiled().tier is Tier.OPTIMIZED or self._closed:
             return False
+        from confidence._engine import CompiledResolver
+
         compiled = CompiledResolver.load(cache_dir=self._cache_dir)
         with self._swap_lock:
             if self._closed:

@@ -29,14 +29,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import aiohttp
 import anyio
 import anyio.abc
 
 from ._crypto import KEY_SIZE, StateDecryptionError, decrypt_state
 from ._protowire import ProtoDecodeError, decode_client_resolver_state
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "DEFAULT_CDN_BASE_URL",
@@ -120,6 +122,14 @@ def backoff_delay(
         exponent = min(consecutive_failures - 1, _MAX_BACKOFF_EXPONENT)
         delay = min(base * 2.0**exponent, poll_interval)
     return delay * (1.0 + jitter * (2.0 * rand() - 1.0))
+
+
+def _is_client_error(exc: Exception) -> bool:
+    """An aiohttp client error, without importing aiohttp for a session that is not one."""
+    import sys
+
+    aiohttp = sys.modules.get("aiohttp")
+    return aiohttp is not None and isinstance(exc, aiohttp.ClientError)
 
 
 class _FetchFailure(Exception):
@@ -303,9 +313,11 @@ class StateSyncer:
                 status, etag, body = await self._download(headers)
         except (TimeoutError, asyncio.TimeoutError):
             raise _FetchFailure(f"timed out after {self._request_timeout:g}s") from None
-        except aiohttp.ClientError as exc:
-            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
         except OSError as exc:
+            raise _FetchFailure(f"network error: {self._describe(exc)}") from None
+        except Exception as exc:
+            if not _is_client_error(exc):
+                raise
             raise _FetchFailure(f"network error: {self._describe(exc)}") from None
 
         if status == 304:

@@ -39,9 +39,8 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -56,6 +55,9 @@ from confidence._log_sender import (
     retry_delay,
 )
 from confidence._stats import EventStats
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "DEFAULT_EVENTS_BASE_URL",
@@ -429,6 +431,8 @@ class EventPublisher:
             )
 
     async def _attempt(self, body: bytes) -> bytes:
+        import aiohttp  # (loaded: the session is one)
+
         data = post_body(body)
         headers = {"Content-Type": "application/json"}
         try:
