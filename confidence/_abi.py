@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MaterializationMode",
+    "ResolveDoc",
     "MaterializationRecord",
     "ResolveReason",
     "ResolveRequest",
@@ -211,11 +212,37 @@ def _prefix(request: ResolveRequest) -> bytes:
     return bytes(out)
 
 
+def call_prefix(request: ResolveRequest) -> bytes:
+    """What `resolve_doc` takes as `prefix`: `request` encoded but for context and clock."""
+    return _prefix(request)
+
+
 def encode_resolve_call(request: ResolveRequest, now_ms: int) -> bytes:
     """`request` as a serialized `ResolveCall` (uncached; the instance caches prefixes)."""
     ctx = request.context_json
     return b"".join(
         (_prefix(request), _CONTEXT_TAG, _varint(len(ctx)), ctx, _NOW_TAG, _varint(now_ms))
+    )
+
+
+#: The decoded JSON answer of `cr_resolve` (see `ResolverInstance.resolve_doc`).
+ResolveDoc = dict[str, Any]
+
+
+def answer_from_doc(doc: ResolveDoc) -> Resolved | Suspended:
+    """A `resolve_doc` answer as `Resolved` (flags, resolve id, writes) or `Suspended`.
+
+    A flag row is `[flag, variant, value, reason, should_apply, rule, assignment_id]`: the
+    fields of `ResolvedFlag` in order (so a row and a `ResolvedFlag` index alike).
+    """
+    flags = doc.get("f")
+    if flags is None:
+        return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))
+    writes = doc["w"]
+    return Resolved(
+        tuple([ResolvedFlag(f[0], f[1], f[2], f[3], f[4] == 1, f[5], f[6]) for f in flags]),
+        doc["r"],
+        tuple([MaterializationRecord(*w) for w in writes]) if writes else (),
     )
 
 
@@ -350,6 +377,7 @@ class ResolverInstance:
                 f"resolver.wasm speaks ABI {self._wasm.abi_version}, expected {ABI_VERSION}"
             )
         self._prefixes: dict[tuple[Any, ...], bytes] = {}
+        self._resolve_call = self._wasm.bind(Export.RESOLVE)
         self._now_ms = -1
         self._now_field = b""
         # Configure{rng_seed=1, sdk=2 (Sdk{id=1, version=3}), enable_apply_dedup=3,
@@ -456,36 +484,35 @@ class ResolverInstance:
     def _resolve_prefixed(
         self, prefix: bytes, ctx: bytes, now_ms: int | None
     ) -> Resolved | Suspended:
+        return answer_from_doc(self.resolve_doc(prefix, ctx, now_ms))
+
+    def resolve_doc(self, prefix: bytes, ctx: bytes, now_ms: int | None = None) -> ResolveDoc:
+        """The guest's JSON answer (ABI 2) to the call `prefix` + context + clock, as decoded
+        by `json`: {"r": resolve id, "f": [row, ...], "w": [...]} or {"s": [...]} (see
+        `answer_from_doc`). The provider's hot path reads it without building `Resolved`."""
         if now_ms is None:
             now_ms = _time_ns() // 1_000_000
         if now_ms != self._now_ms:
             self._now_ms = now_ms
             self._now_field = _NOW_TAG + _varint(now_ms)
         n = len(ctx)
-        payload = b"".join(
-            (
-                prefix,
-                _CONTEXT_TAG,
-                _SMALL_LENGTHS[n] if n < 4096 else _varint(n),
-                ctx,
-                self._now_field,
-            )
-        )
         # _call(), inlined; the C scanner straight away (json.loads would first sniff the
         # encoding), starting after the status byte rather than slicing it off.
-        response = self._wasm.call(_RESOLVE, payload)
+        response = self._resolve_call(
+            b"".join(
+                (
+                    prefix,
+                    _CONTEXT_TAG,
+                    _SMALL_LENGTHS[n] if n < 4096 else _varint(n),
+                    ctx,
+                    self._now_field,
+                )
+            )
+        )
         if not response or response[0] != _OK:
             self._call_failed(_RESOLVE, response)
-        doc = _scan_json(response.decode("utf-8"), 1)[0]
-        flags = doc.get("f")
-        if flags is None:
-            return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))
-        writes = doc["w"]
-        return Resolved(
-            tuple([ResolvedFlag(f[0], f[1], f[2], f[3], f[4] == 1, f[5], f[6]) for f in flags]),
-            doc["r"],
-            tuple([MaterializationRecord(*w) for w in writes]) if writes else (),
-        )
+        doc: ResolveDoc = _scan_json(response.decode("utf-8"), 1)[0]
+        return doc
 
     def flush_logs(self, now_ms: int | None = None, max_assigned_bytes: int = 0) -> FlushedLogs:
         # FlushLogs{now_unix_millis=1 (int64), max_assigned_bytes=2} -> FlushLogsResult{

@@ -20,9 +20,12 @@ from confidence._abi import (
     MaterializationMode,
     MaterializationRecord,
     Resolved,
+    ResolvedFlag,
     ResolveRequest,
     Suspended,
     WasmTrap,
+    answer_from_doc,
+    call_prefix,
 )
 from confidence._pool import NoStateError, ResolverPool
 from confidence.materialization import (
@@ -38,6 +41,11 @@ from confidence.materialization import (
 __all__ = ["FlagResolver", "MaterializationError", "NoStateError"]
 
 WriteSink = Callable[[list[VariantWriteOp]], None]
+#: One flag's answer: a `ResolvedFlag`, or the guest's JSON row with the same fields in
+#: the same order (`_abi.answer_from_doc`); either indexes alike.
+FlagRow = ResolvedFlag | list[Any]
+#: Prefixes the one-flag hot path keeps (a provider asks for a handful of flags).
+_MAX_PREFIXES = 1024
 
 
 class MaterializationError(Exception):
@@ -100,6 +108,8 @@ class FlagResolver:
         self._mode = (
             MaterializationMode.UNSUPPORTED if store is None else MaterializationMode.DISCOVERY
         )
+        # (flag, client secret, apply) -> the encoded call minus context and clock.
+        self._prefixes: dict[tuple[str, str, bool], bytes] = {}
 
     @property
     def mode(self) -> MaterializationMode:
@@ -150,6 +160,50 @@ class FlagResolver:
             with pool.borrow() as instance:
                 result = instance.resolve(request)
         return self._settle(request, result)
+
+    def resolve_flag_row(
+        self, flag: str, context_json: bytes, client_secret: str, apply: bool
+    ) -> tuple[FlagRow | None, str]:
+        """`resolve_flag()` answered as (the flag's row or None, resolve id): the provider's
+        sync hot path, which reads the guest's JSON row as is (no `Resolved` is built).
+        A trap, a suspension or writes take the general path, as in `resolve_flag()`."""
+        key = (flag, client_secret, apply)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._cache_prefix(key)
+        pool = self.pool
+        slot = pool.acquire()
+        try:
+            doc = slot.instance.resolve_doc(prefix, context_json)
+        except WasmTrap:
+            pool.drop(slot)
+            doc = None
+        except BaseException:
+            pool.release(slot)
+            raise
+        else:
+            pool.release(slot)
+            rows = doc.get("f")
+            if rows is not None and not doc["w"]:
+                return (rows[0] if rows else None), doc["r"]
+        request = _one_flag_request(flag, context_json, client_secret, apply, self._mode)
+        if doc is None:
+            # The trapped instance is gone; one retry on a fresh one (as _resolve_once).
+            with pool.borrow() as instance:
+                result = instance.resolve(request)
+        else:
+            result = answer_from_doc(doc)
+        resolved = self._settle(request, result)
+        return (resolved.flags[0] if resolved.flags else None), resolved.resolve_id
+
+    def _cache_prefix(self, key: tuple[str, str, bool]) -> bytes:
+        if len(self._prefixes) >= _MAX_PREFIXES:
+            self._prefixes.clear()  # (flag keys come from callers: keep the cache bounded)
+        flag, client_secret, apply = key
+        prefix = self._prefixes[key] = call_prefix(
+            _one_flag_request(flag, b"", client_secret, apply, self._mode)
+        )
+        return prefix
 
     def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
         # (acquire/release by hand, not `with pool.borrow()`: a generator-based context

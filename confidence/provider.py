@@ -59,7 +59,13 @@ from confidence import _fork
 from confidence._abi import ResolveRequest, ResolverError
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
-from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
+from confidence._evaluation import (
+    FlagKind,
+    error_details,
+    interpret,
+    interpret_row,
+    parse_flag_key,
+)
 from confidence._log_sender import DEFAULT_API_BASE_URL  # re-exported for users
 from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
@@ -640,12 +646,13 @@ class ConfidenceProvider(AbstractProvider):
                     resolved = resolver.resolve(request)
                     details = interpret(resolved, lookup, kind, default_value)
             else:
-                # The hot path: the same steps as _prepare, without the ResolveRequest.
+                # The hot path: the same steps as _prepare, without the ResolveRequest (and
+                # without a `Resolved`: the guest's row is read as is).
                 context_json, skip_apply = encode_context(evaluation_context)
-                resolved = resolver.resolve_flag(
+                row, resolve_id = resolver.resolve_flag_row(
                     lookup.resource, context_json, self._client_secret, not skip_apply
                 )
-                details = interpret(resolved, lookup, kind, default_value)
+                details = interpret_row(row, resolve_id, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
         # _finish(), inlined.
