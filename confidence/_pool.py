@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from confidence._abi import (
     FlushedLogs,
+    ResolveDoc,
     ResolverError,
     ResolverInstance,
     StateSummary,
@@ -367,6 +368,37 @@ class ResolverPool:
             self._creating -= 1
             self._slots.append(slot)
         return slot
+
+    def resolve_doc(self, prefix: bytes, context_json: bytes) -> ResolveDoc | None:
+        """`ResolverInstance.resolve_doc` on a borrowed instance, borrowing and returning it
+        in this one frame (the provider's hot path); None when the instance trapped (it is
+        dropped, and the caller retries on a fresh one). The common cases of `acquire()` and
+        `release()` inlined; everything else goes through them."""
+        idle = self._idle
+        try:
+            slot = idle.pop()
+        except IndexError:
+            slot = self.acquire()
+        else:
+            if slot.generation != self._generation:
+                self._retire_stale(slot)
+                slot = self.acquire()
+        try:
+            doc = slot.instance.resolve_doc(prefix, context_json)
+        except WasmTrap:
+            self.drop(slot)
+            return None
+        except BaseException:
+            self.release(slot)
+            raise
+        if slot.generation == self._generation and not self._closed and not slot.flush_wanted:
+            idle.append(slot)
+            if self._waiting:
+                with self._lock:
+                    self._released.notify()
+        else:
+            self.release(slot)
+        return doc
 
     def release(self, slot: _Slot) -> None:
         if slot.generation == self._generation and not self._closed:

@@ -172,17 +172,8 @@ class FlagResolver:
         if prefix is None:
             prefix = self._cache_prefix(key)
         pool = self.pool
-        slot = pool.acquire()
-        try:
-            doc = slot.instance.resolve_doc(prefix, context_json)
-        except WasmTrap:
-            pool.drop(slot)
-            doc = None
-        except BaseException:
-            pool.release(slot)
-            raise
-        else:
-            pool.release(slot)
+        doc = pool.resolve_doc(prefix, context_json)
+        if doc is not None:
             rows = doc.get("f")
             if rows is not None and not doc["w"]:
                 return (rows[0] if rows else None), doc["r"]
