@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MaterializationMode",
-    "ResolveDoc",
     "MaterializationRecord",
+    "ResolveDoc",
     "ResolveReason",
     "ResolveRequest",
     "Resolved",

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 
+from confidence import _lazy
+
 __all__ = [
     "KEY_SIZE",
     "NONCE_SIZE",
@@ -67,7 +69,8 @@ def decrypt_state(body: bytes, key: bytes) -> bytes:
     if len(body) < NONCE_SIZE + TAG_SIZE:
         raise StateDecryptionError("Encrypted state too short (missing authentication tag)")
     # Imported here (~3 ms), not with the package: a plaintext state or a provider that
-    # only builds states never needs it; a sync decrypts in a worker thread.
+    # only builds states never needs it; a sync decrypts in a worker thread (see _lazy).
+    _lazy.load("cryptography.hazmat.primitives.ciphers.aead")
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

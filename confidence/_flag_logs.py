@@ -43,6 +43,7 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from confidence import _lazy
 from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
@@ -315,7 +316,8 @@ class FlagLogPipeline:
         return ok
 
     def _host_telemetry(self, succeeded: int, failed: int) -> bytes:
-        from confidence._proto.confidence.flags.resolver.v1 import api_pb2  # (see _exposures)
+        _lazy.load("confidence._proto.confidence.flags.resolver.v1.api_pb2")  # (see _exposures)
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 
         telemetry = api_pb2.TelemetryData()
         if succeeded or failed:

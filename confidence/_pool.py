@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from confidence import _lazy
 from confidence._abi import (
     FlushedLogs,
     ResolveDoc,
@@ -144,6 +145,7 @@ class ResolverPool:
     def compile(self) -> None:
         """Compile (or load from the module cache) the resolver; raises what that raised."""
         try:
+            _lazy.load("confidence._engine")  # wasmtime, in the compile thread (see _lazy)
             from confidence._engine import CompiledResolver
 
             self._compiled = CompiledResolver.load(

@@ -50,6 +50,7 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
+from confidence import _lazy
 from confidence._engine_types import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._version import __version__
@@ -85,7 +86,7 @@ _DELIVERY_GRACE: Final = 1.0
 
 
 def _import_aiohttp() -> None:
-    import aiohttp  # noqa: F401
+    _lazy.load("aiohttp")  # (fork-safe: see _lazy)
 
 
 def _flag_key(name: str) -> str:

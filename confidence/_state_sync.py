@@ -40,6 +40,8 @@ from ._protowire import ProtoDecodeError, decode_client_resolver_state
 if TYPE_CHECKING:
     import aiohttp
 
+    from ._http import LightSession
+
 __all__ = [
     "DEFAULT_CDN_BASE_URL",
     "ApplyStateFn",
@@ -148,7 +150,7 @@ class StateSyncer:
         self,
         *,
         client_secret: str,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | LightSession,
         apply: ApplyStateFn,
         encryption_key: bytes | None = None,
         cdn_base_url: str = DEFAULT_CDN_BASE_URL,
