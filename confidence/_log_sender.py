@@ -17,7 +17,6 @@ The client secret travels only in the ``Authorization`` header and is never logg
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import io
 import logging
 import math
@@ -110,6 +109,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = float(value)
     except ValueError:
         try:
+            import email.utils  # (rare: an HTTP-date Retry-After; the package costs ~1 ms)
+
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None

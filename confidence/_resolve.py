@@ -12,7 +12,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -28,19 +28,13 @@ from confidence._abi import (
     call_prefix,
 )
 from confidence._pool import NoStateError, ResolverPool
-from confidence.materialization import (
-    InclusionReadOp,
-    InclusionReadResult,
-    ReadOp,
-    ReadResult,
-    VariantReadOp,
-    VariantReadResult,
-    VariantWriteOp,
-)
+
+if TYPE_CHECKING:
+    from confidence.materialization import ReadOp, ReadResult, VariantWriteOp
 
 __all__ = ["FlagResolver", "MaterializationError", "NoStateError"]
 
-WriteSink = Callable[[list[VariantWriteOp]], None]
+WriteSink = Callable[[list["VariantWriteOp"]], None]
 #: One flag's answer: a `ResolvedFlag`, or the guest's JSON row with the same fields in
 #: the same order (`_abi.answer_from_doc`); either indexes alike.
 FlagRow = ResolvedFlag | list[Any]
@@ -58,6 +52,9 @@ def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:
     A variant read also asks whether the unit is in the materialization at all: a unit in
     the materialization without a variant for this rule still matches (resolve.md §8).
     """
+    # (Imported here: only a provider with a store gets here; the module costs ~2 ms.)
+    from confidence.materialization import InclusionReadOp, VariantReadOp
+
     ops: dict[ReadOp, None] = {}
     for r in reads:
         if r.rule:
@@ -68,6 +65,8 @@ def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:
 
 def records_from_results(results: Iterable[ReadResult]) -> tuple[MaterializationRecord, ...]:
     # Absence means "no assignment" / "not included": only positive answers become records.
+    from confidence.materialization import InclusionReadResult, VariantReadResult
+
     records: list[MaterializationRecord] = []
     for res in results:
         if isinstance(res, VariantReadResult):
@@ -81,6 +80,8 @@ def records_from_results(results: Iterable[ReadResult]) -> tuple[Materialization
 
 
 def write_ops(writes: Sequence[MaterializationRecord]) -> list[VariantWriteOp]:
+    from confidence.materialization import VariantWriteOp
+
     return [VariantWriteOp(w.unit, w.materialization, w.rule, w.variant) for w in writes]
 
 

@@ -55,7 +55,11 @@ from openfeature.exception import (
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
-from confidence import _fork
+from confidence import (
+    _engine,  # noqa: F401  (see below)
+    _fork,
+    _lazy,
+)
 from confidence._abi import ResolveRequest, ResolverError
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
@@ -82,6 +86,14 @@ from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_even
 
 if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
+
+# What every start needs, imported with the provider rather than on the way to READY:
+# wasmtime (`_engine`, above) and AES-GCM for the (default) encrypted state, ~15 ms
+# together. What a start does not need stays out: aiohttp (the state fetch has its own
+# small client, `_http`; delivery imports it after READY), the protobuf runtime (the ABI
+# is encoded by hand), anything for stores or the CLI. `import confidence` alone loads
+# none of it (see confidence/__init__.py).
+_lazy.load("cryptography.hazmat.primitives.ciphers.aead")
 
 logger = logging.getLogger("confidence.provider")
 

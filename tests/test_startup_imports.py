@@ -34,15 +34,21 @@ def loaded_after(code: str, cwd: Path = REPO) -> list[str]:
     "code",
     [
         "import confidence",
-        "import confidence.provider",
-        "from confidence import ConfidenceProvider, ProviderStats, MaterializationStore",
+        "from confidence import ProviderStats, MaterializationStore, __version__",
         "import confidence._cli",
-        # (constructing one loads nothing either: the key is only parsed)
-        "import confidence\nconfidence.ConfidenceProvider('s', encryption_key='0' * 64)",
+        "import confidence.testing.state_builder",  # (protobuf, of course)
     ],
 )
-def test_importing_loads_no_heavy_dependency(code: str) -> None:
-    assert loaded_after(code) == []
+def test_importing_the_package_loads_no_heavy_dependency(code: str) -> None:
+    loaded = loaded_after(code)
+    assert "wasmtime" not in loaded and "cryptography" not in loaded and "aiohttp" not in loaded
+
+
+def test_the_provider_loads_what_a_start_needs_and_no_more() -> None:
+    # wasmtime and AES-GCM come with the provider (READY must not wait for them); aiohttp
+    # and the protobuf runtime are needed by no start, not even for an encrypted state.
+    code = "import confidence\nconfidence.ConfidenceProvider('s', encryption_key='0' * 64)"
+    assert loaded_after(code) == ["wasmtime", "cryptography"]
 
 
 def test_public_names_still_resolve() -> None:
@@ -56,7 +62,7 @@ def test_public_names_still_resolve() -> None:
 
 
 @requires_wasm
-def test_an_offline_provider_never_loads_aiohttp_or_cryptography(tmp_path: Path) -> None:
+def test_an_offline_provider_never_loads_aiohttp(tmp_path: Path) -> None:
     state = tmp_path / "state.pb"
     state.write_bytes(sample_state().build())
     code = f"""
@@ -72,5 +78,5 @@ assert value is True, value
 api.shutdown()
 """
     loaded = loaded_after(code)
-    assert "aiohttp" not in loaded and "cryptography" not in loaded
+    assert "aiohttp" not in loaded
     assert "wasmtime" in loaded  # (it did resolve in the wasm resolver)
