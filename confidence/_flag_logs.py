@@ -57,11 +57,11 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from confidence import _lazy
 from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
 from confidence._log_spool import LogSpool
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._stats import LN_RATIO, HostTelemetry, StatsRecorder
 
 __all__ = [
@@ -561,6 +561,9 @@ class FlagLogPipeline:
         delta: HostTelemetry | None = None,
         init_labels: Mapping[str, str] | None = None,
     ) -> bytes:
+        _lazy.load("confidence._proto.confidence.flags.resolver.v1.api_pb2")  # (see _exposures)
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+
         telemetry = api_pb2.TelemetryData()
         # Always present (as the reference sends it), zeros included.
         telemetry.flush.SetInParent()

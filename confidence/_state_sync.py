@@ -28,9 +28,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -38,6 +37,11 @@ from . import _http
 from ._crypto import KEY_SIZE, StateDecryptionError, decrypt_state
 from ._http import FailureKind, HttpFailure
 from ._protowire import ProtoDecodeError, decode_client_resolver_state
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ._http_light import LightSession
 
 __all__ = [
     "DEFAULT_CDN_BASE_URL",
@@ -143,7 +147,7 @@ class StateSyncer:
         self,
         *,
         client_secret: str,
-        session: aiohttp.ClientSession,
+        session: aiohttp.ClientSession | LightSession,
         apply: ApplyStateFn,
         encryption_key: bytes | None = None,
         cdn_base_url: str = DEFAULT_CDN_BASE_URL,
