@@ -313,6 +313,10 @@ class FlagLogPipeline:
         self.backlog = _Backlog()
         self.pool: Any = None  # ResolverPool, set once built
         self.sender: LogSender | None = None  # None: offline, logs are drained and discarded
+        # ... unless a sender is on its way (the runtime opens delivery after the first
+        # state, so that READY never waits for aiohttp): until then drains keep what they
+        # get in the backlog (bounded in bytes, and counted), for the sender to deliver.
+        self.awaiting_sender = False
         self._drain_lock = threading.Lock()  # one drain at a time (the preparer is stateful)
         self._failed_deliveries = 0
         self._consecutive_failures = 0
@@ -394,7 +398,7 @@ class FlagLogPipeline:
         with self._drain_lock:
             drained = pool.flush_logs(wait=True, max_assigned_bytes=DRAIN_ASSIGNED_BYTES)
             size = sum(len(body) for body in drained)
-            if self.sender is None:
+            if self.sender is None and not self.awaiting_sender:
                 return size  # offline: drained only so that the resolvers' memory stays bounded
             _events, refused = pool.take_dropped_exposures()
             if refused:

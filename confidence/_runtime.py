@@ -241,6 +241,8 @@ class Runtime:
             init_labels={"encryption": "true" if settings.encryption_key else "false"},
             spool=settings.log_spool,
         )
+        # Delivery opens after the first state (_start_delivery): drains before that keep.
+        self._logs.awaiting_sender = settings.send_logs
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
         # The last state applied: a forked child starts from it (see _fork).
