@@ -5,9 +5,14 @@ and back. The hot call, `cr_resolve`, is tuned (bench/README.md):
 
 - its `ResolveCall` is encoded by hand: the fields that repeat (flags, secret, apply, mode)
   are cached as one pre-encoded prefix, and only the context and the clock are appended;
-- its answer is JSON (since ABI 2), decoded with one `json.loads`: several times cheaper
-  than a protobuf `ResolveResult` plus a `json.loads` per value, and the flag values arrive
-  as fresh dicts.
+- its answer is JSON (ABI 2), decoded with one `json.loads`: several times cheaper than a
+  protobuf `ResolveResult` plus a `json.loads` per value, and the flag values arrive as
+  fresh dicts.
+
+The other calls' small messages (`Configure`, `SetState`, `FlushLogs` and their results) are
+encoded and decoded by hand too, so that neither the protobuf runtime nor our generated code
+(~15 ms of imports) is on the way to the first READY; nor is wasmtime, which only the compile
+(`_engine`) imports.
 
 An ERROR response carries the guest's error kind as one byte after the status (ABI 3); it
 becomes `ResolverError.kind` here, once. Callers decide on the kind, never on the message.
@@ -21,15 +26,17 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
-from confidence._engine import CompiledResolver, Export, WasmInstance, WasmTrap
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
-from confidence._proto.confidence.wasm.v1 import abi_pb2
+from confidence._engine_types import Export, WasmTrap
+
+if TYPE_CHECKING:
+    from confidence._engine import CompiledResolver, WasmInstance
 
 __all__ = [
     "MaterializationMode",
     "MaterializationRecord",
+    "ResolveDoc",
     "ResolveReason",
     "ResolveRequest",
     "Resolved",
@@ -107,9 +114,10 @@ class ResolverError(Exception):
 
 
 class MaterializationMode(enum.IntEnum):
-    UNSUPPORTED = abi_pb2.MATERIALIZATION_MODE_UNSUPPORTED
-    DISCOVERY = abi_pb2.MATERIALIZATION_MODE_DISCOVERY
-    COMPLETE = abi_pb2.MATERIALIZATION_MODE_COMPLETE
+    # abi.proto's MaterializationMode numbers (tests check them against the generated code).
+    UNSUPPORTED = 0
+    DISCOVERY = 1
+    COMPLETE = 2
 
 
 class ResolveReason(enum.IntEnum):
@@ -194,8 +202,8 @@ class FlushedLogs:
     dropped_applied_flags: int = 0
 
 
-def _sdk(version: str) -> api_pb2.Sdk:
-    return api_pb2.Sdk(id=api_pb2.SDK_ID_PYTHON_LOCAL_PROVIDER, version=version)
+#: confidence.flags.resolver.v1.SdkId.SDK_ID_PYTHON_LOCAL_PROVIDER
+_SDK_ID_PYTHON_LOCAL_PROVIDER: Final = 23
 
 
 def now_millis() -> int:
@@ -246,17 +254,21 @@ def _prefix(request: ResolveRequest) -> bytes:
         out += b"\x30" + _varint(int(request.materialization_mode))
     if request.skip_logging:
         out += b"\x40\x01"
-    if request.materializations:
-        # Rare (sticky assignments): let protobuf encode the nested records.
-        out += abi_pb2.ResolveCall(
-            materializations=[
-                api_pb2.MaterializationRecord(
-                    unit=r.unit, materialization=r.materialization, rule=r.rule, variant=r.variant
-                )
-                for r in request.materializations
-            ]
-        ).SerializeToString()
+    for r in request.materializations:
+        # ResolveCall.materializations (7): MaterializationRecord{unit, materialization,
+        # rule, variant} = fields 1-4, empty strings omitted as protobuf does.
+        record = b"".join(
+            _field_bytes(number, text.encode("utf-8"))
+            for number, text in ((1, r.unit), (2, r.materialization), (3, r.rule), (4, r.variant))
+            if text
+        )
+        out += _field_bytes(7, record)
     return bytes(out)
+
+
+def call_prefix(request: ResolveRequest) -> bytes:
+    """What `resolve_doc` takes as `prefix`: `request` encoded but for context and clock."""
+    return _prefix(request)
 
 
 def encode_resolve_call(request: ResolveRequest, now_ms: int) -> bytes:
@@ -265,6 +277,135 @@ def encode_resolve_call(request: ResolveRequest, now_ms: int) -> bytes:
     return b"".join(
         (_prefix(request), _CONTEXT_TAG, _varint(len(ctx)), ctx, _NOW_TAG, _varint(now_ms))
     )
+
+
+#: The decoded JSON answer of `cr_resolve` (see `ResolverInstance.resolve_doc`).
+ResolveDoc = dict[str, Any]
+
+
+def answer_from_doc(doc: ResolveDoc) -> Resolved | Suspended:
+    """A `resolve_doc` answer as `Resolved` (flags, resolve id, writes) or `Suspended`.
+
+    A flag row is `[flag, variant, value, reason, should_apply, rule, assignment_id]`: the
+    fields of `ResolvedFlag` in order (so a row and a `ResolvedFlag` index alike).
+    """
+    flags = doc.get("f")
+    if flags is None:
+        return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))
+    writes = doc["w"]
+    return Resolved(
+        tuple([ResolvedFlag(f[0], f[1], f[2], f[3], f[4] == 1, f[5], f[6]) for f in flags]),
+        doc["r"],
+        tuple([MaterializationRecord(*w) for w in writes]) if writes else (),
+    )
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        b = data[pos]  # IndexError: truncated
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(data: bytes) -> dict[int, int | bytes]:
+    """A flat message's fields (the last occurrence wins, as in protobuf); unknown skipped."""
+    out: dict[int, int | bytes] = {}
+    pos = 0
+    end = len(data)
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        wire = tag & 7
+        value: int | bytes
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire == 2:
+            n, pos = _read_varint(data, pos)
+            if pos + n > end:
+                raise ValueError("truncated length-delimited field")
+            value = data[pos : pos + n]
+            pos += n
+        elif wire == 1 or wire == 5:
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise ValueError("truncated fixed-width field")
+            value = int.from_bytes(data[pos : pos + size], "little")
+            pos += size
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+        out[tag >> 3] = value
+    return out
+
+
+def _decode(export: str, data: bytes) -> dict[int, int | bytes]:
+    try:
+        return _fields(data)
+    except (IndexError, ValueError) as exc:
+        raise WasmTrap(f"{export} returned a malformed response: {exc}") from None
+
+
+def _text(value: int | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else ""
+
+
+def _int(value: int | bytes) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _decode_set_state_result(data: bytes) -> tuple[dict[str, int], int, int]:
+    """SetStateResult -> ({flag name: digest}, segment_count, client_count).
+
+    One entry per flag, so a 2,000-flag state has 2,000: the usual layout of an entry
+    (name, then digest) is read inline, anything else through `_fields`.
+    """
+    digests: dict[str, int] = {}
+    segments = clients = 0
+    pos = 0
+    end = len(data)
+    read = _read_varint
+    while pos < end:
+        tag, pos = read(data, pos)
+        if tag == 0x0A:  # flags (1, length-delimited): a FlagDigest
+            n, pos = read(data, pos)
+            stop = pos + n
+            if stop > end:
+                raise ValueError("truncated FlagDigest")
+            if data[pos] == 0x0A:
+                k, at = read(data, pos + 1)
+                if at + k + 9 == stop and data[at + k] == 0x11:
+                    digests[data[at : at + k].decode("utf-8")] = int.from_bytes(
+                        data[at + k + 1 : stop], "little"
+                    )
+                    pos = stop
+                    continue
+            entry = _fields(data[pos:stop])
+            digest = entry.get(2, 0)
+            digests[_text(entry.get(1, b""))] = digest if isinstance(digest, int) else 0
+            pos = stop
+        else:
+            wire = tag & 7
+            if wire == 0:
+                value, pos = read(data, pos)
+                if tag >> 3 == 2:
+                    segments = value
+                elif tag >> 3 == 3:
+                    clients = value
+            elif wire == 2:
+                n, pos = read(data, pos)
+                pos += n
+            elif wire == 1 or wire == 5:
+                pos += 8 if wire == 1 else 4
+            else:
+                raise ValueError(f"unsupported wire type {wire}")
+            if pos > end:
+                raise ValueError("truncated field")
+    return digests, segments, clients
 
 
 class ResolverInstance:
@@ -291,19 +432,25 @@ class ResolverInstance:
                 f"resolver.wasm speaks ABI {self._wasm.abi_version}, expected {ABI_VERSION}",
             )
         self._prefixes: dict[tuple[Any, ...], bytes] = {}
+        self._resolve_call = self._wasm.bind(Export.RESOLVE)
         self._now_ms = -1
         self._now_field = b""
-        configure = abi_pb2.Configure(
-            rng_seed=int.from_bytes(os.urandom(8), "little"),
-            sdk=_sdk(sdk_version),
-            enable_apply_dedup=enable_apply_dedup,
-            disable_exposure_collection=disable_exposure_collection,
-            max_pending_assigned_bytes=max_pending_exposure_bytes,  # 0 = the guest's default
-        )
-        result = abi_pb2.ConfigureResult.FromString(
-            self._call(Export.CONFIGURE, configure.SerializeToString())
-        )
-        self.resolver_version: str = result.resolver_version
+        # Configure{rng_seed=1, sdk=2 (Sdk{id=1, version=3}), enable_apply_dedup=3,
+        # disable_exposure_collection=4, max_pending_assigned_bytes=5}; defaults omitted.
+        sdk = b"\x08" + _varint(_SDK_ID_PYTHON_LOCAL_PROVIDER)
+        if sdk_version:
+            sdk += _field_bytes(3, sdk_version.encode("utf-8"))
+        configure = b"\x08" + _varint(int.from_bytes(os.urandom(8), "little"))
+        configure += _field_bytes(2, sdk)
+        if enable_apply_dedup:
+            configure += b"\x18\x01"
+        if disable_exposure_collection:
+            configure += b"\x20\x01"
+        if max_pending_exposure_bytes:  # 0 = the guest's default
+            configure += b"\x28" + _varint(max_pending_exposure_bytes)
+        result = _decode(Export.CONFIGURE, self._call(Export.CONFIGURE, configure))
+        #: ConfigureResult.resolver_version (1)
+        self.resolver_version: str = _text(result.get(1, b""))
         self.state_generation = 0  # which pool state this instance holds
 
     @staticmethod
@@ -332,13 +479,17 @@ class ResolverInstance:
         return response[1:]  # (one copy of a few hundred bytes: cheaper than a view)
 
     def set_state(self, state: bytes, account_id: str) -> StateSummary:
-        payload = abi_pb2.SetState(state=state, account_id=account_id).SerializeToString()
-        result = abi_pb2.SetStateResult.FromString(self._call(Export.SET_STATE, payload))
-        return StateSummary(
-            flag_digests={f.name: f.digest for f in result.flags},
-            segment_count=result.segment_count,
-            client_count=result.client_count,
-        )
+        # SetState{state=1, account_id=2} -> SetStateResult{flags=1 (FlagDigest{name=1,
+        # digest=2 fixed64}), segment_count=2, client_count=3}.
+        payload = _field_bytes(1, state) if state else b""
+        if account_id:
+            payload += _field_bytes(2, account_id.encode("utf-8"))
+        response = self._call(Export.SET_STATE, payload)
+        try:
+            digests, segments, clients = _decode_set_state_result(response)
+        except (IndexError, ValueError) as exc:
+            raise WasmTrap(f"{Export.SET_STATE} returned a malformed response: {exc}") from None
+        return StateSummary(flag_digests=digests, segment_count=segments, client_count=clients)
 
     def resolve(self, request: ResolveRequest, now_ms: int | None = None) -> Resolved | Suspended:
         # The prefix cache is keyed on the request minus its context: a provider asks for
@@ -393,36 +544,35 @@ class ResolverInstance:
     def _resolve_prefixed(
         self, prefix: bytes, ctx: bytes, now_ms: int | None
     ) -> Resolved | Suspended:
+        return answer_from_doc(self.resolve_doc(prefix, ctx, now_ms))
+
+    def resolve_doc(self, prefix: bytes, ctx: bytes, now_ms: int | None = None) -> ResolveDoc:
+        """The guest's JSON answer (ABI 2) to the call `prefix` + context + clock, as decoded
+        by `json`: {"r": resolve id, "f": [row, ...], "w": [...]} or {"s": [...]} (see
+        `answer_from_doc`). The provider's hot path reads it without building `Resolved`."""
         if now_ms is None:
             now_ms = _time_ns() // 1_000_000
         if now_ms != self._now_ms:
             self._now_ms = now_ms
             self._now_field = _NOW_TAG + _varint(now_ms)
         n = len(ctx)
-        payload = b"".join(
-            (
-                prefix,
-                _CONTEXT_TAG,
-                _SMALL_LENGTHS[n] if n < 4096 else _varint(n),
-                ctx,
-                self._now_field,
-            )
-        )
         # _call(), inlined; the C scanner straight away (json.loads would first sniff the
         # encoding), starting after the status byte rather than slicing it off.
-        response = self._wasm.call(_RESOLVE, payload)
+        response = self._resolve_call(
+            b"".join(
+                (
+                    prefix,
+                    _CONTEXT_TAG,
+                    _SMALL_LENGTHS[n] if n < 4096 else _varint(n),
+                    ctx,
+                    self._now_field,
+                )
+            )
+        )
         if not response or response[0] != _OK:
             self._call_failed(_RESOLVE, response)
-        doc = _scan_json(response.decode("utf-8"), 1)[0]
-        flags = doc.get("f")
-        if flags is None:
-            return Suspended(reads=tuple([MaterializationRecord(*r) for r in doc["s"]]))
-        writes = doc["w"]
-        return Resolved(
-            tuple([ResolvedFlag(f[0], f[1], f[2], f[3], f[4] == 1, f[5], f[6]) for f in flags]),
-            doc["r"],
-            tuple([MaterializationRecord(*w) for w in writes]) if writes else (),
-        )
+        doc: ResolveDoc = _scan_json(response.decode("utf-8"), 1)[0]
+        return doc
 
     def explain(self, request: ResolveRequest) -> dict[str, Any] | Suspended:
         """The resolver's trace of `request`'s one flag (`cr_explain`; confidence/explain.py
@@ -434,17 +584,21 @@ class ResolverInstance:
         return dict(doc)
 
     def flush_logs(self, now_ms: int | None = None, max_assigned_bytes: int = 0) -> FlushedLogs:
-        payload = abi_pb2.FlushLogs(
-            now_unix_millis=now_millis() if now_ms is None else now_ms,
-            max_assigned_bytes=max_assigned_bytes,
-        ).SerializeToString()
-        result = abi_pb2.FlushLogsResult.FromString(self._call(Export.FLUSH_LOGS, payload))
+        # FlushLogs{now_unix_millis=1 (int64), max_assigned_bytes=2} -> FlushLogsResult{
+        # write_flag_logs_request=1, more_pending=2, flag_assigned_count=3,
+        # dropped_flag_assigned=4, dropped_applied_flags=5}.
+        now = now_millis() if now_ms is None else now_ms
+        payload = (b"\x08" + _varint(now)) if now else b""
+        if max_assigned_bytes:
+            payload += b"\x10" + _varint(max_assigned_bytes)
+        result = _decode(Export.FLUSH_LOGS, self._call(Export.FLUSH_LOGS, payload))
+        batch = result.get(1, b"")
         return FlushedLogs(
-            write_flag_logs_request=result.write_flag_logs_request,
-            more_pending=result.more_pending,
-            flag_assigned_count=result.flag_assigned_count,
-            dropped_flag_assigned=result.dropped_flag_assigned,
-            dropped_applied_flags=result.dropped_applied_flags,
+            write_flag_logs_request=bytes(batch) if isinstance(batch, bytes) else b"",
+            more_pending=bool(_int(result.get(2, 0))),
+            flag_assigned_count=_int(result.get(3, 0)),
+            dropped_flag_assigned=_int(result.get(4, 0)),
+            dropped_applied_flags=_int(result.get(5, 0)),
         )
 
     def memory_size(self) -> int:

@@ -37,6 +37,8 @@ __all__ = ["SKIP_APPLY_KEY", "ContextError", "encode_context"]
 SKIP_APPLY_KEY: Final = "_confidence_skip_apply"
 
 _EMPTY: Final = b"{}"
+_KEY_OPEN: Final = b'{"targeting_key":'
+_encode_str: Final = json.encoder.encode_basestring
 
 
 class ContextError(ValueError):
@@ -148,6 +150,24 @@ def encode_context(ctx: EvaluationContext | None) -> tuple[bytes, bool]:
         if type(attributes) is dict:
             # Fast path: the attributes dict already is the JSON object; no copy needed.
             return _dumps(attributes), False
+    if (
+        targeting_key
+        and not has_skip
+        and type(targeting_key) is str
+        and type(attributes) is dict
+        and "targeting_key" not in attributes
+    ):
+        # The common case (a key and plain attributes): the key spliced in front of the
+        # attributes' JSON, which is what encoding {"targeting_key": key, **attributes} gives,
+        # without building that dict.
+        text = _encode_str(targeting_key)
+        try:
+            key = text.encode("utf-8")
+        except UnicodeEncodeError:
+            key = _utf8(text)  # (as _dumps would fix it; no pair spans the quotes)
+        if not attributes:
+            return _KEY_OPEN + key + b"}", False
+        return _KEY_OPEN + key + b"," + _dumps(attributes)[1:], False
     fields: dict[str, Any] = {"targeting_key": targeting_key} if targeting_key else {}
     fields.update(attributes)
     skip_apply = False

@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import re
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from confidence import _lazy
 
 __all__ = [
     "KEY_SIZE",
@@ -69,6 +68,12 @@ def decrypt_state(body: bytes, key: bytes) -> bytes:
         raise StateDecryptionError("Encrypted state too short (missing nonce)")
     if len(body) < NONCE_SIZE + TAG_SIZE:
         raise StateDecryptionError("Encrypted state too short (missing authentication tag)")
+    # Imported here (~3 ms), not with the package: a plaintext state or a provider that
+    # only builds states never needs it; a sync decrypts in a worker thread (see _lazy).
+    _lazy.load("cryptography.hazmat.primitives.ciphers.aead")
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     nonce = body[:NONCE_SIZE]
     try:
         return AESGCM(key).decrypt(nonce, body[NONCE_SIZE:], None)
@@ -90,4 +95,6 @@ def encrypt_state(plaintext: bytes, key: bytes, nonce: bytes | None = None) -> b
         nonce = os.urandom(NONCE_SIZE)
     elif len(nonce) != NONCE_SIZE:
         raise ValueError(f"nonce must be {NONCE_SIZE} bytes, got {len(nonce)}")
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return nonce + AESGCM(key).encrypt(nonce, plaintext, None)

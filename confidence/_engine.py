@@ -18,11 +18,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import enum
 import functools
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any, Final
 import wasmtime
 from wasmtime import _bindings as _wbindings
 from wasmtime import _ffi as _wffi
+
+from confidence._engine_types import Export, Tier, WasmTrap
 
 __all__ = [
     "CompiledResolver",
@@ -51,28 +51,22 @@ DEFAULT_MEMORY_LIMIT: Final = 512 * 1024 * 1024
 @functools.cache
 def _wasmtime_version() -> str:
     # wasmtime-py has no __version__; the distribution's version keys the module cache.
-    import importlib.metadata  # ~15 ms: only when a cache path is needed
+    # Read from the name of its dist-info folder: importlib.metadata costs ~15 ms of imports
+    # (zipfile, email, csv...) on every start.
+    site = Path(wasmtime.__file__).resolve().parent.parent
+    try:
+        for entry in os.scandir(site):
+            name = entry.name
+            if name.startswith("wasmtime-") and name.endswith(".dist-info"):
+                return name[len("wasmtime-") : -len(".dist-info")]
+    except OSError:
+        pass
+    import importlib.metadata
 
     try:
         return importlib.metadata.version("wasmtime")
     except Exception:  # pragma: no cover - not installed as a distribution
         return "unknown"
-
-
-class WasmTrap(Exception):
-    """The guest trapped (panic, out of memory, out of bounds). The instance is poisoned."""
-
-
-class Export:
-    """Names of the guest's call exports (resolver/README.md)."""
-
-    CONFIGURE: Final = "cr_configure"
-    SET_STATE: Final = "cr_set_state"
-    RESOLVE: Final = "cr_resolve"
-    FLUSH_LOGS: Final = "cr_flush_logs"
-    EXPLAIN: Final = "cr_explain"
-
-    ALL: Final = (CONFIGURE, SET_STATE, RESOLVE, FLUSH_LOGS, EXPLAIN)
 
 
 def load_resolver_wasm() -> bytes:
@@ -93,20 +87,6 @@ def default_cache_dir() -> Path:
 
 
 _ENGINE_LOCK = threading.Lock()
-
-
-class Tier(enum.Enum):
-    """How resolver.wasm is compiled.
-
-    OPTIMIZED is what serves: Cranelift at `speed`, cached on disk. QUICK is for starts with
-    a cold cache: no optimization passes and the single-pass register allocator compile in
-    about 55 % of the time, for code that resolves about 1.5x slower (bench/README.md). A
-    provider that starts cold becomes READY on QUICK code and moves to OPTIMIZED code once
-    a background compile (which also fills the disk cache) finishes.
-    """
-
-    OPTIMIZED = "optimized"
-    QUICK = "quick"
 
 
 _ENGINES: dict[Tier, wasmtime.Engine] = {}
@@ -268,6 +248,8 @@ def _read_cached(engine: wasmtime.Engine, path: Path) -> wasmtime.Module | None:
 
 
 def _write_cache(path: Path, module: wasmtime.Module) -> None:
+    import tempfile  # (only when the cache is written: ~5 ms of imports)
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".resolver-", suffix=".tmp")
@@ -348,6 +330,51 @@ class WasmInstance:
 
     def memory_size(self) -> int:
         return int(_memory_size(self._context_addr, self._memory_addr))
+
+    def bind(self, export: str) -> Callable[[bytes], bytes]:
+        """`call` for one export, as one closure (the resolve hot path): no export lookup
+        and no second Python frame for the raw call. Same contract as `call`."""
+        if _call_unchecked is None:  # pragma: no cover - a wasmtime-py without the raw call
+            return functools.partial(self.call, export)
+        func = self._funcs[export]
+        raw = (ctypes.c_int64 * 2)()
+        trap = ctypes.c_void_p()
+        args = (
+            self._context_addr,
+            ctypes.addressof(func._func),
+            ctypes.addressof(raw),
+            1,
+            ctypes.addressof(trap),
+        )
+        unchecked = _call_unchecked
+        size_of = _memory_size
+        context, memory = self._context_addr, self._memory_addr
+
+        def call(payload: bytes) -> bytes:
+            n = len(payload)
+            if n > self._input_cap:
+                self._input_ptr = self._call_input(n) & 0xFFFFFFFF
+                self._input_cap = n
+                self._refresh_view()
+            ptr = self._input_ptr
+            self._view[ptr : ptr + n] = payload
+            raw[0] = n
+            error = unchecked(*args)
+            if error:
+                raise WasmTrap(_error_message(error))
+            if trap.value:
+                raise WasmTrap(_trap_message(trap.value))
+            packed = raw[0]
+            out = (packed >> 32) & 0xFFFFFFFF
+            end = out + (packed & 0xFFFFFFFF)
+            if size_of(context, memory) != self._view_size:
+                self._refresh_view()  # the call grew (and may have moved) linear memory
+            if end > self._view_size:
+                raise WasmTrap(f"{export} returned an out-of-bounds response")
+            return self._view[out:end].tobytes()
+
+        call.keep = (raw, trap, func)  # type: ignore[attr-defined]  # the addresses above
+        return call
 
     # -- internals -------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
@@ -41,6 +41,7 @@ __all__ = [
     "FlagLookup",
     "error_details",
     "interpret",
+    "interpret_row",
     "parse_flag_key",
 ]
 
@@ -161,17 +162,28 @@ def interpret(
 ) -> FlagResolutionDetails[Any]:
     """Map the resolver's answer for one flag to OpenFeature (protocol.md §6.4 step 6)."""
     flags = resolved.flags
-    if not flags:
+    return interpret_row(flags[0] if flags else None, resolved.resolve_id, lookup, kind, default)
+
+
+def interpret_row(
+    flag: Sequence[Any] | None,
+    resolve_id: str,
+    lookup: FlagLookup,
+    kind: FlagKind,
+    default: Any,
+) -> FlagResolutionDetails[Any]:
+    """`interpret()` of one flag's row: a `ResolvedFlag` or the guest's JSON row, whose
+    fields are (flag, variant, value, reason, should_apply, rule, assignment_id)."""
+    if flag is None:
         return error_details(default, ErrorCode.FLAG_NOT_FOUND, f"Flag '{lookup.name}' not found")
-    flag = flags[0]
-    if flag.flag != lookup.resource:
+    if flag[0] != lookup.resource:
         return error_details(default, ErrorCode.FLAG_NOT_FOUND, "Unexpected flag returned")
 
-    reason = flag.reason
+    reason = flag[3]
     if reason == _MATERIALIZATION_NOT_SUPPORTED:
         return error_details(default, ErrorCode.GENERAL, _materializations_message(lookup.name))
 
-    variant = flag.variant
+    variant = flag[1]
     if not variant:
         if reason == _TARGETING_KEY_ERROR:
             return error_details(
@@ -193,10 +205,10 @@ def interpret(
         return FlagResolutionDetails(
             value=_lossless_default(kind, default),
             reason=map_reason(reason),
-            flag_metadata=_metadata(resolved.resolve_id, flag.assignment_origin, flag),
+            flag_metadata=_metadata(resolve_id, flag[5], flag[6]),
         )
 
-    value: Any = flag.value
+    value: Any = flag[2]
     for step in lookup.path:
         if not isinstance(value, dict) or step not in value:
             return error_details(
@@ -208,12 +220,14 @@ def interpret(
 
     # _metadata(), inlined.
     metadata: dict[str, str] = {}
-    if resolved.resolve_id:
-        metadata["resolveId"] = resolved.resolve_id
-    if flag.assignment_origin:
-        metadata["rule"] = flag.assignment_origin
-    if flag.assignment_id:
-        metadata["assignmentId"] = flag.assignment_id
+    if resolve_id:
+        metadata["resolveId"] = resolve_id
+    rule = flag[5]
+    if rule:
+        metadata["rule"] = rule
+    assignment_id = flag[6]
+    if assignment_id:
+        metadata["assignmentId"] = assignment_id
     if value is None:
         # The variant leaves this property unset: the caller's default, still attributed
         # to the variant that was assigned.
@@ -238,13 +252,12 @@ def interpret(
     )
 
 
-def _metadata(resolve_id: str, rule: str, flag: Any) -> dict[str, str]:
+def _metadata(resolve_id: str, rule: str, assignment_id: str) -> dict[str, str]:
     meta: dict[str, str] = {}
     if resolve_id:
         meta["resolveId"] = resolve_id
     if rule:
         meta["rule"] = rule
-    assignment_id = flag.assignment_id
     if assignment_id:
         meta["assignmentId"] = assignment_id
     return meta

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+from confidence import _lazy
 
 __all__ = [
     "DEDUP_CAPACITY",
@@ -225,6 +225,11 @@ class LogPreparer:
         return batches
 
     def _prepare_one(self, body: bytes, now_ms: int) -> list[LogBatch]:
+        # Imported on the first flush, not at start-up: the protobuf runtime costs ~15 ms.
+        # (In a drain thread: fork-safe, see _lazy.)
+        _lazy.load("confidence._proto.confidence.flags.resolver.v1.api_pb2")
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+
         request = api_pb2.WriteFlagLogsRequest.FromString(body)
         changed = False
         if request.HasField("telemetry_data") and request.telemetry_data.resolve_rate:
@@ -259,6 +264,8 @@ class LogPreparer:
     def _split(self, request: Any) -> list[LogBatch]:
         """Greedy split: telemetry in the first request, every repeated entry in exactly one
         request, each request at most the limit (a single larger entry travels alone)."""
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2  # (loaded: see above)
+
         items: list[tuple[str, Any, int]] = []
         for name in ("client_resolve_info", "flag_resolve_info", "flag_assigned"):
             for item in getattr(request, name):

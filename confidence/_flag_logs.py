@@ -57,11 +57,11 @@ import anyio
 import anyio.abc
 import anyio.to_thread
 
+from confidence import _lazy
 from confidence._abi import now_millis
 from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPreparer
 from confidence._log_sender import LogSender, RetryPolicy
 from confidence._log_spool import LogSpool
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._stats import LN_RATIO, HostTelemetry, StatsRecorder
 
 __all__ = [
@@ -313,6 +313,10 @@ class FlagLogPipeline:
         self.backlog = _Backlog()
         self.pool: Any = None  # ResolverPool, set once built
         self.sender: LogSender | None = None  # None: offline, logs are drained and discarded
+        # ... unless a sender is on its way (the runtime opens delivery after the first
+        # state, so that READY never waits for aiohttp): until then drains keep what they
+        # get in the backlog (bounded in bytes, and counted), for the sender to deliver.
+        self.awaiting_sender = False
         self._drain_lock = threading.Lock()  # one drain at a time (the preparer is stateful)
         self._failed_deliveries = 0
         self._consecutive_failures = 0
@@ -394,7 +398,7 @@ class FlagLogPipeline:
         with self._drain_lock:
             drained = pool.flush_logs(wait=True, max_assigned_bytes=DRAIN_ASSIGNED_BYTES)
             size = sum(len(body) for body in drained)
-            if self.sender is None:
+            if self.sender is None and not self.awaiting_sender:
                 return size  # offline: drained only so that the resolvers' memory stays bounded
             _events, refused = pool.take_dropped_exposures()
             if refused:
@@ -561,6 +565,9 @@ class FlagLogPipeline:
         delta: HostTelemetry | None = None,
         init_labels: Mapping[str, str] | None = None,
     ) -> bytes:
+        _lazy.load("confidence._proto.confidence.flags.resolver.v1.api_pb2")  # (see _exposures)
+        from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+
         telemetry = api_pb2.TelemetryData()
         # Always present (as the reference sends it), zeros included.
         telemetry.flush.SetInParent()

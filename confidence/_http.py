@@ -24,26 +24,33 @@ Four clients use it: the state fetch (`_state_sync`, GET from the CDN), flag log
 Failures are `HttpFailure` with a `kind` (`FailureKind`), so callers switch on the kind, never
 on message text. Messages are safe to log: the client secret is masked, and the text of
 aiohttp's exceptions (which can quote request details) is reduced to the exception type.
+
+**Two transports, one policy.** `attempt` and `call` take any `Transport`: an
+`aiohttp.ClientSession` (flag logs, events, the remote store) or `_http_light.LightSession`,
+a minimal HTTP/1.1 GET client the runtime uses for the state fetch so that READY does not
+wait for aiohttp's import (~50 ms). Everything above — classification, deadline, body cap,
+exception mapping, no redirects, the Authorization rule — is applied here, once, for both;
+a transport only moves bytes. This module imports neither aiohttp nor multidict: a session
+passed in is already loaded, and an aiohttp exception can only exist once aiohttp is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import enum
 import io
 import logging
 import math
 import random
+import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import anyio
-from multidict import CIMultiDict
 
 logger = logging.getLogger("confidence.http")
 
@@ -52,6 +59,8 @@ __all__ = [
     "HttpFailure",
     "HttpResponse",
     "RetryPolicy",
+    "Transport",
+    "TransportResponse",
     "attempt",
     "call",
     "classify_status",
@@ -116,6 +125,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         seconds = float(value)
     except ValueError:
         try:
+            import email.utils  # (rare: an HTTP-date Retry-After; the package costs ~1 ms)
+
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):
             return None
@@ -166,11 +177,17 @@ def failure_from_exception(exc: BaseException, *, timeout: float, secret: str) -
         return exc
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return HttpFailure(FailureKind.TIMEOUT, f"timed out after {timeout:g}s")
-    if isinstance(exc, aiohttp.ClientResponseError):  # a session with raise_for_status=True
-        failure = status_failure(exc.status)
-        if failure is not None:
-            return failure
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
+    # (An aiohttp exception exists only once aiohttp is imported: no import for the light
+    # transport, whose errors are OSErrors.)
+    aiohttp = sys.modules.get("aiohttp")
+    if aiohttp is not None:
+        if isinstance(exc, aiohttp.ClientResponseError):  # a session with raise_for_status
+            failure = status_failure(exc.status)
+            if failure is not None:
+                return failure
+        if isinstance(exc, aiohttp.ClientError):
+            return HttpFailure(FailureKind.NETWORK, f"network error: {describe(exc, secret)}")
+    if isinstance(exc, OSError):  # (the light transport's HttpProtocolError is one)
         return HttpFailure(FailureKind.NETWORK, f"network error: {describe(exc, secret)}")
     return HttpFailure(FailureKind.INTERNAL, f"unexpected error: {describe(exc, secret)}")
 
@@ -219,6 +236,62 @@ class RetryPolicy:
         return delay if retry_after is None else min(retry_after, self.max_delay)
 
 
+class _Body(Protocol):
+    def iter_chunked(self, n: int) -> AsyncIterator[bytes]: ...
+
+
+class TransportResponse(Protocol):
+    """What `attempt` reads of a response (aiohttp's `ClientResponse` is one)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> _Body: ...
+
+    async def read(self) -> bytes: ...
+
+
+class Transport(Protocol):
+    """What `attempt` asks of a session: one request, as an async context manager that
+    releases the connection on exit (`aiohttp.ClientSession` and `LightSession` are ones).
+    `allow_redirects` is always False (see the module docstring)."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | io.BytesIO | None = ...,
+        headers: Mapping[str, str] | None = ...,
+        allow_redirects: bool = ...,
+    ) -> AbstractAsyncContextManager[TransportResponse]: ...
+
+
+class Headers(Mapping[str, str]):
+    """A response's headers, case-insensitive as HTTP (a repeated header: the last one)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = {name.lower(): value for name, value in items.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -234,7 +307,7 @@ def _request_body(body: bytes | None) -> bytes | io.BytesIO | None:
 
 
 async def attempt(
-    session: aiohttp.ClientSession,
+    session: Transport,
     method: str,
     url: str,
     *,
@@ -266,7 +339,7 @@ async def attempt(
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                response_headers = CIMultiDict(resp.headers)  # case-insensitive, as HTTP
+                response_headers = Headers(resp.headers)
                 if classify_status(status) is not None and status not in accept:
                     # Drained so the connection can be reused; the body is not needed.
                     await resp.read()
@@ -281,7 +354,7 @@ async def attempt(
     return HttpResponse(status, response_headers, payload)
 
 
-async def _read(resp: aiohttp.ClientResponse, limit: int | None) -> bytes:
+async def _read(resp: TransportResponse, limit: int | None) -> bytes:
     if limit is None:
         return await resp.read()
     declared = resp.content_length
@@ -301,7 +374,7 @@ async def _read(resp: aiohttp.ClientResponse, limit: int | None) -> bytes:
 
 
 async def call(
-    session: aiohttp.ClientSession,
+    session: Transport,
     method: str,
     url: str,
     *,

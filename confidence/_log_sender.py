@@ -19,14 +19,16 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import aiohttp
 import anyio
 
 from . import _http
 from ._http import HttpFailure, RetryPolicy, parse_retry_after
 from ._protowire import encode_ingest_flag_logs_request
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "CLOUDFLARE_INGEST_PATH",

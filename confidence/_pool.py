@@ -24,17 +24,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from confidence import _lazy
 from confidence._abi import (
     FlushedLogs,
+    ResolveDoc,
     ResolverError,
     ResolverErrorKind,
     ResolverInstance,
     StateSummary,
     WasmTrap,
 )
-from confidence._engine import CompiledResolver, Tier
+from confidence._engine_types import Tier
 from confidence._version import __version__
+
+if TYPE_CHECKING:
+    # (Imported by compile(), in its worker thread: loading wasmtime overlaps the start.)
+    from confidence._engine import CompiledResolver
 
 __all__ = ["NoStateError", "PoolStats", "ResolverPool"]
 
@@ -142,6 +149,9 @@ class ResolverPool:
     def compile(self) -> None:
         """Compile (or load from the module cache) the resolver; raises what that raised."""
         try:
+            _lazy.load("confidence._engine")  # wasmtime, in the compile thread (see _lazy)
+            from confidence._engine import CompiledResolver
+
             self._compiled = CompiledResolver.load(
                 cache_dir=self._cache_dir, quick_if_cold=self._quick_start
             )
@@ -183,6 +193,8 @@ class ResolverPool:
         """
         if self._wait_compiled().tier is Tier.OPTIMIZED or self._closed:
             return False
+        from confidence._engine import CompiledResolver
+
         compiled = CompiledResolver.load(cache_dir=self._cache_dir)
         with self._swap_lock:
             if self._closed:
@@ -376,6 +388,37 @@ class ResolverPool:
             self._creating -= 1
             self._slots.append(slot)
         return slot
+
+    def resolve_doc(self, prefix: bytes, context_json: bytes) -> ResolveDoc | None:
+        """`ResolverInstance.resolve_doc` on a borrowed instance, borrowing and returning it
+        in this one frame (the provider's hot path); None when the instance trapped (it is
+        dropped, and the caller retries on a fresh one). The common cases of `acquire()` and
+        `release()` inlined; everything else goes through them."""
+        idle = self._idle
+        try:
+            slot = idle.pop()
+        except IndexError:
+            slot = self.acquire()
+        else:
+            if slot.generation != self._generation:
+                self._retire_stale(slot)
+                slot = self.acquire()
+        try:
+            doc = slot.instance.resolve_doc(prefix, context_json)
+        except WasmTrap:
+            self.drop(slot)
+            return None
+        except BaseException:
+            self.release(slot)
+            raise
+        if slot.generation == self._generation and not self._closed and not slot.flush_wanted:
+            idle.append(slot)
+            if self._waiting:
+                with self._lock:
+                    self._released.notify()
+        else:
+            self.release(slot)
+        return doc
 
     def release(self, slot: _Slot) -> None:
         if slot.generation == self._generation and not self._closed:

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -20,24 +20,26 @@ from confidence._abi import (
     MaterializationMode,
     MaterializationRecord,
     Resolved,
+    ResolvedFlag,
     ResolveRequest,
     Suspended,
     WasmTrap,
+    answer_from_doc,
+    call_prefix,
 )
 from confidence._pool import NoStateError, ResolverPool
-from confidence.materialization import (
-    InclusionReadOp,
-    InclusionReadResult,
-    ReadOp,
-    ReadResult,
-    VariantReadOp,
-    VariantReadResult,
-    VariantWriteOp,
-)
+
+if TYPE_CHECKING:
+    from confidence.materialization import ReadOp, ReadResult, VariantWriteOp
 
 __all__ = ["FlagResolver", "MaterializationError", "NoStateError"]
 
-WriteSink = Callable[[list[VariantWriteOp]], None]
+WriteSink = Callable[[list["VariantWriteOp"]], None]
+#: One flag's answer: a `ResolvedFlag`, or the guest's JSON row with the same fields in
+#: the same order (`_abi.answer_from_doc`); either indexes alike.
+FlagRow = ResolvedFlag | list[Any]
+#: Prefixes the one-flag hot path keeps (a provider asks for a handful of flags).
+_MAX_PREFIXES = 1024
 
 
 class MaterializationError(Exception):
@@ -50,6 +52,9 @@ def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:
     A variant read also asks whether the unit is in the materialization at all: a unit in
     the materialization without a variant for this rule still matches (resolve.md §8).
     """
+    # (Imported here: only a provider with a store gets here; the module costs ~2 ms.)
+    from confidence.materialization import InclusionReadOp, VariantReadOp
+
     ops: dict[ReadOp, None] = {}
     for r in reads:
         if r.rule:
@@ -60,6 +65,8 @@ def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:
 
 def records_from_results(results: Iterable[ReadResult]) -> tuple[MaterializationRecord, ...]:
     # Absence means "no assignment" / "not included": only positive answers become records.
+    from confidence.materialization import InclusionReadResult, VariantReadResult
+
     records: list[MaterializationRecord] = []
     for res in results:
         if isinstance(res, VariantReadResult):
@@ -73,6 +80,8 @@ def records_from_results(results: Iterable[ReadResult]) -> tuple[Materialization
 
 
 def write_ops(writes: Sequence[MaterializationRecord]) -> list[VariantWriteOp]:
+    from confidence.materialization import VariantWriteOp
+
     return [VariantWriteOp(w.unit, w.materialization, w.rule, w.variant) for w in writes]
 
 
@@ -100,6 +109,8 @@ class FlagResolver:
         self._mode = (
             MaterializationMode.UNSUPPORTED if store is None else MaterializationMode.DISCOVERY
         )
+        # (flag, client secret, apply) -> the encoded call minus context and clock.
+        self._prefixes: dict[tuple[str, str, bool], bytes] = {}
 
     @property
     def mode(self) -> MaterializationMode:
@@ -165,6 +176,43 @@ class FlagResolver:
             if isinstance(result, Suspended):
                 raise MaterializationError("resolver suspended twice for one request")
         return result
+
+    def resolve_flag_row(
+        self, flag: str, context_json: bytes, client_secret: str, apply: bool
+    ) -> tuple[Sequence[FlagRow], str]:
+        """`resolve_flag()` answered as (the flag rows, at most one; the resolve id): the
+        provider's sync hot path, which reads the guest's JSON rows as they are (no
+        `Resolved` is built). A row is indexed as a `ResolvedFlag` (reason at 3), so the
+        resolve analytics read either. A trap, a suspension or writes take the general path,
+        as in `resolve_flag()`."""
+        key = (flag, client_secret, apply)
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            prefix = self._cache_prefix(key)
+        pool = self.pool
+        doc = pool.resolve_doc(prefix, context_json)
+        if doc is not None:
+            rows = doc.get("f")
+            if rows is not None and not doc["w"]:
+                return rows, doc["r"]
+        request = _one_flag_request(flag, context_json, client_secret, apply, self._mode)
+        if doc is None:
+            # The trapped instance is gone; one retry on a fresh one (as _resolve_once).
+            with pool.borrow() as instance:
+                result = instance.resolve(request)
+        else:
+            result = answer_from_doc(doc)
+        resolved = self._settle(request, result)
+        return resolved.flags, resolved.resolve_id
+
+    def _cache_prefix(self, key: tuple[str, str, bool]) -> bytes:
+        if len(self._prefixes) >= _MAX_PREFIXES:
+            self._prefixes.clear()  # (flag keys come from callers: keep the cache bounded)
+        flag, client_secret, apply = key
+        prefix = self._prefixes[key] = call_prefix(
+            _one_flag_request(flag, b"", client_secret, apply, self._mode)
+        )
+        return prefix
 
     def _resolve_once(self, request: ResolveRequest) -> Resolved | Suspended:
         # (acquire/release by hand, not `with pool.borrow()`: a generator-based context

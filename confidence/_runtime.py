@@ -51,7 +51,8 @@ import anyio.abc
 import anyio.to_thread
 from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
-from confidence._engine import Tier
+from confidence import _lazy
+from confidence._engine_types import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._http import FailureKind
 from confidence._log_spool import LogSpool
@@ -79,6 +80,14 @@ _FATAL_KINDS: Final = frozenset({FailureKind.AUTH, FailureKind.UNDECRYPTABLE})
 # ... and these ones mean the CDN served a state we cannot use (not a network problem): with
 # a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
 _BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.INVALID_STATE})
+
+
+#: How long flag-log delivery waits for the first state before opening its session anyway.
+_DELIVERY_GRACE: Final = 1.0
+
+
+def _import_aiohttp() -> None:
+    _lazy.load("aiohttp")  # (fork-safe: see _lazy)
 
 
 def _flag_key(name: str) -> str:
@@ -232,6 +241,8 @@ class Runtime:
             init_labels={"encryption": "true" if settings.encryption_key else "false"},
             spool=settings.log_spool,
         )
+        # Delivery opens after the first state (_start_delivery): drains before that keep.
+        self._logs.awaiting_sender = settings.send_logs
         self._backlog = self._logs.backlog  # read by stats()
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
         # The last state applied: a forked child starts from it (see _fork).
@@ -240,6 +251,7 @@ class Runtime:
         self.serving_cached_state = False
         self.state_loaded_at: float | None = None  # wall clock; for stats
         self.events: Any = None  # _tracking.EventPublisher while running
+        self._session: Any = None  # aiohttp.ClientSession, once delivery (or a store) needs it
 
     # -- read-only view (any thread) ---------------------------------------------------------
 
@@ -359,17 +371,9 @@ class Runtime:
             compiling.start_soon(self._compile)
             stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
             session = None
-            if (
-                settings.sync_state
-                or settings.send_logs
-                or settings.use_remote_materialization_store
-            ):
-                import aiohttp
-
-                # One session per runtime, created here because aiohttp binds it to this loop.
-                session = await stack.enter_async_context(
-                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-                )
+            if settings.use_remote_materialization_store:
+                # Resolves may need the store before READY: the session cannot wait.
+                session = await self._open_session(stack)
             store = self._make_store(session)
             writes = None
             if store is not None:
@@ -386,18 +390,6 @@ class Runtime:
                 write_sink=writes.enqueue if writes is not None else None,
                 native_store=sync_face if sync_face is not store else None,
             )
-            if settings.send_logs and session is not None:
-                from confidence import _flag_logs
-                from confidence._log_sender import DEFAULT_CLOUDFLARE_BASE_URL, LogSender
-
-                self._sender = LogSender(
-                    client_secret=settings.client_secret,
-                    session=session,
-                    api_base_url=settings.api_base_url,
-                    cloudflare_base_url=settings.cloudflare_base_url or DEFAULT_CLOUDFLARE_BASE_URL,
-                    retry=_flag_logs.RETRY_POLICY,
-                )
-                self._logs.sender = self._sender
 
             if settings.bootstrap is not None:
                 try:
@@ -407,21 +399,12 @@ class Runtime:
                     self._fatal(f"could not load state_file: {exc}")
                     return
 
-            if settings.event_queue is not None and settings.send_logs and session is not None:
-                from confidence._tracking import EventPublisher
-
-                self.events = EventPublisher(
-                    settings.event_queue,
-                    client_secret=settings.client_secret,
-                    session=session,
-                    events_base_url=settings.events_base_url,
-                    interval=settings.log_poll_interval,
-                    sdk_version=__version__,
-                )
-
             syncer = None
-            if settings.sync_state and session is not None:
-                syncer = self._syncer = self._make_syncer(session)
+            if settings.sync_state:
+                from confidence._http_light import LightSession
+
+                # The state fetch needs no aiohttp (see _http): READY does not wait for it.
+                syncer = self._syncer = self._make_syncer(LightSession())
 
             try:
                 async with anyio.create_task_group() as tg:
@@ -429,14 +412,15 @@ class Runtime:
                         await tg.start(syncer.run)
                         if settings.state_cache is not None and self._digests is None:
                             tg.start_soon(self._start_from_cache, syncer)
-                    if self.events is not None:
-                        tg.start_soon(self.events.run)
                     if settings.quick_start:
                         tg.start_soon(self._tier_up)
                     if not self._settled.is_set() and syncer is None:
                         # Nothing will ever bring a state: settle so waiters get an answer.
                         self._fatal("no state source: no state_file and state sync disabled")
-                    await tg.start(self._logs.run)
+                    if settings.send_logs:
+                        tg.start_soon(self._start_delivery, stack, tg)
+                    else:
+                        await tg.start(self._logs.run)  # drains and discards
                     if writes is not None:
                         await tg.start(writes.run)
                     assert self._stop_event is not None
@@ -463,6 +447,15 @@ class Runtime:
                 with anyio.CancelScope(shield=True):
                     await self._logs.final_drain(skip_empty=True)
                 with anyio.CancelScope(deadline=deadline, shield=True) as scope:
+                    queue = settings.event_queue
+                    if (
+                        settings.send_logs
+                        and self._sender is None
+                        and (self.last_state is not None or (queue is not None and len(queue)))
+                    ):
+                        # Stopped before delivery was set up: exposures or events may wait.
+                        with contextlib.suppress(Exception):
+                            await self._open_delivery(stack)
                     if writes is not None:
                         await writes.flush(scope.deadline)
                     if settings.store_closer is not None:
@@ -471,6 +464,66 @@ class Runtime:
                     if self.events is not None:
                         await self.events.flush(final=True)
             self._logs.finish()  # reports what could not be delivered
+
+    async def _open_session(self, stack: AsyncExitStack) -> Any:
+        """The runtime's aiohttp session (opened once; closed when `stack` closes)."""
+        if self._session is None:
+            # ~50 ms of imports, in a worker thread so the loop stays responsive.
+            await anyio.to_thread.run_sync(_import_aiohttp)
+            if self._session is None:  # (another caller may have opened it meanwhile)
+                import aiohttp
+
+                # Created here because aiohttp binds it to this loop.
+                self._session = await stack.enter_async_context(
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+                )
+        return self._session
+
+    async def _open_delivery(self, stack: AsyncExitStack) -> None:
+        """Set up flag-log and event delivery (the log sender, the event publisher)."""
+        session = await self._open_session(stack)
+        if self._sender is not None:
+            return
+        settings = self._settings
+        from confidence import _flag_logs
+        from confidence._log_sender import DEFAULT_CLOUDFLARE_BASE_URL, LogSender
+
+        # No await from here on: a state applied meanwhile sees the sender (set_routing).
+        sender = LogSender(
+            client_secret=settings.client_secret,
+            session=session,
+            api_base_url=settings.api_base_url,
+            cloudflare_base_url=settings.cloudflare_base_url or DEFAULT_CLOUDFLARE_BASE_URL,
+            retry=_flag_logs.RETRY_POLICY,
+        )
+        if self.last_state is not None:
+            sender.set_routing(self.last_state.account_id, self.last_state.log_destinations)
+        self._sender = self._logs.sender = sender
+        if settings.event_queue is not None:
+            from confidence._tracking import EventPublisher
+
+            self.events = EventPublisher(
+                settings.event_queue,
+                client_secret=settings.client_secret,
+                session=session,
+                events_base_url=settings.events_base_url,
+                interval=settings.log_poll_interval,
+                sdk_version=__version__,
+            )
+
+    async def _start_delivery(self, stack: AsyncExitStack, tg: anyio.abc.TaskGroup) -> None:
+        """Open delivery once the first state is in (or soon anyway), then run it.
+
+        Deferred so that READY never waits for aiohttp's import; before the first state no
+        resolve can leave an exposure, and tracked events wait in their queue.
+        """
+        assert self._settled_event is not None
+        with anyio.move_on_after(_DELIVERY_GRACE):
+            await self._settled_event.wait()
+        await self._open_delivery(stack)
+        if self.events is not None:
+            tg.start_soon(self.events.run)
+        await tg.start(self._logs.run)
 
     def _build_pool(self) -> Any:
         from confidence._pool import ResolverPool

@@ -14,9 +14,12 @@ the same". What this module adds over the reference provider (§2.5, §8 "latent
   cover every phase (e.g. DNS), and a streaming size cap so a misbehaving server cannot make us
   buffer an unbounded body.
 
-The syncer owns no task group and no HTTP session: the provider's runtime owns both, and starts
-``run`` in its task group. Secrets never reach a log line: the URL embeds a hash of the client
-secret that works as a capability, so only an 8-character prefix of it is ever logged.
+Every request goes through the one HTTP layer (`_http.attempt`) on any `_http.Transport`: the
+runtime passes `_http_light.LightSession` (READY does not wait for aiohttp's import); an
+`aiohttp.ClientSession` works the same. The syncer owns no task group and no HTTP session:
+the provider's runtime owns both, and starts ``run`` in its task group. Secrets never reach
+a log line: the URL embeds a hash of the client secret that works as a capability, so only an
+8-character prefix of it is ever logged.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -143,7 +145,7 @@ class StateSyncer:
         self,
         *,
         client_secret: str,
-        session: aiohttp.ClientSession,
+        session: _http.Transport,  # the runtime's `LightSession`, or an aiohttp session
         apply: ApplyStateFn,
         encryption_key: bytes | None = None,
         cdn_base_url: str = DEFAULT_CDN_BASE_URL,

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -310,11 +310,18 @@ class StatsRecorder:
         self._local.shard = shard
         return shard
 
-    def record(self, reason: Any, error_code: Any, elapsed_ns: int, resolved: Any = None) -> None:
+    def record(
+        self,
+        reason: Any,
+        error_code: Any,
+        elapsed_ns: int,
+        flags: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
         """Count one evaluation. Called on the hot path: keep it to increments.
 
-        `resolved` is the resolver's answer (`_abi.Resolved`) when the evaluation reached
-        one; only those evaluations count in Confidence's resolve analytics.
+        `flags` is the resolver's answer when the evaluation reached one: its flag rows, a
+        `Resolved`'s `flags` or the guest's JSON rows (both hold the resolver's reason at
+        index 3). Only those evaluations count in Confidence's resolve analytics.
         """
         try:
             shard: _Shard = self._local.shard
@@ -333,17 +340,17 @@ class StatsRecorder:
         bits = elapsed_ns.bit_length()
         index = (bits << 2) + ((elapsed_ns >> (bits - 3)) & 3) if bits >= 3 else bits
         shard.buckets[index if index < _BUCKETS else _BUCKETS - 1] += 1
-        if resolved is not None:
+        if flags is not None:
             # The host's verdict wins over the resolver's reason: a type mismatch or a
             # missing path is counted once, as that, and not also as the resolver's MATCH.
             if error_code is None:
-                code = resolved.flags[0].reason
+                code = flags[0][3]
             elif error_code is _TYPE_MISMATCH_CODE:
                 code = _TYPE_MISMATCH
-            elif error_code is _FLAG_NOT_FOUND_CODE or not resolved.flags:
+            elif error_code is _FLAG_NOT_FOUND_CODE or not flags:
                 code = _FLAG_NOT_FOUND
             else:
-                code = resolved.flags[0].reason
+                code = flags[0][3]
             rates = shard.t_rates
             rates[code] = rates.get(code, 0) + 1
             micros = elapsed_ns // 1000

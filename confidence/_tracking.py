@@ -38,9 +38,8 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
 import anyio
 import anyio.abc
 
@@ -48,6 +47,9 @@ from confidence import _http
 from confidence._context import SKIP_APPLY_KEY
 from confidence._http import FailureKind, HttpFailure, RetryPolicy
 from confidence._stats import EventStats
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "DEFAULT_EVENTS_BASE_URL",

@@ -55,11 +55,21 @@ from openfeature.exception import (
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
 
-from confidence import _fork
+from confidence import (
+    _engine,  # noqa: F401  (see below)
+    _fork,
+    _lazy,
+)
 from confidence._abi import ResolveRequest, ResolverError, ResolverErrorKind
 from confidence._context import ContextError, encode_context
 from confidence._crypto import parse_encryption_key
-from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
+from confidence._evaluation import (
+    FlagKind,
+    error_details,
+    interpret,
+    interpret_row,
+    parse_flag_key,
+)
 from confidence._log_sender import DEFAULT_API_BASE_URL  # re-exported for users
 from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
@@ -86,6 +96,14 @@ if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
 
     from confidence.explain import Explanation
+
+# What every start needs, imported with the provider rather than on the way to READY:
+# wasmtime (`_engine`, above) and AES-GCM for the (default) encrypted state, ~15 ms
+# together. What a start does not need stays out: aiohttp (the state fetch has its own
+# small transport, `_http_light`; delivery imports it after READY), the protobuf runtime (the ABI
+# is encoded by hand), anything for stores or the CLI. `import confidence` alone loads
+# none of it (see confidence/__init__.py).
+_lazy.load("cryptography.hazmat.primitives.ciphers.aead")
 
 logger = logging.getLogger("confidence.provider")
 
@@ -853,7 +871,9 @@ class ConfidenceProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
-        resolved = None  # the resolver's answer, once there is one (resolve analytics)
+        # The resolver's flag rows (a `Resolved`'s flags, or the guest's JSON rows), once
+        # there is an answer: only those evaluations count in the resolve analytics.
+        answer: Sequence[Sequence[Any]] | None = None
         try:
             runtime = self._runtime
             resolver = runtime.resolver if runtime is not None else None
@@ -869,34 +889,41 @@ class ConfidenceProvider(AbstractProvider):
                 else:
                     resolver, lookup, request = prepared
                     resolved = resolver.resolve(request)
+                    answer = resolved.flags
                     details = interpret(resolved, lookup, kind, default_value)
             else:
-                # The hot path: the same steps as _prepare, without the ResolveRequest.
+                # The hot path: the same steps as _prepare, without the ResolveRequest (and
+                # without a `Resolved`: the guest's row is read as is).
                 context_json, skip_apply = encode_context(evaluation_context)
-                resolved = resolver.resolve_flag(
+                answer, resolve_id = resolver.resolve_flag_row(
                     lookup.resource,
                     context_json,
                     self._client_secret,
                     self._collect_exposures and not skip_apply,
                 )
-                details = interpret(resolved, lookup, kind, default_value)
+                details = interpret_row(
+                    answer[0] if answer else None, resolve_id, lookup, kind, default_value
+                )
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
         # _finish(), inlined.
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
-        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, answer)
         return details
 
     def _finish(
-        self, details: FlagResolutionDetails[Any], start: int, resolved: Any = None
+        self,
+        details: FlagResolutionDetails[Any],
+        start: int,
+        answer: Sequence[Sequence[Any]] | None = None,
     ) -> FlagResolutionDetails[Any]:
         runtime = self._runtime
         if runtime is not None and runtime.serving_cached_state and details.error_code is None:
             # A state from state_cache_dir that no sync has confirmed: say so per evaluation.
             details.reason = REASON_STALE  # (a fresh object of ours: no copy needed)
-        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, resolved)
+        self._stats.record(details.reason, details.error_code, perf_counter_ns() - start, answer)
         return details
 
     async def _evaluate_async(
@@ -907,7 +934,9 @@ class ConfidenceProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None,
     ) -> FlagResolutionDetails[Any]:
         start = perf_counter_ns()
-        resolved = None  # the resolver's answer, once there is one (resolve analytics)
+        # The resolver's flag rows (a `Resolved`'s flags, or the guest's JSON rows), once
+        # there is an answer: only those evaluations count in the resolve analytics.
+        answer: Sequence[Sequence[Any]] | None = None
         try:
             runtime = self._runtime
             resolver = runtime.resolver if runtime is not None else None
@@ -923,6 +952,7 @@ class ConfidenceProvider(AbstractProvider):
                 else:
                     resolver, lookup, request = prepared
                     resolved = await resolver.resolve_async(request)
+                    answer = resolved.flags
                     details = interpret(resolved, lookup, kind, default_value)
             else:
                 # The hot path, as in _evaluate.
@@ -933,10 +963,11 @@ class ConfidenceProvider(AbstractProvider):
                     self._client_secret,
                     self._collect_exposures and not skip_apply,
                 )
+                answer = resolved.flags
                 details = interpret(resolved, lookup, kind, default_value)
         except Exception as exc:  # never raise into the SDK
             details = self._failure(default_value, exc)
-        return self._finish(details, start, resolved)
+        return self._finish(details, start, answer)
 
     def resolve_boolean_details(
         self,

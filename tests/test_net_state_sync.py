@@ -15,6 +15,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
+from confidence._http_light import LightSession
 from confidence._state_sync import (
     FailureKind,
     FetchedState,
@@ -33,6 +34,8 @@ from confidence.testing.emulator import (
     Status,
     TruncatedBody,
 )
+
+Session = aiohttp.ClientSession | LightSession
 
 pytestmark = pytest.mark.anyio
 
@@ -84,15 +87,20 @@ async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
         yield emu
 
 
-@pytest.fixture
-async def session(anyio_backend: str) -> AsyncIterator[aiohttp.ClientSession]:
+@pytest.fixture(params=["aiohttp", "light"])
+async def session(anyio_backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
+    """Both HTTP stacks the syncer runs on: an aiohttp session (what tests and older
+    callers pass) and the runtime's own `LightSession` (confidence/_http_light.py)."""
+    if request.param == "light":
+        yield LightSession()
+        return
     async with aiohttp.ClientSession() as s:
         yield s
 
 
 def make_syncer(
     emu: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     applier: Applier,
     *,
     encrypted: bool = True,
@@ -127,9 +135,7 @@ def test_state_url_scheme() -> None:
     )
 
 
-async def test_requests_hit_the_hashed_url(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_requests_hit_the_hashed_url(emulator: ConfidenceEmulator, session: Session) -> None:
     emulator.set_state(STATE_V1)
     await make_syncer(emulator, session, Applier()).fetch_once()
     await make_syncer(emulator, session, Applier(), encrypted=False).fetch_once()
@@ -145,7 +151,7 @@ async def test_requests_hit_the_hashed_url(
 
 @pytest.mark.parametrize("encrypted", [True, False])
 async def test_fetch_decodes_and_applies(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession, encrypted: bool
+    emulator: ConfidenceEmulator, session: Session, encrypted: bool
 ) -> None:
     emulator.set_state(STATE_V1, account_id="acct-1", log_destinations=(2, 1))
     applier = Applier()
@@ -172,7 +178,7 @@ async def test_fetch_decodes_and_applies(
 
 
 async def test_etag_is_echoed_and_304_means_no_change(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     applier = Applier()
@@ -191,9 +197,7 @@ async def test_etag_is_echoed_and_304_means_no_change(
     assert syncer.consecutive_failures == 0
 
 
-async def test_new_state_after_set_state(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_new_state_after_set_state(emulator: ConfidenceEmulator, session: Session) -> None:
     emulator.set_state(STATE_V1, account_id="a1")
     applier = Applier()
     syncer = make_syncer(emulator, session, applier)
@@ -209,7 +213,7 @@ async def test_new_state_after_set_state(
 
 
 async def test_identical_content_under_new_etag_is_not_reapplied(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     applier = Applier()
@@ -231,7 +235,7 @@ async def test_identical_content_under_new_etag_is_not_reapplied(
 
 
 async def _loaded(
-    emu: ConfidenceEmulator, session: aiohttp.ClientSession, **kwargs: Any
+    emu: ConfidenceEmulator, session: Session, **kwargs: Any
 ) -> tuple[StateSyncer, Applier]:
     emu.set_state(STATE_V1)
     applier = Applier()
@@ -250,7 +254,7 @@ async def _loaded(
 )
 async def test_bad_body_faults(
     emulator: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     fault: GarbageBody | TruncatedBody,
     expected: str,
 ) -> None:
@@ -270,7 +274,7 @@ async def test_bad_body_faults(
 
 
 async def test_garbage_plain_body_is_a_parse_failure(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     syncer, applier = await _loaded(emulator, session, encrypted=False)
     emulator.inject(Route.STATE, GarbageBody(), times=1)
@@ -280,7 +284,7 @@ async def test_garbage_plain_body_is_a_parse_failure(
 
 
 async def test_undecodable_but_correctly_encrypted_state_keeps_old_etag(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     syncer, applier = await _loaded(emulator, session)
     good_etag = syncer.etag
@@ -297,7 +301,7 @@ async def test_undecodable_but_correctly_encrypted_state_keeps_old_etag(
 
 
 async def test_state_without_account_is_rejected(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1, account_id="")
     applier = Applier()
@@ -308,7 +312,7 @@ async def test_state_without_account_is_rejected(
 
 
 async def test_wrong_key_fails_and_keeps_no_etag(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     applier = Applier()
@@ -320,7 +324,7 @@ async def test_wrong_key_fails_and_keeps_no_etag(
 
 
 async def test_apply_raising_keeps_last_state_and_etag(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     syncer, applier = await _loaded(emulator, session)
     good_etag = syncer.etag
@@ -354,7 +358,7 @@ async def test_apply_raising_keeps_last_state_and_etag(
 )
 async def test_transport_failures_are_counted_and_keep_state(
     emulator: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     fault: Any,
     expected: str,
 ) -> None:
@@ -376,9 +380,7 @@ async def test_transport_failures_are_counted_and_keep_state(
     assert syncer.consecutive_failures == 0 and syncer.last_error is None
 
 
-async def test_unknown_secret_is_404(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_unknown_secret_is_404(emulator: ConfidenceEmulator, session: Session) -> None:
     emulator.set_state(STATE_V1)
     syncer = make_syncer(emulator, session, Applier(), client_secret="some-other-secret")
     assert await syncer.fetch_once() is False
@@ -386,7 +388,7 @@ async def test_unknown_secret_is_404(
     assert syncer.last_error_kind is FailureKind.NOT_FOUND  # retried, not fatal
 
 
-async def test_connection_refused_is_a_failure(session: aiohttp.ClientSession) -> None:
+async def test_connection_refused_is_a_failure(session: Session) -> None:
     # Bind and release a port so that nothing is listening on it.
     async with ConfidenceEmulator() as emu:
         base = emu.cdn_base_url
@@ -396,7 +398,7 @@ async def test_connection_refused_is_a_failure(session: aiohttp.ClientSession) -
 
 
 async def test_hang_is_bounded_by_request_timeout(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     emulator.inject(Route.STATE, Hang())
@@ -408,7 +410,7 @@ async def test_hang_is_bounded_by_request_timeout(
     assert syncer.last_error == "timed out after 0.3s"
 
 
-async def test_304_without_loaded_state_is_a_failure(session: aiohttp.ClientSession) -> None:
+async def test_304_without_loaded_state_is_a_failure(session: Session) -> None:
     async def always_304(request: web.Request) -> web.Response:
         return web.Response(status=304)
 
@@ -423,9 +425,7 @@ async def test_304_without_loaded_state_is_a_failure(session: aiohttp.ClientSess
 # -- body size limit --------------------------------------------------------------------------
 
 
-async def test_body_over_limit_is_refused(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_body_over_limit_is_refused(emulator: ConfidenceEmulator, session: Session) -> None:
     emulator.set_state(b"x" * 5000)
     applier = Applier()
     syncer = make_syncer(emulator, session, applier, max_state_bytes=1000)
@@ -434,9 +434,7 @@ async def test_body_over_limit_is_refused(
     assert applier.applied == []
 
 
-async def test_body_at_limit_is_accepted(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
-) -> None:
+async def test_body_at_limit_is_accepted(emulator: ConfidenceEmulator, session: Session) -> None:
     emulator.set_state(b"x" * 100, account_id="a")
     syncer = make_syncer(emulator, session, Applier(), encrypted=False, max_state_bytes=1)
     await syncer.fetch_once()
@@ -446,7 +444,7 @@ async def test_body_at_limit_is_accepted(
 
 
 async def test_limit_is_enforced_while_streaming_without_content_length(
-    session: aiohttp.ClientSession,
+    session: Session,
 ) -> None:
     sent: list[int] = []
 
@@ -511,7 +509,7 @@ def test_backoff_bounds_property(failures: int, poll: float, base: float, r: flo
 
 
 async def test_run_loop_backs_off_then_returns_to_poll_interval(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.inject(Route.STATE, Status(503))
     sleep = SteppedSleep()
@@ -541,7 +539,7 @@ async def test_run_loop_backs_off_then_returns_to_poll_interval(
 
 
 async def test_run_without_immediate_fetch_sleeps_first(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     sleep = SteppedSleep()
@@ -562,7 +560,7 @@ async def test_run_without_immediate_fetch_sleeps_first(
 
 async def test_stale_after_n_failures_then_ready_on_recovery(
     emulator: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="confidence")
@@ -616,7 +614,7 @@ async def test_stale_after_n_failures_then_ready_on_recovery(
 
 
 async def test_never_loaded_does_not_go_stale(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     events: list[str] = []
     emulator.inject(Route.STATE, Status(500))
@@ -635,7 +633,7 @@ async def test_never_loaded_does_not_go_stale(
 
 
 async def test_wait_ready_returns_after_first_state(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.inject(Route.STATE, Status(500), times=2)
     emulator.set_state(STATE_V1)
@@ -652,7 +650,7 @@ async def test_wait_ready_returns_after_first_state(
 
 async def test_callback_errors_do_not_break_the_sync(
     emulator: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     def boom(*_: object) -> None:
@@ -671,7 +669,7 @@ async def test_callback_errors_do_not_break_the_sync(
 
 
 async def test_run_cancels_cleanly_mid_request(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     emulator.inject(Route.STATE, Hang())
@@ -685,7 +683,7 @@ async def test_run_cancels_cleanly_mid_request(
 
 
 async def test_concurrent_fetches_are_serialized(
-    emulator: ConfidenceEmulator, session: aiohttp.ClientSession
+    emulator: ConfidenceEmulator, session: Session
 ) -> None:
     emulator.set_state(STATE_V1)
     applier = Applier()
@@ -707,7 +705,7 @@ async def test_concurrent_fetches_are_serialized(
 
 async def test_secrets_never_appear_in_logs(
     emulator: ConfidenceEmulator,
-    session: aiohttp.ClientSession,
+    session: Session,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
