@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 
 from confidence._abi import (
+    ABI_VERSION,
     FlushedLogs,
     MaterializationMode,
     MaterializationRecord,
     ResolveRequest,
     ResolverError,
+    ResolverErrorKind,
     ResolverInstance,
     WasmTrap,
     encode_resolve_call,
@@ -66,7 +68,7 @@ def test_hand_encoding_is_the_protobuf_message(request_: ResolveRequest, now_ms:
 class RecordingWasm:
     """A stand-in guest for one call: records the payload, answers `response`."""
 
-    abi_version = 2
+    abi_version = ABI_VERSION
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, bytes]] = []
@@ -152,9 +154,10 @@ def test_a_malformed_answer_is_a_trap_and_an_error_answer_an_error() -> None:
     wasm.responses.append(b"\x00\x0a\x40abc")  # a FlagDigest longer than the message
     with pytest.raises(WasmTrap, match="malformed"):
         instance.set_state(b"", "a")
-    wasm.responses.append(b"\x01bad state")
-    with pytest.raises(ResolverError, match="bad state"):
+    wasm.responses.append(b"\x01\x03bad state")  # ERROR, kind 3 (INVALID_STATE)
+    with pytest.raises(ResolverError, match="bad state") as info:
         instance.set_state(b"", "a")
+    assert info.value.kind is ResolverErrorKind.INVALID_STATE
 
 
 @pytest.mark.parametrize("now_ms", [0, 1_764_000_000_123, -5])
