@@ -536,7 +536,10 @@ def test_cli_logs_each_request_and_summarizes_at_exit(tmp_path: Path) -> None:
     access = [line for line in out.splitlines() if line.startswith(("GET ", "POST "))]
     assert any(line.startswith("GET /") and " 200 " in line for line in access), out
     assert any(line.startswith("POST /v1/clientFlagLogs:write 200 ") for line in access), out
-    assert secret_hash(SECRET) not in out  # only a prefix of the hash is shown
+    # The access log shows only a prefix of the secret's hash. (The banner prints the full
+    # state URL on purpose; whether communicate() still sees it after readline() depends on
+    # how much the pipe had buffered, so it is left out of this check.)
+    assert all(secret_hash(SECRET) not in line for line in access), access
     summary = out.split("summary:", 1)[1]
     assert "flag-log requests: 1 (1 accepted)" in summary, summary
     assert "exposures: 1" in summary and "resolve counts: 3" in summary, summary
