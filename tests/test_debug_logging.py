@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tests.provider_support import REPO, requires_wasm
+from tests.sdk_compat import requires_track
 
 pytestmark = requires_wasm
 
@@ -69,6 +70,7 @@ def run(tmp_path: Path, evaluations: int) -> list[str]:
     return [line for line in proc.stdout.splitlines() if line.startswith(("DEBUG", "INFO"))]
 
 
+@requires_track  # the script tracks an event (its publish is one of the lines)
 def test_one_debug_line_per_activity_and_none_per_evaluation(tmp_path: Path) -> None:
     lines = run(tmp_path, 1000)
     text = "\n".join(lines)

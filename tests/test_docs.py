@@ -154,6 +154,7 @@ def test_the_examples_extra_installs_the_frameworks() -> None:
 
 
 @requires_wasm
+@requires_set_provider_and_wait
 def test_debugging_page_shows_the_real_explain_output() -> None:
     proc = subprocess.run(
         [sys.executable, str(DOCS / "snippets" / "debugging_explain.py")],

@@ -50,7 +50,7 @@ def run_provider(emulator: ConfidenceEmulator, spool: Path, users: list[str]) ->
     provider = make_provider(
         emulator, log_spool_dir=spool, shutdown_timeout=1.0, log_poll_interval=60.0
     )
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     for user in users:
         client.get_string_value("feature.color", "", EvaluationContext(user))
@@ -126,7 +126,7 @@ def test_the_spool_is_bounded_in_bytes_and_what_does_not_fit_is_counted_lost(
     provider = make_provider(
         emulator, log_spool_dir=spool, log_spool_max_bytes=1000, shutdown_timeout=0.5
     )
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     for i in range(500):
         client.get_string_value("feature.color", "", EvaluationContext(f"c{i}"))
@@ -147,7 +147,7 @@ SHARED = """
         cdn_base_url=os.environ["TEST_URL"], api_base_url=os.environ["TEST_URL"],
         log_spool_dir=os.environ["TEST_SPOOL"],
     )
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     api.shutdown()
     print(json.dumps({"unspooled": provider.stats().log_unspooled_exposures}))
 """
@@ -162,7 +162,7 @@ def test_two_processes_sharing_the_directory_never_send_a_file_twice(
     emulator.inject(Route.FLAG_LOGS, Status(503))
     users = [f"s{i}" for i in range(2000)]
     provider = make_provider(emulator, log_spool_dir=spool_dir, shutdown_timeout=0.5)
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     # Several drains, so the spool holds several files for the two processes to race for.
     for start in range(0, 2000, 250):
@@ -204,7 +204,7 @@ def test_backlog_overflow_goes_to_the_spool_instead_of_being_dropped(
     spool = tmp_path / "spool"
     emulator.inject(Route.FLAG_LOGS, Status(503))
     provider = make_provider(emulator, log_spool_dir=spool, shutdown_timeout=0.5)
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     runtime = provider._runtime
     assert runtime is not None

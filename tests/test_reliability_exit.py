@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from provider_support import REPO, SECRET, requires_wasm, sample_state
+from sdk_compat import requires_set_provider_and_wait
 
 from confidence.testing.emulator import ConfidenceEmulator
 
@@ -80,7 +81,7 @@ PROVIDER = """
         cdn_base_url=os.environ["TEST_URL"],
         api_base_url=os.environ["TEST_URL"],
     )
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
 """
 
@@ -209,6 +210,7 @@ def _checkout_env_for(emulator: ConfidenceEmulator) -> dict[str, str]:
     return env
 
 
+@requires_set_provider_and_wait
 def test_flask_example_delivers_everything_on_sigterm(
     checkout_emulator: ConfidenceEmulator,
 ) -> None:
@@ -225,6 +227,7 @@ def test_flask_example_delivers_everything_on_sigterm(
     assert resolves(checkout_emulator, "flags/checkout") == 80
 
 
+@requires_set_provider_and_wait
 def test_gunicorn_preload_flask_example_exits_silently_and_delivers(
     checkout_emulator: ConfidenceEmulator,
 ) -> None:
@@ -271,7 +274,7 @@ ASYNC_APP = """
             shutdown_timeout=TIMEOUT,
         )
         async with provider:
-            api.set_provider_and_wait(provider)
+            getattr(api, "set_provider_and_wait", api.set_provider)(provider)
             yield
             started = time.monotonic()
         elapsed = time.monotonic() - started
@@ -385,7 +388,7 @@ def test_sync_shutdown_with_a_black_hole_is_bounded_and_stats_keep_the_final_cou
 
     emulator.inject(Route.FLAG_LOGS, Hang())
     provider = make_provider(emulator, log_poll_interval=0.2, shutdown_timeout=1.0)
-    api.set_provider_and_wait(provider)
+    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
     client = api.get_client()
     for i in range(500):
         client.get_string_value("feature.color", "none", EvaluationContext(f"s{i}"))
