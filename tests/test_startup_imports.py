@@ -71,7 +71,7 @@ from openfeature.evaluation_context import EvaluationContext
 from confidence import ConfidenceProvider
 provider = ConfidenceProvider({SECRET!r}, state_file={str(state)!r}, account_id={ACCOUNT!r},
                               offline=True)
-api.set_provider_and_wait(provider)
+getattr(api, "set_provider_and_wait", api.set_provider)(provider)
 value = api.get_client().get_boolean_value("swedish.enabled", False,
                                            EvaluationContext("u", {{"country": "SE"}}))
 assert value is True, value
