@@ -27,9 +27,13 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from confidence._state_sync import DEFAULT_CDN_BASE_URL
+
+if TYPE_CHECKING:  # (each command imports these itself, when it runs)
+    from confidence._abi import ResolveRequest
+    from confidence._evaluation import FlagLookup
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "add_commands"]
 
@@ -273,33 +277,45 @@ def _pick_secret(args: argparse.Namespace, resolver_state: Any) -> str:
     raise CliError("the state has no client credential; pass --secret")
 
 
+def _one_flag_request(
+    args: argparse.Namespace, example: str
+) -> tuple[FlagLookup, str, ResolveRequest, Any]:
+    """What `resolve` and `explain` both start from: the flag key, the secret, a one-flag
+    request that neither applies nor logs, and the loaded state."""
+    from confidence._abi import ResolveRequest
+    from confidence._evaluation import parse_flag_key
+
+    context_json = _parse_context(args.context)
+    boot = _load_state(args)
+    secret = _pick_secret(args, _resolver_state(boot.state))
+    lookup = parse_flag_key(args.flag)
+    if not lookup.name:
+        raise CliError(f"--flag must name a flag, e.g. {example}")
+    request = ResolveRequest(
+        flags=(lookup.resource,),
+        context_json=context_json,
+        client_secret=secret,
+        apply=False,
+        skip_logging=True,
+    )
+    return lookup, secret, request, boot
+
+
 def _resolve(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from openfeature.exception import ErrorCode
 
-    from confidence._abi import ResolveRequest, ResolverError
-    from confidence._evaluation import FlagKind, error_details, interpret, parse_flag_key
+    from confidence._abi import ResolverError
+    from confidence._evaluation import FlagKind, error_details, interpret
 
-    context_json = _parse_context(args.context)
     default = _parse_default(args.default)
-    boot = _load_state(args)
-    secret = _pick_secret(args, _resolver_state(boot.state))
-    lookup = parse_flag_key(args.flag)
-    if not lookup.name:
-        raise CliError("--flag must name a flag, e.g. my-flag or my-flag.some.property")
+    lookup, secret, request, boot = _one_flag_request(args, "my-flag or my-flag.some.property")
 
     from confidence._resolve import FlagResolver
 
     pool = _pool_with(boot)
     try:
-        request = ResolveRequest(
-            flags=(lookup.resource,),
-            context_json=context_json,
-            client_secret=secret,
-            apply=False,
-            skip_logging=True,
-        )
         kind = FlagKind[args.type.upper()] if args.type != "auto" else FlagKind.OBJECT
         whole = replace(lookup, path=(), path_text="") if args.type == "auto" else lookup
         try:
@@ -329,27 +345,14 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from confidence._abi import ResolveRequest, ResolverError
-    from confidence._evaluation import parse_flag_key
+    from confidence._abi import ResolverError
     from confidence.explain import Explanation
 
-    context_json = _parse_context(args.context)
-    boot = _load_state(args)
-    secret = _pick_secret(args, _resolver_state(boot.state))
-    lookup = parse_flag_key(args.flag)
-    if not lookup.name:
-        raise CliError("--flag must name a flag, e.g. my-flag")
+    _lookup, secret, request, boot = _one_flag_request(args, "my-flag")
     from confidence._resolve import FlagResolver
 
     pool = _pool_with(boot)
     try:
-        request = ResolveRequest(
-            flags=(lookup.resource,),
-            context_json=context_json,
-            client_secret=secret,
-            apply=False,
-            skip_logging=True,
-        )
         try:
             explanation = Explanation.from_document(FlagResolver(pool).explain(request))
         except ResolverError as exc:

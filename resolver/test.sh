@@ -1,13 +1,5 @@
 #!/usr/bin/env bash
 # Runs the resolver's host unit tests with Debian's toolchain and packaged crates.
 set -euo pipefail
-CRATE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export CARGO_HOME="$CRATE_DIR/.cargo-home"
-export RUSTC=/usr/bin/rustc
-export RUSTDOC=/usr/bin/rustdoc
-export PATH="/usr/bin:$PATH"
-export PROTOC="${PROTOC:-/usr/bin/protoc}"
-mkdir -p "$CARGO_HOME"
-cp "$CRATE_DIR/.cargo/config.toml" "$CARGO_HOME/config.toml"
-cd "$CRATE_DIR"
+. "$(dirname "${BASH_SOURCE[0]}")/host-env.sh"
 exec /usr/bin/cargo test --offline --locked "$@"
