@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,16 @@ SECRET = DEFAULT_CLIENT_SECRET
 ACCOUNT = DEFAULT_ACCOUNT_ID
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a child that a test stops with SIGINT, as a user's Ctrl-C would.
+
+    A shell without job control starts background jobs (`cmd &`, nohup, a CI runner) with
+    SIGINT ignored, the child inherits that, and Python then installs no KeyboardInterrupt
+    handler: SIGINT would do nothing. The child starts from the default, as in a terminal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wasm_available() -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from provider_support import requires_wasm, variant
+from provider_support import default_sigint, requires_wasm, variant
 from sdk_compat import requires_set_provider_and_wait
 
 from confidence.testing.emulator import ConfidenceEmulator
@@ -125,6 +125,7 @@ def serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=default_sigint,  # Ctrl-C semantics even under a background runner
             )
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT
