@@ -370,6 +370,18 @@ def _decode_set_state_result(data: bytes) -> tuple[dict[str, int], int, int]:
     end = len(data)
     read = _read_varint
     while pos < end:
+        # The usual entry, without a call: 0A n 0A k <name> 11 <8 bytes>, both lengths one
+        # byte (a name up to 116 bytes). ~4x faster than the general loop below.
+        if data[pos] == 0x0A and pos + 2 < end:
+            n = data[pos + 1]
+            k = data[pos + 3] if data[pos + 2] == 0x0A else 0x80
+            if n == k + 11 and pos + 2 + n <= end and data[pos + 4 + k] == 0x11:
+                at = pos + 4
+                pos = at + k + 9
+                digests[data[at : at + k].decode("utf-8")] = int.from_bytes(
+                    data[at + k + 1 : pos], "little"
+                )
+                continue
         tag, pos = read(data, pos)
         if tag == 0x0A:  # flags (1, length-delimited): a FlagDigest
             n, pos = read(data, pos)
