@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from confidence._engine_types import Export, WasmTrap
+from confidence._protowire import encode_varint as _varint
 
 if TYPE_CHECKING:
     from confidence._engine import CompiledResolver, WasmInstance
@@ -208,16 +209,6 @@ _SDK_ID_PYTHON_LOCAL_PROVIDER: Final = 23
 
 def now_millis() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negative numbers take ten bytes
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _field_bytes(number: int, data: bytes) -> bytes:
