@@ -183,12 +183,8 @@ fn decode_keeping_flag_bytes(bytes: &[u8]) -> Result<(ResolverState, Vec<&[u8]>)
     let mut run = 0; // start of the pending run of non-flag fields
     while pos < bytes.len() {
         let field = pos;
-        let tag = match read_varint(bytes, &mut pos) {
-            Some(tag) => tag,
-            None => return ResolverState::decode(bytes).map(|rs| (rs, Vec::new())),
-        };
-        let end = match skip_value(bytes, pos, tag) {
-            Some(end) => end,
+        let (tag, payload, end) = match next_field(bytes, pos) {
+            Some(next) => next,
             // Malformed here: let prost say why (a plain decode fails too).
             None => return ResolverState::decode(bytes).map(|rs| (rs, Vec::new())),
         };
@@ -196,9 +192,6 @@ fn decode_keeping_flag_bytes(bytes: &[u8]) -> Result<(ResolverState, Vec<&[u8]>)
             if run < field {
                 rs.merge(&bytes[run..field])?;
             }
-            let mut payload_at = pos;
-            let len = read_varint(bytes, &mut payload_at).unwrap_or(0) as usize;
-            let payload = &bytes[payload_at..payload_at + len];
             rs.flags.push(Flag::decode(payload)?);
             raw.push(payload);
             run = end;
@@ -209,6 +202,30 @@ fn decode_keeping_flag_bytes(bytes: &[u8]) -> Result<(ResolverState, Vec<&[u8]>)
         rs.merge(&bytes[run..])?;
     }
     Ok((rs, raw))
+}
+
+/// The field of a serialized message that starts at `pos`: (tag, payload, where it ends).
+/// The payload is a length-delimited field's bytes (empty for other wire types). None when
+/// the field does not fit or its wire type is not one a proto3 message has.
+pub(crate) fn next_field(bytes: &[u8], mut pos: usize) -> Option<(u64, &[u8], usize)> {
+    let tag = read_varint(bytes, &mut pos)?;
+    let (payload, end) = match tag & 7 {
+        0 => {
+            read_varint(bytes, &mut pos)?;
+            (0..0, pos)
+        }
+        1 => (0..0, pos.checked_add(8)?),
+        2 => {
+            let len = usize::try_from(read_varint(bytes, &mut pos)?).ok()?;
+            (pos..pos.checked_add(len)?, pos + len)
+        }
+        5 => (0..0, pos.checked_add(4)?),
+        _ => return None,
+    };
+    if tag >> 3 == 0 || end > bytes.len() {
+        return None;
+    }
+    Some((tag, &bytes[payload], end))
 }
 
 fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
@@ -222,28 +239,6 @@ fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
         }
     }
     None
-}
-
-/// Where the value of a field with `tag` that starts at `pos` ends; None when it does
-/// not fit or its wire type is not one a proto3 message has.
-fn skip_value(bytes: &[u8], mut pos: usize, tag: u64) -> Option<usize> {
-    let end = match tag & 7 {
-        0 => {
-            read_varint(bytes, &mut pos)?;
-            pos
-        }
-        1 => pos + 8,
-        2 => {
-            let len = read_varint(bytes, &mut pos)?;
-            pos.checked_add(usize::try_from(len).ok()?)?
-        }
-        5 => pos + 4,
-        _ => return None,
-    };
-    if tag >> 3 == 0 || end > bytes.len() {
-        return None;
-    }
-    Some(end)
 }
 
 /// The index of `item` in `items` when it is one of its elements (by address), in O(1).
