@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from confidence._engine_types import Export, WasmTrap
+from confidence._protowire import encode_varint as _varint
 
 if TYPE_CHECKING:
     from confidence._engine import CompiledResolver, WasmInstance
@@ -210,16 +211,6 @@ def now_millis() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    n &= 0xFFFFFFFFFFFFFFFF  # int64 fields: negative numbers take ten bytes
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _field_bytes(number: int, data: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(data)) + data
 
@@ -370,6 +361,18 @@ def _decode_set_state_result(data: bytes) -> tuple[dict[str, int], int, int]:
     end = len(data)
     read = _read_varint
     while pos < end:
+        # The usual entry, without a call: 0A n 0A k <name> 11 <8 bytes>, both lengths one
+        # byte (a name up to 116 bytes). ~4x faster than the general loop below.
+        if data[pos] == 0x0A and pos + 2 < end:
+            n = data[pos + 1]
+            k = data[pos + 3] if data[pos + 2] == 0x0A else 0x80
+            if n == k + 11 and pos + 2 + n <= end and data[pos + 4 + k] == 0x11:
+                at = pos + 4
+                pos = at + k + 9
+                digests[data[at : at + k].decode("utf-8")] = int.from_bytes(
+                    data[at + k + 1 : pos], "little"
+                )
+                continue
         tag, pos = read(data, pos)
         if tag == 0x0A:  # flags (1, length-delimited): a FlagDigest
             n, pos = read(data, pos)

@@ -62,14 +62,49 @@ class PoolStats:
 
 
 class _Slot:
-    __slots__ = ("flush_wanted", "generation", "instance")
+    """One instance of the pool; also the context manager of its borrowing.
 
-    def __init__(self, instance: ResolverInstance, generation: int) -> None:
+    `with pool.acquire() as instance:` gives the slot back on the way out. When the body
+    raised WasmTrap the slot is dropped instead and the trap swallowed: `trapped` says
+    so, and the caller retries on a fresh instance. Any other exception gives it back
+    and propagates.
+
+    The slot itself is the context manager (no object per borrow) and `__exit__` inlines
+    `release()`'s common case. Measured per borrow (100k, best of 9, 13:35): acquire +
+    try/except + release by hand 0.27-0.28 µs; this 0.45 µs; a separate class with an
+    object per borrow 0.76-1.08 µs; `@contextmanager` 1.8-2.4 µs. The 0.18 µs is below
+    what an evaluation's figure resolves (~15 µs, noise of several µs here); the sync hot
+    path (`resolve_doc`) inlines the borrow anyway.
+    """
+
+    __slots__ = ("flush_wanted", "generation", "instance", "pool", "trapped")
+
+    def __init__(self, instance: ResolverInstance, generation: int, pool: ResolverPool) -> None:
         self.instance = instance
         self.generation = generation
+        self.pool = pool
         # A waiting log flush wants this (borrowed) instance: release() hands it over
         # instead of making it idle, where another borrower could always take it first.
         self.flush_wanted = False
+        self.trapped = False
+
+    def __enter__(self) -> ResolverInstance:
+        return self.instance
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> bool:
+        pool = self.pool
+        if exc_type is not None and issubclass(exc_type, WasmTrap):
+            self.trapped = True
+            pool.drop(self)
+            return True
+        if self.generation == pool._generation and not pool._closed and not self.flush_wanted:
+            pool._idle.append(self)  # release(), inlined
+            if pool._waiting:
+                with pool._lock:
+                    pool._released.notify()
+        else:
+            pool.release(self)
+        return False
 
 
 def default_pool_size() -> int:
@@ -213,7 +248,7 @@ class ResolverPool:
             self._state = (state, account_id)
             previous = len(self._slots)
             stale = self._take_idle_stale_locked()
-            slot = _Slot(fresh, generation)
+            slot = _Slot(fresh, generation, self)
             self._slots.append(slot)
             self._idle.append(slot)
             self._released.notify_all()
@@ -226,7 +261,7 @@ class ResolverPool:
                 if self._generation != generation or self._current_locked() >= self.size:
                     break
                 stale = self._take_idle_stale_locked(limit=1)
-                slot = _Slot(instance, generation)
+                slot = _Slot(instance, generation, self)
                 self._slots.append(slot)
                 self._idle.append(slot)
                 self._released.notify()
@@ -383,7 +418,7 @@ class ResolverPool:
                 self._creating -= 1
                 self._released.notify()
             raise
-        slot = _Slot(instance, generation)
+        slot = _Slot(instance, generation, self)
         with self._lock:
             self._creating -= 1
             self._slots.append(slot)

@@ -84,18 +84,26 @@ def iter_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
 
 
 def encode_varint(value: int) -> bytes:
-    if value < 0:
-        # Negative int32/enum values are sign-extended to 64 bits on the wire.
+    """`value` as a protobuf varint (the one encoder of the package; `_abi` uses it too).
+
+    A negative number (an int32, int64 or enum field) is written as its 64-bit two's
+    complement, ten bytes, as every protobuf encoder does. Outside [-2**63, 2**64) there is
+    no such field: ValueError rather than silently wrapped bytes.
+    """
+    if value < 0x80:
+        if value >= 0:
+            return bytes((value,))
+        if value < -(1 << 63):
+            raise ValueError(f"varint out of range: {value}")
         value += 1 << 64
+    elif value >> 64:
+        raise ValueError(f"varint out of range: {value}")
     out = bytearray()
-    while True:
-        b = value & 0x7F
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
         value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    out.append(value)
+    return bytes(out)
 
 
 def encode_len_field(field: int, payload: bytes) -> bytes:

@@ -20,6 +20,7 @@ from confidence._abi import (
 )
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence._proto.confidence.wasm.v1 import abi_pb2
+from confidence._protowire import encode_varint
 
 
 @pytest.mark.parametrize(
@@ -179,3 +180,24 @@ def test_flush_logs_round_trip(now_ms: int, cap: int) -> None:
     assert flushed == FlushedLogs(b"batch" * 100, True, 7, 2**40, 3)
     wasm.responses.append(b"\x00")  # everything at its default
     assert instance.flush_logs(1) == FlushedLogs(b"", False, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, 127, 128, 300, 2**31 - 1, 2**63 - 1, 2**64 - 1, -1, -5, -(2**31), -(2**63)]
+)
+def test_the_varint_encoder_matches_protobuf_for_every_int64_and_uint64(value: int) -> None:
+    # FlushLogs.now_unix_millis is an int64, Configure.rng_seed an uint64 (field 1 of both).
+    if value == 0:
+        want = b"\x00"  # (protobuf omits a zero field)
+    elif value >= 2**63:
+        want = abi_pb2.Configure(rng_seed=value).SerializeToString()[1:]
+    else:
+        want = abi_pb2.FlushLogs(now_unix_millis=value).SerializeToString()[1:]
+    assert encode_varint(value) == want
+    assert len(encode_varint(value)) == (10 if value < 0 else len(want))
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_the_varint_encoder_refuses_what_no_field_holds(value: int) -> None:
+    with pytest.raises(ValueError):
+        encode_varint(value)

@@ -96,10 +96,32 @@ pub extern "C" fn cr_configure(len: i32) -> i64 {
 #[no_mangle]
 pub extern "C" fn cr_set_state(len: i32) -> i64 {
     call(len, |inst, input, out| {
-        let req: SetState = decode(input, "SetState")?;
-        encode(&inst.set_state(req)?, out);
+        let result = match set_state_fields(input) {
+            Some((state, account_id)) => inst.set_state_from(state, account_id)?,
+            None => inst.set_state(decode::<SetState>(input, "SetState")?)?,
+        };
+        encode(&result, out);
         Ok(())
     })
+}
+
+/// `SetState{state = 1, account_id = 2}` borrowed from `input` (the state is most of the
+/// input: a decode would copy it). None for anything unusual (malformed, not UTF-8), which
+/// prost then decodes, or refuses with its error.
+fn set_state_fields(input: &[u8]) -> Option<(&[u8], &str)> {
+    let (mut state, mut account_id): (&[u8], &str) = (&[], "");
+    let mut pos = 0;
+    while pos < input.len() {
+        let (tag, payload, end) = crate::state::next_field(input, pos)?;
+        match tag {
+            0x0a => state = payload, // (the last occurrence wins, as in prost)
+            0x12 => account_id = std::str::from_utf8(payload).ok()?,
+            tag if tag >> 3 <= 2 => return None, // a known field in another wire type
+            _ => {}
+        }
+        pos = end;
+    }
+    Some((state, account_id))
 }
 
 /// The answer is JSON (see `Instance::resolve_json`), not a protobuf message: the host
@@ -142,6 +164,19 @@ pub extern "C" fn cr_flush_logs(len: i32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_state_fields_borrow_what_prost_decodes() {
+        let req = SetState { state: vec![1, 2, 3], account_id: "acc".into() };
+        let mut bytes = req.encode_to_vec();
+        bytes.extend_from_slice(&[0x18, 0x07]); // an unknown field: skipped
+        assert_eq!(set_state_fields(&bytes), Some((&[1u8, 2, 3][..], "acc")));
+        assert_eq!(set_state_fields(&[]), Some((&[][..], "")));
+        assert_eq!(set_state_fields(&[0x12, 0x01, 0xff]), None); // not UTF-8: prost's error
+        assert_eq!(set_state_fields(&[0x08, 0x01]), None); // field 1 as a varint
+        assert_eq!(set_state_fields(&[0x0a, 0x05, 0x01]), None); // truncated
+        assert!(SetState::decode(&[0x12, 0x01, 0xff][..]).is_err());
+    }
     use crate::proto::abi::ConfigureResult;
 
     fn write_input(bytes: &[u8]) {

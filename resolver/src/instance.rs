@@ -65,7 +65,13 @@ impl Instance {
     /// Decodes and indexes the whole state before swapping it in; on error the previous
     /// state stays.
     pub fn set_state(&mut self, req: SetState) -> Result<SetStateResult, Error> {
-        let state = State::load(&req.state, &req.account_id)?;
+        self.set_state_from(&req.state, &req.account_id)
+    }
+
+    /// `set_state` of a state and account borrowed from the caller (the ABI's input buffer:
+    /// no copy of a state of several MB).
+    pub fn set_state_from(&mut self, state: &[u8], account_id: &str) -> Result<SetStateResult, Error> {
+        let state = State::load(state, account_id)?;
         let result = SetStateResult {
             flags: state
                 .digests
@@ -118,12 +124,7 @@ impl Instance {
         let state = self.state.as_ref().ok_or(Error::NoState)?;
         let client = client_for(state, &call.client_secret)?;
         let ctx = parse_context(&call.context_json)?;
-        let mode = match MaterializationMode::from_i32(call.materialization_mode) {
-            Some(MaterializationMode::Unsupported) => Mode::Unsupported,
-            Some(MaterializationMode::Discovery) => Mode::Discovery,
-            Some(MaterializationMode::Complete) => Mode::Complete,
-            None => return Err(Error::UnknownMaterializationMode(call.materialization_mode)),
-        };
+        let mode = mode_of(call)?;
         let outcome = resolve(state, client, &ctx, &call.flags, mode, &call.materializations)?;
         let (flags, writes) = match outcome {
             // Nothing is logged for a suspended resolve; the host resolves again.
@@ -162,19 +163,12 @@ impl Instance {
             other => return Err(Error::ExplainFlagCount(other.len())),
         };
         let ctx = parse_context(&call.context_json)?;
-        let mode = match MaterializationMode::from_i32(call.materialization_mode) {
-            Some(MaterializationMode::Unsupported) => Mode::Unsupported,
-            Some(MaterializationMode::Discovery) => Mode::Discovery,
-            Some(MaterializationMode::Complete) => Mode::Complete,
-            None => return Err(Error::UnknownMaterializationMode(call.materialization_mode)),
-        };
+        let mode = mode_of(call)?;
         let mut tr = JsonTrace::new();
         let explained = explain(state, client, &ctx, flag_name, mode, &call.materializations, &mut tr)?;
         let (presence, outcome, writes) = match explained {
             Explained::Suspended { reads } => {
-                out.push_str("{\"s\":");
-                write_records(out, &reads);
-                out.push('}');
+                write_suspended(out, &reads);
                 return Ok(());
             }
             Explained::Absent(p) => (p, None, Vec::new()),
@@ -199,11 +193,7 @@ impl Instance {
             out.push_str(",\"variant\":");
             write_string(out, f.variant_name());
             out.push_str(",\"value\":");
-            match f.variant {
-                Some(v) => out.push_str(&state.variant_json(f.flag, v)),
-                None if f.reason == ResolveReason::Match => out.push_str("{}"),
-                None => out.push_str("null"),
-            }
+            write_value(out, state, f);
             out.push_str(",\"rule\":");
             write_string(out, f.rule_name());
             out.push_str(",\"segment\":");
@@ -261,6 +251,32 @@ enum Resolution<'a, 's> {
     Resolved { flags: &'a [FlagOutcome<'s>], writes: Vec<MaterializationRecord>, resolve_id: String },
 }
 
+fn mode_of(call: &ResolveCall) -> Result<Mode, Error> {
+    match MaterializationMode::from_i32(call.materialization_mode) {
+        Some(MaterializationMode::Unsupported) => Ok(Mode::Unsupported),
+        Some(MaterializationMode::Discovery) => Ok(Mode::Discovery),
+        Some(MaterializationMode::Complete) => Ok(Mode::Complete),
+        None => Err(Error::UnknownMaterializationMode(call.materialization_mode)),
+    }
+}
+
+/// `{"s":[reads]}`: a suspended answer, of a resolve and of an explain alike.
+fn write_suspended(out: &mut String, reads: &[MaterializationRecord]) {
+    out.push_str("{\"s\":");
+    write_records(out, reads);
+    out.push('}');
+}
+
+/// A flag's value in an answer: the variant's value (precomputed at state load), `{}` for a
+/// client default, `null` without a variant.
+fn write_value(out: &mut String, state: &State, f: &FlagOutcome) {
+    match f.variant {
+        Some(v) => out.push_str(&state.variant_json(f.flag, v)),
+        None if f.reason == ResolveReason::Match => out.push_str("{}"),
+        None => out.push_str("null"),
+    }
+}
+
 fn write_records(out: &mut String, records: &[MaterializationRecord]) {
     out.push('[');
     for (i, r) in records.iter().enumerate() {
@@ -282,11 +298,7 @@ fn write_records(out: &mut String, records: &[MaterializationRecord]) {
 
 fn write_resolution(out: &mut String, state: &State, resolution: Resolution<'_, '_>) {
     match resolution {
-        Resolution::Suspended(reads) => {
-            out.push_str("{\"s\":");
-            write_records(out, &reads);
-            out.push('}');
-        }
+        Resolution::Suspended(reads) => write_suspended(out, &reads),
         Resolution::Resolved { flags, writes, resolve_id } => {
             out.push_str("{\"r\":");
             write_string(out, &resolve_id);
@@ -300,11 +312,7 @@ fn write_resolution(out: &mut String, state: &State, resolution: Resolution<'_, 
                 out.push(',');
                 write_string(out, f.variant_name());
                 out.push(',');
-                match f.variant {
-                    Some(v) => out.push_str(&state.variant_json(f.flag, v)),
-                    None if f.reason == ResolveReason::Match => out.push_str("{}"),
-                    None => out.push_str("null"),
-                }
+                write_value(out, state, f);
                 let _ = write!(out, ",{},{},", f.reason as i32, f.should_apply() as u8);
                 write_string(out, f.rule_name());
                 out.push(',');

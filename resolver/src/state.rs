@@ -47,23 +47,37 @@ pub const SUPPORTED_BLOOM_STRATEGY: i32 = 1;
 impl State {
     /// Decodes and indexes a serialized `ResolverState`; any problem is an error
     /// (the caller keeps its previous state).
+    ///
+    /// A flag's digest is the hash of its bytes as they arrived (not re-encoded: that was
+    /// a quarter to a third of the load), so it changes exactly when those bytes do.
     pub fn load(bytes: &[u8], account_id: &str) -> Result<State, StateError> {
-        let rs = ResolverState::decode(bytes).map_err(StateError::Decode)?;
-        Self::from_proto(rs, account_id)
+        let (rs, raw) = decode_keeping_flag_bytes(bytes).map_err(StateError::Decode)?;
+        Self::from_parts(rs, Some(raw), account_id)
     }
 
+    /// `load` of an already decoded state (tests): digests of the re-encoded flags.
+    #[cfg(test)]
     pub fn from_proto(rs: ResolverState, account_id: &str) -> Result<State, StateError> {
+        Self::from_parts(rs, None, account_id)
+    }
+
+    /// `raw`: each flag's serialized bytes, aligned with `rs.flags`, when known.
+    fn from_parts(rs: ResolverState, raw: Option<Vec<&[u8]>>, account_id: &str) -> Result<State, StateError> {
         let account_id = account_id.strip_prefix("accounts/").unwrap_or(account_id).to_string();
 
         let mut digests = Vec::with_capacity(rs.flags.len());
         let mut flag_index = FastMap::with_capacity_and_hasher(rs.flags.len(), Default::default());
         let mut flags = Vec::with_capacity(rs.flags.len());
-        for f in rs.flags {
+        let raw = raw.filter(|r| r.len() == rs.flags.len());
+        for (i, f) in rs.flags.into_iter().enumerate() {
             if flag_index.contains_key(&f.name) {
                 continue; // a duplicate name: the first one wins
             }
-            let encoded = f.encode_to_vec();
-            digests.push((f.name.clone(), murmur3_x64_128(&encoded, 0).0));
+            let digest = match &raw {
+                Some(raw) => murmur3_x64_128(raw[i], 0).0,
+                None => murmur3_x64_128(&f.encode_to_vec(), 0).0,
+            };
+            digests.push((f.name.clone(), digest));
             flag_index.insert(f.name.clone(), flags.len());
             flags.push(f);
         }
@@ -155,6 +169,76 @@ impl State {
     pub fn segment_count(&self) -> u32 {
         self.segments.len() as u32
     }
+}
+
+/// `ResolverState::decode(bytes)`, plus each flag's serialized bytes (the payload of every
+/// `flags` field, in order). One pass: flags are decoded from their own bytes and every
+/// run of other fields is merged as prost would (repeated fields append, the last
+/// singular wins), so the result equals a plain decode.
+fn decode_keeping_flag_bytes(bytes: &[u8]) -> Result<(ResolverState, Vec<&[u8]>), prost::DecodeError> {
+    const FLAGS: u64 = 1 << 3 | 2; // ResolverState.flags: field 1, length-delimited
+    let mut rs = ResolverState::default();
+    let mut raw = Vec::new();
+    let mut pos = 0;
+    let mut run = 0; // start of the pending run of non-flag fields
+    while pos < bytes.len() {
+        let field = pos;
+        let (tag, payload, end) = match next_field(bytes, pos) {
+            Some(next) => next,
+            // Malformed here: let prost say why (a plain decode fails too).
+            None => return ResolverState::decode(bytes).map(|rs| (rs, Vec::new())),
+        };
+        if tag == FLAGS {
+            if run < field {
+                rs.merge(&bytes[run..field])?;
+            }
+            rs.flags.push(Flag::decode(payload)?);
+            raw.push(payload);
+            run = end;
+        }
+        pos = end;
+    }
+    if run < bytes.len() {
+        rs.merge(&bytes[run..])?;
+    }
+    Ok((rs, raw))
+}
+
+/// The field of a serialized message that starts at `pos`: (tag, payload, where it ends).
+/// The payload is a length-delimited field's bytes (empty for other wire types). None when
+/// the field does not fit or its wire type is not one a proto3 message has.
+pub(crate) fn next_field(bytes: &[u8], mut pos: usize) -> Option<(u64, &[u8], usize)> {
+    let tag = read_varint(bytes, &mut pos)?;
+    let (payload, end) = match tag & 7 {
+        0 => {
+            read_varint(bytes, &mut pos)?;
+            (0..0, pos)
+        }
+        1 => (0..0, pos.checked_add(8)?),
+        2 => {
+            let len = usize::try_from(read_varint(bytes, &mut pos)?).ok()?;
+            (pos..pos.checked_add(len)?, pos + len)
+        }
+        5 => (0..0, pos.checked_add(4)?),
+        _ => return None,
+    };
+    if tag >> 3 == 0 || end > bytes.len() {
+        return None;
+    }
+    Some((tag, &bytes[payload], end))
+}
+
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// The index of `item` in `items` when it is one of its elements (by address), in O(1).
@@ -260,5 +344,48 @@ mod tests {
         assert!(!st.blooms.contains_key("m2"));
         assert_eq!(st.digests.len(), 2);
         assert_ne!(st.digests[0].1, st.digests[1].1);
+    }
+
+    #[test]
+    fn load_keeps_each_flags_bytes_for_its_digest() {
+        let mut rs = client_state();
+        rs.flags.push(Flag { name: "flags/a".into(), ..Default::default() });
+        rs.segments_no_bitsets.push(Segment { name: "segments/s".into(), ..Default::default() });
+        rs.flags.push(Flag { name: "flags/b".into(), state: 2, ..Default::default() });
+        // Interleave the fields: a flag after the segments and clients, as any encoder may.
+        let mut bytes = Vec::new();
+        let mut first = rs.clone();
+        first.flags.truncate(1);
+        first.encode(&mut bytes).unwrap();
+        let last = ResolverState { flags: vec![rs.flags[1].clone()], ..Default::default() };
+        last.encode(&mut bytes).unwrap();
+        let (decoded, raw) = decode_keeping_flag_bytes(&bytes).unwrap();
+        assert_eq!(decoded, ResolverState::decode(bytes.as_slice()).unwrap());
+        assert_eq!(decoded.flags.len(), 2);
+        assert_eq!(raw, vec![rs.flags[0].encode_to_vec(), rs.flags[1].encode_to_vec()]);
+        let st = State::load(&bytes, "acc").unwrap();
+        let want: Vec<(String, u64)> =
+            rs.flags.iter().map(|f| (f.name.clone(), murmur3_x64_128(&f.encode_to_vec(), 0).0)).collect();
+        assert_eq!(st.digests, want);
+        assert_eq!(st.secrets.len(), 1);
+        assert_eq!(st.segment_count(), 1);
+        // A flag's bytes that differ only in encoding (an explicit default field) change its digest.
+        let mut odd = Vec::new();
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut odd);
+        let mut flag = rs.flags[0].encode_to_vec();
+        flag.extend_from_slice(&[0x20, 0x00]); // Flag.state (4) = 0, written out
+        prost::encoding::encode_varint(flag.len() as u64, &mut odd);
+        odd.extend_from_slice(&flag);
+        let st = State::load(&odd, "acc").unwrap();
+        assert_eq!(st.digests[0].0, "flags/a");
+        assert_eq!(st.digests[0].1, murmur3_x64_128(&flag, 0).0);
+    }
+
+    #[test]
+    fn malformed_fields_fail_like_a_plain_decode() {
+        for bad in [&[0x0a, 0x05, 0x0a][..], &[0x0a, 0x02, 0xff, 0xff], &[0x0b], &[0x00, 0x01], &[0x12, 0x80]] {
+            assert!(ResolverState::decode(bad).is_err());
+            assert!(matches!(State::load(bad, "a"), Err(StateError::Decode(_))), "{:?}", bad);
+        }
     }
 }
