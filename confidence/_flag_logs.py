@@ -308,6 +308,7 @@ class FlagLogPipeline:
         self._max_in_flight = max(1, max_in_flight)
         self._spool = spool
         self._spool_pending = False  # files left behind by the last partial load
+        self._spool_loaded = False  # the spool was read once (by `run` or `final_flush`)
         # Batches read back from the spool: id -> (batch, its claimed file).
         self._claims: dict[int, tuple[LogBatch, Path]] = {}
         self.backlog = _Backlog()
@@ -604,6 +605,10 @@ class FlagLogPipeline:
         """Deliver the backlog, pipelined; run inside a bounded, shielded scope."""
         if self.sender is None:
             return
+        if self._spool is not None and not self._spool_loaded:
+            # Stopped before the loops ran (a short script, a stop right after READY): what
+            # earlier runs spooled still goes out, within the same deadline.
+            await anyio.to_thread.run_sync(self._load_spool)
 
         failed = False
 
@@ -635,6 +640,7 @@ class FlagLogPipeline:
         """Claim as much of the spool as the backlog has room for; the rest is claimed when
         the backlog has drained (`_send_loop`), so a large spool is never pushed out."""
         assert self._spool is not None
+        self._spool_loaded = True
         claimed = self._spool.claim_all(
             max_batches=max(1, MAX_BACKLOG_BATCHES // 2 - len(self.backlog)),
             max_bytes=max(1, MAX_BACKLOG_BYTES // 2 - self.backlog.bytes),

@@ -89,6 +89,35 @@ def test_round_trip_endpoint_down_at_shutdown_then_up_at_the_next_start(
     assert spool_files(spool) == []  # delivered claims are deleted
 
 
+def test_a_stop_before_delivery_opened_still_delivers_the_spool(
+    emulator: ConfidenceEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short script: READY, no evaluation, shutdown. Delivery opens after the first state
+    (READY never waits for aiohttp's import), so the stop can come before the log loops
+    ever ran; what an earlier run spooled must still go out in the final flush."""
+    import time
+
+    from confidence import _runtime
+
+    spool = tmp_path / "spool"
+    emulator.inject(Route.FLAG_LOGS, Status(503))
+    first = [f"s{i}" for i in range(50)]
+    assert run_provider(emulator, spool, first).log_spooled_exposures == 50
+    emulator.clear_faults()
+
+    real = _runtime._import_aiohttp
+
+    def slow_import() -> None:  # holds delivery back until after the stop
+        time.sleep(0.5)
+        real()
+
+    monkeypatch.setattr(_runtime, "_import_aiohttp", slow_import)
+    stats = run_provider(emulator, spool, [])
+    assert set(units(emulator)) == set(first)
+    assert stats.log_unspooled_exposures == stats.log_delivered_exposures == 50
+    assert spool_files(spool) == []
+
+
 def test_corrupt_and_truncated_files_are_set_aside_with_one_warning(
     emulator: ConfidenceEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
