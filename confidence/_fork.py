@@ -45,8 +45,9 @@ from typing import Any, Final, Protocol
 import anyio.to_thread
 
 from confidence import _runtime
+from confidence._config import BootstrapState, RuntimeSettings
 from confidence._pool import NoStateError
-from confidence._runtime import BootstrapState, Runtime, RuntimeSettings, Transition
+from confidence._runtime import Runtime, Transition
 
 __all__ = ["AwaitingResolver", "ForkAware", "Resume", "child_runtime", "inherit", "track"]
 

@@ -42,8 +42,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -52,11 +51,10 @@ import anyio.to_thread
 from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
 from confidence import _lazy
+from confidence._config import BootstrapState, RuntimeSettings
 from confidence._engine_types import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._http import FailureKind
-from confidence._log_spool import LogSpool
-from confidence._stats import StatsRecorder
 from confidence._version import __version__
 
 __all__ = [
@@ -69,9 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("confidence.runtime")
-
-#: Consecutive failed state fetches after which a loaded state is reported STALE.
-STALE_AFTER_FAILURES: Final = 3
 
 # What a failed fetch means (typed by the syncer, never parsed from its message): before any
 # state, these will not heal by waiting (FATAL); a 404 is not among them, because a new
@@ -93,61 +88,6 @@ def _import_aiohttp() -> None:
 def _flag_key(name: str) -> str:
     # The resolver names flags "flags/<key>"; OpenFeature users know them by key.
     return name[6:] if name.startswith("flags/") else name
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapState:
-    """A state to load before (or instead of) the first CDN fetch."""
-
-    state: bytes = field(repr=False)
-    account_id: str
-    log_destinations: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeSettings:
-    client_secret: str = field(repr=False)
-    encryption_key: bytes | None = field(repr=False)
-    state_poll_interval: float
-    log_poll_interval: float
-    cdn_base_url: str
-    api_base_url: str
-    pool_size: int | None
-    shutdown_timeout: float
-    sync_state: bool  # poll the CDN
-    send_logs: bool  # deliver flag logs (else they are drained and dropped)
-    bootstrap: Callable[[], BootstrapState] | None = field(default=None, repr=False)
-    materialization_store: object | None = field(default=None, repr=False)
-    use_remote_materialization_store: bool = False
-    cache_dir: Path | None = None
-    # A cold compiled-module cache: become READY on quickly compiled code, then move to
-    # optimized code compiled in the background (_engine.Tier).
-    quick_start: bool = True
-    # Limits (docs/reliability.md): whole-request deadline and body cap of a state fetch,
-    # failed fetches before STALE, and the guest memory cap of each resolver instance.
-    state_request_timeout: float = 10.0
-    max_state_bytes: int = 64 * 1024 * 1024
-    stale_after_failures: int = STALE_AFTER_FAILURES
-    memory_limit: int | None = None
-    # Flag logs: host-side apply de-duplication across resolver instances (the instances
-    # de-duplicate their own exposures too), and each instance's cap on queued exposures
-    # (0 = the resolver's default, 64 MiB).
-    enable_apply_dedup: bool = True
-    max_pending_exposure_bytes: int = 0
-    # Where the CLOUDFLARE log destination posts (not a public option; tests point it at the
-    # emulator). None: the real ingest worker.
-    cloudflare_base_url: str | None = None
-    # track(): the provider's _tracking.EventQueue, published to events_base_url.
-    event_queue: Any = field(default=None, repr=False)
-    events_base_url: str = "https://events.confidence.dev"
-    # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
-    state_cache: Any = field(default=None, repr=False)
-    # The provider's _stats.StatsRecorder: resolve analytics sent in flag-log telemetry.
-    analytics: StatsRecorder | None = field(default=None, repr=False)
-    # Closes the user's materialization_store once per provider, at the first shutdown.
-    store_closer: StoreCloser | None = field(default=None, repr=False)
-    # log_spool_dir: a _log_spool.LogSpool (undeliverable flag logs on disk).
-    log_spool: LogSpool | None = field(default=None, repr=False)
 
 
 class StoreCloser:
@@ -631,6 +571,7 @@ class Runtime:
         """Cold start with state_cache_dir: if the CDN fails (or is silent for the grace
         period) before any state is loaded, serve the cached state as STALE."""
         cache = self._settings.state_cache
+        assert cache is not None
         with anyio.move_on_after(cache.grace):
             while (
                 self._digests is None

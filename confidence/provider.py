@@ -37,7 +37,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from os import PathLike
-from pathlib import Path
 from time import perf_counter_ns
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -61,8 +60,22 @@ from confidence import (
     _lazy,
 )
 from confidence._abi import ResolveRequest, ResolverError, ResolverErrorKind
+from confidence._config import (
+    DEFAULT_API_BASE_URL,  # re-exported for users
+    DEFAULT_CDN_BASE_URL,  # re-exported for users
+    DEFAULT_EVENTS_BASE_URL,
+    DEFAULT_INIT_TIMEOUT,
+    DEFAULT_LOG_POLL_INTERVAL,
+    DEFAULT_LOG_SPOOL_MAX_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STALE_AFTER_FAILURES,
+    DEFAULT_STATE_POLL_INTERVAL,
+    DEFAULT_STATE_REQUEST_TIMEOUT,
+    configure,
+    refuse_official_injections,
+)
 from confidence._context import ContextError, encode_context
-from confidence._crypto import parse_encryption_key
 from confidence._evaluation import (
     FlagKind,
     error_details,
@@ -70,19 +83,15 @@ from confidence._evaluation import (
     interpret_row,
     parse_flag_key,
 )
-from confidence._log_sender import DEFAULT_API_BASE_URL  # re-exported for users
 from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
 from confidence._runtime import (
     PortalHost,
     Runtime,
-    RuntimeSettings,
-    StoreCloser,
     Transition,
     TransitionKind,
 )
 from confidence._sdk_compat import REASON_STALE, FlagValueType, wait_for_event_handlers
-from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
 from confidence._stats import (
     ProviderStats,
     SnapshotConfig,
@@ -90,12 +99,13 @@ from confidence._stats import (
     prometheus_text,
     snapshot,
 )
-from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
+from confidence._tracking import build_event, encode_event
 
 if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
 
     from confidence.explain import Explanation
+    from confidence.materialization import AsyncMaterializationStore, MaterializationStore
 
 # What every start needs, imported with the provider rather than on the way to READY:
 # wasmtime (`_engine`, above) and AES-GCM for the (default) encrypted state, ~15 ms
@@ -113,44 +123,9 @@ __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
 _METADATA: Final = Metadata(name="confidence-sdk-python-local")
 _NOT_INITIALIZED: Final = "Provider not initialized"
 _NO_STATE: Final = "Provider not ready: no resolver state loaded yet"
-DEFAULT_MAX_STATE_BYTES: Final = 64 * 1024 * 1024
 #: No flag key is longer (flag names are short ids; paths are a few property names). Longer
 #: keys are refused up front rather than echoed into messages and kept in parse_flag_key's cache.
 MAX_FLAG_KEY_LENGTH: Final = 1024
-
-
-#: The official provider's injection points that have no meaning here, and what to use.
-_NO_INJECTION: Final = {
-    "http_client": (
-        "HTTP runs on the provider's own aiohttp session; to point it elsewhere, pass "
-        "cdn_base_url= (state) and api_base_url= (flag logs, materializations)"
-    ),
-    "grpc_channel": (
-        "no gRPC is used: flag logs and materializations go over HTTPS to api_base_url="
-    ),
-    "state_fetcher": (
-        "start from a local state with state_file= (offline=True for no network), or serve "
-        "states with confidence.testing.emulator.ConfidenceEmulator and cdn_base_url="
-    ),
-    "flag_logger": (
-        "flag logs go to api_base_url=: in tests, point it at "
-        "confidence.testing.emulator.ConfidenceEmulator (which records them), or pass "
-        "offline=True with state_file= to send none"
-    ),
-    "wasm_bytes": (
-        "the provider always runs the resolver it ships (a different module with a "
-        "different interface); for test states use state_file= or the emulator"
-    ),
-}
-
-
-def _refuse_official_injections(**given: object) -> None:
-    for name, value in given.items():
-        if value is not None:
-            raise TypeError(
-                f"ConfidenceProvider does not take {name}= (an injection point of the "
-                f"official provider): {_NO_INJECTION[name]}. See docs/migration.md."
-            )
 
 
 def _on_event_loop() -> bool:
@@ -213,10 +188,10 @@ class ConfidenceProvider(AbstractProvider):
         # The official provider's parameters, in its order (so positional calls keep
         # working); the ones without a meaning here raise a TypeError naming ours.
         encryption_key: str | None = None,
-        state_poll_interval: float = 30.0,
-        log_poll_interval: float = 10.0,
+        state_poll_interval: float = DEFAULT_STATE_POLL_INTERVAL,
+        log_poll_interval: float = DEFAULT_LOG_POLL_INTERVAL,
         assign_poll_interval: float | None = None,
-        materialization_store: object | None = None,
+        materialization_store: MaterializationStore | AsyncMaterializationStore | None = None,
         use_remote_materialization_store: bool = False,
         http_client: object | None = None,
         grpc_channel: object | None = None,
@@ -230,122 +205,69 @@ class ConfidenceProvider(AbstractProvider):
         api_base_url: str = DEFAULT_API_BASE_URL,
         pool_size: int | None = None,
         state_file: str | PathLike[str] | None = None,
-        init_timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
+        init_timeout: float = DEFAULT_INIT_TIMEOUT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         account_id: str | None = None,
         offline: bool = False,
         events_base_url: str = DEFAULT_EVENTS_BASE_URL,
         state_cache_dir: str | PathLike[str] | None = None,
         otel_metrics: bool = True,
-        state_request_timeout: float = 10.0,
+        state_request_timeout: float = DEFAULT_STATE_REQUEST_TIMEOUT,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-        stale_after_failures: int = 3,
+        stale_after_failures: int = DEFAULT_STALE_AFTER_FAILURES,
         resolver_memory_limit: int | None = None,
         log_spool_dir: str | PathLike[str] | None = None,
-        log_spool_max_bytes: int = 256 * 1024 * 1024,
+        log_spool_max_bytes: int = DEFAULT_LOG_SPOOL_MAX_BYTES,
     ) -> None:
         super().__init__()
-        _refuse_official_injections(
+        refuse_official_injections(
             http_client=http_client,
             grpc_channel=grpc_channel,
             state_fetcher=state_fetcher,
             flag_logger=flag_logger,
             wasm_bytes=wasm_bytes,
         )
-        if not isinstance(client_secret, str) or not client_secret:
-            raise ValueError("client_secret must be a non-empty string")
-        if assign_poll_interval is not None and not assign_poll_interval > 0:
-            raise ValueError("assign_poll_interval must be > 0")
-        for name, value in (
-            ("state_poll_interval", state_poll_interval),
-            ("log_poll_interval", log_poll_interval),
-            ("init_timeout", init_timeout),
-            ("shutdown_timeout", shutdown_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0")
-        if pool_size is not None and pool_size < 1:
-            raise ValueError("pool_size must be >= 1")
-        if not state_request_timeout > 0:
-            raise ValueError("state_request_timeout must be > 0")
-        for name, limit in (
-            ("max_state_bytes", max_state_bytes),
-            ("stale_after_failures", stale_after_failures),
-            ("resolver_memory_limit", resolver_memory_limit),
-        ):
-            if limit is not None and limit < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if log_spool_max_bytes < 1:
-            raise ValueError("log_spool_max_bytes must be >= 1")
-        if offline and state_file is None:
-            raise ValueError("offline=True needs a state_file")
-        key = parse_encryption_key(encryption_key) if encryption_key is not None else None
-
-        self._client_secret = client_secret
-        # False: every evaluation resolves with apply=false, so no exposure is ever logged
-        # (resolve counts and telemetry still are).
-        self._collect_exposures = not disable_exposure_collection
-        self._init_timeout = float(init_timeout)
-        self._shutdown_timeout = float(shutdown_timeout)
-        path = Path(state_file) if state_file is not None else None
-        self._state_file = path
-        bootstrap = None
-        if path is not None:
-            from functools import partial
-
-            from confidence._state_file import load_state_file
-
-            bootstrap = partial(load_state_file, path, encryption_key=key, account_id=account_id)
         # Evaluation counters and track() events belong to the provider, not to one runtime:
         # they survive restarts, and events tracked before start() are kept.
         self._stats = StatsRecorder()
-        self._event_queue = None if offline else EventQueue()
-        self._otel_metrics = otel_metrics
-        self._otel_instrumented = False
-        state_cache = None
-        if state_cache_dir is not None and not offline:
-            from confidence._state_cache import DEFAULT_GRACE, StateCache
-
-            state_cache = StateCache(
-                Path(state_cache_dir),
-                client_secret,
-                key,
-                # The cache must be in use before initialize() gives up.
-                grace=min(DEFAULT_GRACE, float(init_timeout) / 2),
-            )
-        log_spool = None
-        if log_spool_dir is not None and not offline:
-            from confidence._log_spool import LogSpool
-
-            log_spool = LogSpool(Path(log_spool_dir), max_bytes=int(log_spool_max_bytes))
-        self._settings = RuntimeSettings(
-            client_secret=client_secret,
-            encryption_key=key,
-            state_poll_interval=float(state_poll_interval),
-            log_poll_interval=float(log_poll_interval),
+        config = configure(
+            client_secret,
+            encryption_key=encryption_key,
+            state_poll_interval=state_poll_interval,
+            log_poll_interval=log_poll_interval,
+            assign_poll_interval=assign_poll_interval,
+            materialization_store=materialization_store,
+            use_remote_materialization_store=use_remote_materialization_store,
+            enable_apply_dedup=enable_apply_dedup,
+            disable_exposure_collection=disable_exposure_collection,
             cdn_base_url=cdn_base_url,
             api_base_url=api_base_url,
             pool_size=pool_size,
-            shutdown_timeout=float(shutdown_timeout),
-            sync_state=not offline,
-            send_logs=not offline,
-            bootstrap=bootstrap,
-            materialization_store=materialization_store,
-            use_remote_materialization_store=use_remote_materialization_store,
-            state_request_timeout=float(state_request_timeout),
-            max_state_bytes=int(max_state_bytes),
-            stale_after_failures=int(stale_after_failures),
-            memory_limit=resolver_memory_limit,
-            event_queue=self._event_queue,
+            state_file=state_file,
+            init_timeout=init_timeout,
+            shutdown_timeout=shutdown_timeout,
+            account_id=account_id,
+            offline=offline,
             events_base_url=events_base_url,
-            state_cache=state_cache,
-            log_spool=log_spool,
-            enable_apply_dedup=bool(enable_apply_dedup),
+            state_cache_dir=state_cache_dir,
+            otel_metrics=otel_metrics,
+            state_request_timeout=state_request_timeout,
+            max_state_bytes=max_state_bytes,
+            stale_after_failures=stale_after_failures,
+            resolver_memory_limit=resolver_memory_limit,
+            log_spool_dir=log_spool_dir,
+            log_spool_max_bytes=log_spool_max_bytes,
             analytics=self._stats,
-            store_closer=(
-                StoreCloser(materialization_store) if materialization_store is not None else None
-            ),
         )
+        self._settings = config.runtime
+        self._client_secret = client_secret
+        self._collect_exposures = config.collect_exposures
+        self._init_timeout = config.init_timeout
+        self._shutdown_timeout = config.shutdown_timeout
+        self._state_file = config.state_file
+        self._event_queue = config.runtime.event_queue
+        self._otel_metrics = config.otel_metrics
+        self._otel_instrumented = False
 
         # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
         # waiting for I/O).
