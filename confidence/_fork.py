@@ -44,10 +44,11 @@ from typing import Any, Final, Protocol
 
 import anyio.to_thread
 
-from confidence import _runtime
+from confidence import _portal
 from confidence._config import BootstrapState, RuntimeSettings
 from confidence._pool import NoStateError
-from confidence._runtime import Runtime, Transition
+from confidence._runtime import Runtime
+from confidence._status import Transition
 
 __all__ = ["AwaitingResolver", "ForkAware", "Resume", "child_runtime", "inherit", "track"]
 
@@ -158,7 +159,7 @@ class AwaitingResolver:
 
 
 def _after_fork_in_child() -> None:
-    _INHERITED.append(_runtime._reset_after_fork())
+    _INHERITED.append(_portal.reset_after_fork())
     for provider in list(_TRACKED):
         # A hook must never break the fork itself.
         with contextlib.suppress(Exception):

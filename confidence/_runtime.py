@@ -18,7 +18,7 @@ Where `run()` runs is the caller's choice, and the only difference between the a
 the sync API:
 - async: in the application's own event loop, in a task group the provider enters in
   `start()`/`__aenter__` (the FastAPI/Starlette lifespan pattern);
-- sync: in one background loop thread run by an anyio blocking portal (`PortalHost`), for
+- sync: in one background loop thread run by an anyio blocking portal (`_portal.PortalHost`), for
   WSGI apps, scripts and the OpenFeature SDK's init thread.
 
 Stopping: `stop()` ends the loops, then a final flush of logs and queued materialization
@@ -34,48 +34,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.abc
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
 from confidence import _lazy
-from confidence._config import BootstrapState, RuntimeSettings
+from confidence._config import AnyMaterializationStore, BootstrapState, RuntimeSettings
 from confidence._engine_types import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
-from confidence._http import FailureKind
+from confidence._status import (
+    CacheServed,
+    Event,
+    Fatal,
+    StateApplied,
+    Status,
+    StatusMachine,
+    Stopped,
+    SyncFailed,
+    SyncRecovered,
+    SyncStale,
+    SyncSucceeded,
+    Transition,
+    TransitionKind,
+)
 from confidence._version import __version__
 
-__all__ = [
-    "BootstrapState",
-    "PortalHost",
-    "Runtime",
-    "RuntimeSettings",
-    "Transition",
-    "TransitionKind",
-]
+if TYPE_CHECKING:
+    # For the types of the runtime's parts only: each is imported where the runtime builds
+    # it (most are loaded with the provider anyway; aiohttp is not, see _open_session).
+    import aiohttp
+
+    from confidence._abi import StateSummary
+    from confidence._http import Transport
+    from confidence._log_sender import LogSender
+    from confidence._pool import ResolverPool
+    from confidence._resolve import FlagResolver
+    from confidence._state_cache import StateCache
+    from confidence._state_sync import FetchedState, StateSyncer
+    from confidence._tracking import EventPublisher
+
+__all__ = ["Runtime", "StoreCloser"]
 
 logger = logging.getLogger("confidence.runtime")
-
-# What a failed fetch means (typed by the syncer, never parsed from its message): before any
-# state, these will not heal by waiting (FATAL); a 404 is not among them, because a new
-# credential's first state may appear later (it is retried with backoff, status ERROR).
-_FATAL_KINDS: Final = frozenset({FailureKind.AUTH, FailureKind.UNDECRYPTABLE})
-# ... and these ones mean the CDN served a state we cannot use (not a network problem): with
-# a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
-_BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.INVALID_STATE})
-
 
 #: How long flag-log delivery waits for the first state before opening its session anyway.
 _DELIVERY_GRACE: Final = 1.0
@@ -83,11 +90,6 @@ _DELIVERY_GRACE: Final = 1.0
 
 def _import_aiohttp() -> None:
     _lazy.load("aiohttp")  # (fork-safe: see _lazy)
-
-
-def _flag_key(name: str) -> str:
-    # The resolver names flags "flags/<key>"; OpenFeature users know them by key.
-    return name[6:] if name.startswith("flags/") else name
 
 
 class StoreCloser:
@@ -125,44 +127,18 @@ class StoreCloser:
             logger.exception("The materialization store's close() raised")
 
 
-class TransitionKind(enum.Enum):
-    READY = "READY"
-    STALE = "STALE"
-    ERROR = "ERROR"
-    CONFIGURATION_CHANGED = "CONFIGURATION_CHANGED"
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    kind: TransitionKind
-    message: str | None = None
-    fatal: bool = False
-    flags_changed: tuple[str, ...] = ()
-    first: bool = False  # READY: the very first state of this runtime
-
-
-class _Status(enum.Enum):
-    STARTING = "STARTING"  # no state yet
-    READY = "READY"
-    STALE = "STALE"
-    ERROR = "ERROR"  # the CDN served a state we refused; the last good one keeps serving
-    STOPPED = "STOPPED"
-
-
 class Runtime:
     """One run of the background machinery. Not restartable: make a new one."""
 
     def __init__(self, settings: RuntimeSettings, listener: Callable[[Transition], None]) -> None:
         self._settings = settings
         self._listener = listener
-        self.resolver: Any = None  # FlagResolver once the pool exists; read lock-free
-        self._pool: Any = None
-        self._sender: Any = None
-        self._status = _Status.STARTING
-        self._digests: Mapping[str, int] | None = None
-        self.fatal_error: str | None = None
-        self._syncer: Any = None
-        self.last_error: str | None = None
+        self.resolver: FlagResolver | None = None  # once the pool exists; read lock-free
+        self._pool: ResolverPool | None = None
+        self._sender: LogSender | None = None
+        # The status, as a pure state machine fed typed events (_feed).
+        self._status = StatusMachine(settings.stale_after_failures)
+        self._syncer: StateSyncer | None = None
         # Thread-safe signals, so the sync facade can wait without touching the loop.
         self._settled = threading.Event()
         self._finished = threading.Event()
@@ -187,26 +163,43 @@ class Runtime:
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
         # The last state applied: a forked child starts from it (see _fork).
         self.last_state: BootstrapState | None = None
-        # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE).
+        # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE): the
+        # machine's flag, mirrored in a plain attribute for the evaluation hot path.
         self.serving_cached_state = False
+        # Set at the CDN's first answer (a state, a failure) or a fatal error: what a cold
+        # start from the state cache waits for (_start_from_cache). Loop-bound, made in run().
+        self._first_answer: anyio.Event | None = None
         self.state_loaded_at: float | None = None  # wall clock; for stats
-        self.events: Any = None  # _tracking.EventPublisher while running
-        self._session: Any = None  # aiohttp.ClientSession, once delivery (or a store) needs it
+        self.events: EventPublisher | None = None  # while running
+        # Once delivery (or a store) needs it.
+        self._session: aiohttp.ClientSession | None = None
 
     # -- read-only view (any thread) ---------------------------------------------------------
 
     @property
     def has_state(self) -> bool:
-        return self._digests is not None and self._status is not _Status.STOPPED
+        return self._status.has_state
 
     @property
     def is_stale(self) -> bool:
-        return self._status is _Status.STALE
+        return self._status.is_stale
 
     @property
     def refusing_bad_state(self) -> bool:
         """The CDN serves a state we refused; the last good one keeps serving."""
-        return self._status is _Status.ERROR
+        return self._status.refusing_bad_state
+
+    @property
+    def status(self) -> Status:
+        return self._status.status
+
+    @property
+    def fatal_error(self) -> str | None:
+        return self._status.fatal_error
+
+    @property
+    def last_error(self) -> str | None:
+        return self._status.last_error
 
     @property
     def settled(self) -> bool:
@@ -273,6 +266,7 @@ class Runtime:
         self._loop_thread = threading.get_ident()
         self._stop_event = anyio.Event()
         self._settled_event = anyio.Event()
+        self._first_answer = anyio.Event()
         if self._stop_requested.is_set():
             self._stop_event.set()
         task_status.started()
@@ -280,7 +274,7 @@ class Runtime:
             await self._serve()
         finally:
             self.resolver = None
-            self._status = _Status.STOPPED
+            self._feed(Stopped())
             pool, self._pool = self._pool, None
             if pool is not None:
                 # An evaluation that raced the shutdown: its exposures are counted (as lost)
@@ -308,7 +302,7 @@ class Runtime:
         # The compile runs while the session opens and the first state downloads; applying
         # that state waits for it (ResolverPool.set_state).
         async with anyio.create_task_group() as compiling, AsyncExitStack() as stack:
-            compiling.start_soon(self._compile)
+            compiling.start_soon(self._compile, self._pool)
             stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
             session = None
             if settings.use_remote_materialization_store:
@@ -350,8 +344,8 @@ class Runtime:
                 async with anyio.create_task_group() as tg:
                     if syncer is not None:
                         await tg.start(syncer.run)
-                        if settings.state_cache is not None and self._digests is None:
-                            tg.start_soon(self._start_from_cache, syncer)
+                        if settings.state_cache is not None and not self._status.settled:
+                            tg.start_soon(self._start_from_cache, settings.state_cache)
                     if settings.quick_start:
                         tg.start_soon(self._tier_up)
                     if not self._settled.is_set() and syncer is None:
@@ -405,7 +399,7 @@ class Runtime:
                         await self.events.flush(final=True)
             self._logs.finish()  # reports what could not be delivered
 
-    async def _open_session(self, stack: AsyncExitStack) -> Any:
+    async def _open_session(self, stack: AsyncExitStack) -> aiohttp.ClientSession:
         """The runtime's aiohttp session (opened once; closed when `stack` closes)."""
         if self._session is None:
             # ~50 ms of imports, in a worker thread so the loop stays responsive.
@@ -465,7 +459,7 @@ class Runtime:
             tg.start_soon(self.events.run)
         await tg.start(self._logs.run)
 
-    def _build_pool(self) -> Any:
+    def _build_pool(self) -> ResolverPool:
         from confidence._pool import ResolverPool
 
         settings = self._settings
@@ -480,10 +474,10 @@ class Runtime:
             defer_compile=True,
         )
 
-    async def _compile(self) -> None:
+    async def _compile(self, pool: ResolverPool) -> None:
         try:
             # Abandoned on a stop: the pool is closed by then and never used again.
-            await anyio.to_thread.run_sync(self._pool.compile, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(pool.compile, abandon_on_cancel=True)
         except Exception as exc:
             self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
             assert self._stop_event is not None
@@ -499,7 +493,7 @@ class Runtime:
         assert self._settled_event is not None
         await self._settled_event.wait()
         pool = self._pool
-        if self.fatal_error is not None or pool.tier is not Tier.QUICK:
+        if pool is None or self.fatal_error is not None or pool.tier is not Tier.QUICK:
             return
         started = time.perf_counter()
         try:
@@ -513,7 +507,9 @@ class Runtime:
                 1e3 * (time.perf_counter() - started),
             )
 
-    def _make_store(self, session: Any) -> object | None:
+    def _make_store(
+        self, session: aiohttp.ClientSession | None
+    ) -> AnyMaterializationStore | None:
         settings = self._settings
         if settings.materialization_store is not None:
             return settings.materialization_store
@@ -537,7 +533,7 @@ class Runtime:
         assert self._loop is not None
         return LoopBoundStore(store, self._loop)
 
-    def _make_syncer(self, session: Any) -> Any:
+    def _make_syncer(self, session: Transport) -> StateSyncer:
         from confidence._state_sync import StateSyncer
 
         settings = self._settings
@@ -559,37 +555,31 @@ class Runtime:
 
     # -- state ---------------------------------------------------------------------------------
 
-    async def _apply_fetched(self, fetched: Any) -> bool:
+    async def _apply_fetched(self, fetched: FetchedState) -> bool:
         changed = await self._apply(fetched.state, fetched.account_id, fetched.log_destinations)
-        self.serving_cached_state = False
         cache = self._settings.state_cache
         if cache is not None and fetched.body:
             await anyio.to_thread.run_sync(cache.save, fetched.body)
         return changed
 
-    async def _start_from_cache(self, syncer: Any) -> None:
+    async def _start_from_cache(self, cache: StateCache) -> None:
         """Cold start with state_cache_dir: if the CDN fails (or is silent for the grace
         period) before any state is loaded, serve the cached state as STALE."""
-        cache = self._settings.state_cache
-        assert cache is not None
+        assert self._first_answer is not None
         with anyio.move_on_after(cache.grace):
-            while (
-                self._digests is None
-                and syncer.consecutive_failures == 0
-                and self.fatal_error is None
-            ):
-                await anyio.sleep(0.02)
-        if self._digests is not None or self.fatal_error is not None:
+            await self._first_answer.wait()
+        if self._status.settled:
             return  # the CDN answered, or credentials are wrong: not a case for the cache
         cached = await anyio.to_thread.run_sync(cache.load)
-        if cached is None or self._digests is not None:
+        if cached is None or self._status.has_state:
             return
         from confidence._state_cache import age_text
 
         boot = cached.state
-        self.serving_cached_state = True  # before _apply: it settles as STALE, not READY
+        # Marked before the swap: an evaluation racing it already reports STALE.
+        self.serving_cached_state = True
         try:
-            await self._apply(boot.state, boot.account_id, boot.log_destinations)
+            summary = await self._set_state(boot)
         except Exception as exc:
             self.serving_cached_state = False
             logger.warning("Ignoring the cached resolver state: %s", exc)
@@ -601,230 +591,78 @@ class Runtime:
             self.last_error or "no answer yet",
             age_text(cached.saved_at),
         )
-        self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
+        self._feed(CacheServed(summary.flag_digests))
 
-    def _cached_message(self) -> str:
-        return f"serving a cached resolver state; Confidence unreachable: {self.last_error}"
-
-    async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
+    async def _set_state(self, boot: BootstrapState) -> StateSummary:
         pool = self._pool
+        assert pool is not None
         # ~10 ms per instance: off the loop. The pool drains the logs of the instances it
         # retires, so no exposure is lost across the swap.
-        summary = await anyio.to_thread.run_sync(pool.set_state, state, account_id)
-        self.last_state = BootstrapState(state, account_id, destinations)
+        summary = await anyio.to_thread.run_sync(pool.set_state, boot.state, boot.account_id)
+        self.last_state = boot
         self.state_loaded_at = time.time()
         if self._sender is not None:
-            self._sender.set_routing(account_id, destinations)
-        previous, self._digests = self._digests, summary.flag_digests
+            self._sender.set_routing(boot.account_id, boot.log_destinations)
         logger.debug(
             "Resolver state applied: %d bytes, %d flag(s), %d segment(s)",
-            len(state),
+            len(boot.state),
             len(summary.flag_digests),
             summary.segment_count,
         )
-        if previous is None:
-            self._status = _Status.STALE if self.serving_cached_state else _Status.READY
-            self.fatal_error = None
-            self.last_error = None
-            self._settle()
-            self._notify(Transition(TransitionKind.READY, first=True))
-            return True
-        current = summary.flag_digests
-        changed = tuple(
-            sorted(
-                _flag_key(name)
-                for name in previous.keys() | current.keys()
-                if previous.get(name) != current.get(name)
-            )
+        return summary
+
+    async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
+        summary = await self._set_state(BootstrapState(state, account_id, destinations))
+        transitions = self._feed(StateApplied(summary.flag_digests))
+        return any(
+            t.kind is TransitionKind.CONFIGURATION_CHANGED or t.first for t in transitions
         )
-        if self._status in (_Status.STALE, _Status.ERROR):
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY))
-        if changed:
-            self._notify(Transition(TransitionKind.CONFIGURATION_CHANGED, flags_changed=changed))
-        return bool(changed)
 
     def _on_sync_ready(self) -> None:
-        self.last_error = None
-        if self._status is _Status.STALE:
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY, message="state sync recovered"))
+        self._feed(SyncRecovered())
 
     def _on_sync_stale(self) -> None:
-        if self._status is _Status.READY:
-            self._status = _Status.STALE
-            self._notify(
-                Transition(
-                    TransitionKind.STALE,
-                    message=f"resolver state could not be refreshed: {self.last_error}",
-                )
-            )
+        self._feed(SyncStale())
 
     def _on_sync_error(self, message: str) -> None:
-        self.last_error = message
-        if self.serving_cached_state:
-            # Announced again on every failure (the provider drops repeats): the SDK only
-            # believes STALE once it has processed initialize()'s READY.
-            self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
         syncer = self._syncer
-        failures = syncer.consecutive_failures if syncer is not None else 0
-        if self._digests is not None and failures >= self._settings.stale_after_failures:
-            # The syncer only goes STALE from its own READY; a state that came from a
-            # state_file and was never refreshed is just as stale.
-            self._on_sync_stale()
-        kind = syncer.last_error_kind if syncer is not None else None
-        if self._digests is not None and kind in _BAD_STATE_KINDS:
-            self._on_bad_state(message)
-        if self._digests is None and kind in _FATAL_KINDS:
-            # Wrong secret or key: say so now instead of letting initialize() time out.
-            self._fatal(message)
-
-    def _on_bad_state(self, message: str) -> None:
-        # Undecryptable, undecodable, refused by the resolver or too large: the last good
-        # state keeps serving. Said once per episode (the syncer logs every attempt).
-        if self._status in (_Status.READY, _Status.STALE):
-            self._status = _Status.ERROR
-            logger.error(
-                "Refused a bad resolver state; still serving the last good one: %s", message
+        self._feed(
+            SyncFailed(
+                kind=syncer.last_error_kind if syncer is not None else None,
+                message=message,
+                consecutive_failures=syncer.consecutive_failures if syncer is not None else 0,
             )
-            self._notify(
-                Transition(
-                    TransitionKind.ERROR,
-                    message=f"refused a bad resolver state (serving the last good one): {message}",
-                )
-            )
+        )
 
     def _on_sync_success(self) -> None:
-        # Any successful fetch ends a bad-state episode: a new good state (which _apply
-        # already announced), or a 304 / the same content, i.e. the last good state again.
-        if self._status is _Status.ERROR:
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY, message="resolver state sync recovered"))
+        self._feed(SyncSucceeded())
 
     def _fatal(self, message: str) -> None:
-        first = self.fatal_error is None
-        self.fatal_error = message
-        self.last_error = message
-        self._settle()
-        if first:
-            logger.error("Confidence provider cannot become ready: %s", message)
-            self._notify(Transition(TransitionKind.ERROR, message=message, fatal=True))
+        self._feed(Fatal(message))
+
+    def _feed(self, event: Event) -> tuple[Transition, ...]:
+        """Feed the status machine; settle, log and report what it says, in its order."""
+        status = self._status
+        transitions = status.feed(event)
+        self.serving_cached_state = status.serving_cached_state
+        if status.settled and not isinstance(event, Stopped):
+            self._settle()
+        if self._first_answer is not None and not isinstance(event, (SyncSucceeded, Stopped)):
+            self._first_answer.set()
+        for transition in transitions:
+            if transition.kind is TransitionKind.ERROR:
+                if transition.fatal:
+                    logger.error("Confidence provider cannot become ready: %s", transition.message)
+                elif isinstance(event, SyncFailed):
+                    logger.error(
+                        "Refused a bad resolver state; still serving the last good one: %s",
+                        event.message,
+                    )
+            self._notify(transition)
+        return transitions
 
     def _notify(self, transition: Transition) -> None:
         try:
             self._listener(transition)
         except Exception:
             logger.exception("Confidence status listener raised")
-
-
-# -- the sync host -----------------------------------------------------------------------------
-
-#: One background event-loop thread shared by every runtime that sync code starts; it exists
-#: only while at least one such runtime runs.
-_PORTALS = BlockingPortalProvider()
-
-
-#: Sync-hosted runtimes of this process that are still running, flushed at interpreter exit.
-#: Plain dict operations only (atomic under the GIL): the fork hook must not take a lock.
-_LIVE_HOSTS: dict[int, PortalHost] = {}
-_EXIT_HOOK_PID: int | None = None
-
-
-def _reset_after_fork() -> BlockingPortalProvider:
-    """In a forked child (see _fork): the loop thread is gone, but its lease count is not.
-
-    Returns the inherited provider, which the caller must keep alive: finalizing it would
-    close its portal, i.e. wait forever for the parent's loop thread. The parent's live hosts
-    are forgotten: the child's exit flush must never touch them (the parent flushes its own).
-    """
-    global _PORTALS
-    inherited, _PORTALS = _PORTALS, BlockingPortalProvider()
-    _LIVE_HOSTS.clear()
-    return inherited
-
-
-def _flush_at_exit() -> None:
-    """Interpreter exit without `shutdown()`: stop every sync-hosted runtime this process
-    started, all at once, each bounded by its own `shutdown_timeout` (+0.5 s).
-
-    Registered with `threading._register_atexit` where it exists: those hooks run before
-    non-daemon threads are joined and, registered after `concurrent.futures.thread`, before
-    the default executor refuses new work (asyncio's getaddrinfo needs it). Never raises.
-    """
-    hosts = [h for h in list(_LIVE_HOSTS.values()) if h.pid == os.getpid()]
-    if not hosts:
-        return
-    try:
-        for host in hosts:
-            host.runtime.stop()
-        for host in hosts:
-            host.stop(host.runtime.shutdown_timeout + 0.5)
-    except BaseException:  # an exit path must never print a traceback
-        logger.debug("Confidence exit flush failed", exc_info=True)
-
-
-def _ensure_exit_hook() -> None:
-    """Register `_flush_at_exit` once per process (a forked child registers its own)."""
-    global _EXIT_HOOK_PID
-    pid = os.getpid()
-    if pid == _EXIT_HOOK_PID:
-        return
-    _EXIT_HOOK_PID = pid
-    import concurrent.futures.thread  # noqa: F401 - its exit hook must run after ours
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is not None:
-            register(_flush_at_exit)
-            return
-    except RuntimeError:  # already shutting down: nothing to register for
-        return
-    import atexit
-
-    atexit.register(_flush_at_exit)
-
-
-class PortalHost:
-    """Runs a Runtime in the shared background loop thread (for sync callers)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.pid = os.getpid()
-        self._portal: BlockingPortal | None = None
-        self._future: Future[None] | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start the runtime; returns once its task is running (never waits for I/O).
-
-        Safe to call on a thread that runs another event loop: it only starts a thread and
-        schedules a task.
-        """
-        with self._lock:
-            portal = _PORTALS.__enter__()
-            try:
-                self._future = portal.start_task_soon(self.runtime.run)
-            except BaseException:
-                _PORTALS.__exit__(None, None, None)
-                raise
-            self._portal = portal
-            self.pid = os.getpid()
-            _LIVE_HOSTS[id(self)] = self
-        _ensure_exit_hook()
-
-    def stop(self, timeout: float) -> None:
-        """Stop the runtime (final flush included) and release the loop thread. Bounded."""
-        with self._lock:
-            portal, future = self._portal, self._future
-            self._portal = self._future = None
-            _LIVE_HOSTS.pop(id(self), None)
-        if portal is None or future is None:
-            return
-        try:
-            self.runtime.stop()
-            if not self.runtime.wait_finished(timeout):
-                # Past the deadline: cancel the task; its finally-blocks still run.
-                future.cancel()
-                self.runtime.wait_finished(1.0)
-        finally:
-            _PORTALS.__exit__(None, None, None)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final
 
 from confidence._http import FailureKind
 
@@ -129,9 +129,9 @@ class Stopped:
     pass
 
 
-Event = Union[
-    StateApplied, CacheServed, SyncSucceeded, SyncRecovered, SyncFailed, SyncStale, Fatal, Stopped
-]
+Event = (
+    StateApplied | CacheServed | SyncSucceeded | SyncRecovered | SyncFailed | SyncStale | Fatal
+) | Stopped
 
 
 class _Phase(enum.Enum):
@@ -238,7 +238,8 @@ class StatusMachine:
         if previous is None:
             self._phase = _Phase.STALE if from_cache else _Phase.READY
             self.fatal_error = None
-            self.last_error = None
+            if not from_cache:  # (a cache start: the error that sent us there still holds)
+                self.last_error = None
             return (Transition(TransitionKind.READY, first=True),)
         out: list[Transition] = []
         if self._phase in (_Phase.STALE, _Phase.ERROR):
@@ -267,18 +268,20 @@ class StatusMachine:
             # The syncer only goes STALE from its own READY; a state that came from a
             # state_file and was never refreshed is just as stale.
             out.extend(self._stale())
-        if self._digests is not None and event.kind in _BAD_STATE_KINDS:
+        if (
+            self._digests is not None
+            and event.kind in _BAD_STATE_KINDS
+            and self._phase in (_Phase.READY, _Phase.STALE)
+        ):
             # Undecryptable, undecodable, refused by the resolver or too large: the last
             # good state keeps serving. Said once per episode.
-            if self._phase in (_Phase.READY, _Phase.STALE):
-                self._phase = _Phase.ERROR
-                out.append(
-                    Transition(
-                        TransitionKind.ERROR,
-                        message="refused a bad resolver state (serving the last good one): "
-                        + message,
-                    )
+            self._phase = _Phase.ERROR
+            out.append(
+                Transition(
+                    TransitionKind.ERROR,
+                    message=f"refused a bad resolver state (serving the last good one): {message}",
                 )
+            )
         if self._digests is None and event.kind in _FATAL_KINDS:
             # Wrong secret or key: say so now instead of letting initialize() time out.
             out.extend(self._fatal(message))

@@ -84,13 +84,9 @@ from confidence._evaluation import (
     parse_flag_key,
 )
 from confidence._pool import NoStateError
+from confidence._portal import PortalHost
 from confidence._resolve import MaterializationError
-from confidence._runtime import (
-    PortalHost,
-    Runtime,
-    Transition,
-    TransitionKind,
-)
+from confidence._runtime import Runtime
 from confidence._sdk_compat import REASON_STALE, FlagValueType, wait_for_event_handlers
 from confidence._stats import (
     ProviderStats,
@@ -99,6 +95,7 @@ from confidence._stats import (
     prometheus_text,
     snapshot,
 )
+from confidence._status import Status, Transition, TransitionKind
 from confidence._tracking import build_event, encode_event
 
 if TYPE_CHECKING:
@@ -123,6 +120,13 @@ __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
 _METADATA: Final = Metadata(name="confidence-sdk-python-local")
 _NOT_INITIALIZED: Final = "Provider not initialized"
 _NO_STATE: Final = "Provider not ready: no resolver state loaded yet"
+_PROVIDER_STATUS: Final = {
+    Status.NOT_READY: ProviderStatus.NOT_READY,
+    Status.READY: ProviderStatus.READY,
+    Status.STALE: ProviderStatus.STALE,
+    Status.ERROR: ProviderStatus.ERROR,
+    Status.FATAL: ProviderStatus.FATAL,
+}
 #: No flag key is longer (flag names are short ids; paths are a few property names). Longer
 #: keys are refused up front rather than echoed into messages and kept in parse_flag_key's cache.
 MAX_FLAG_KEY_LENGTH: Final = 1024
@@ -353,17 +357,7 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is None or runtime.finished:
             return ProviderStatus.NOT_READY
-        if not runtime.has_state:
-            return (
-                ProviderStatus.FATAL
-                if runtime.fatal_error is not None
-                else (ProviderStatus.NOT_READY)
-            )
-        if runtime.is_stale:
-            return ProviderStatus.STALE
-        if runtime.refusing_bad_state:
-            return ProviderStatus.ERROR
-        return ProviderStatus.READY
+        return _PROVIDER_STATUS[runtime.status]
 
     def get_prometheus_metrics(self, request: SnapshotConfig | None = None) -> str:
         """Counters and gauges in Prometheus text exposition format (0.0.4).
