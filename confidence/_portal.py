@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -24,9 +25,19 @@ from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 if TYPE_CHECKING:
     from confidence._runtime import Runtime
 
-__all__ = ["PortalHost", "reset_after_fork"]
+__all__ = ["PortalHost", "on_event_loop", "reset_after_fork"]
 
 logger = logging.getLogger("confidence.runtime")
+
+
+def on_event_loop() -> bool:
+    """True when the calling thread is running an asyncio event loop right now (where a
+    sync caller must not block)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 #: One background event-loop thread shared by every runtime that sync code starts; it exists
 #: only while at least one such runtime runs.
