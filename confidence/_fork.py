@@ -145,7 +145,7 @@ class AwaitingResolver:
             self._runtime.wait_settled(self._timeout)
         return self._resolver().resolve(request)
 
-    def explain(self, request: ResolveRequest) -> dict[str, Any]:
+    def explain(self, request: ResolveRequest) -> dict[str, Any]:  # (a JSON document)
         if not self._runtime.settled and not _portal.on_event_loop():
             self._runtime.wait_settled(self._timeout)
         return self._resolver().explain(request)

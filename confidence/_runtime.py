@@ -18,16 +18,17 @@ Where `run()` runs is the caller's choice, and the only difference between the a
 the sync API:
 - async: in the application's own event loop, in a task group the provider enters in
   `start()`/`__aenter__` (the FastAPI/Starlette lifespan pattern);
-- sync: in one background loop thread run by an anyio blocking portal (`_portal.PortalHost`), for
-  WSGI apps, scripts and the OpenFeature SDK's init thread.
+- sync: in one background loop thread run by an anyio blocking portal
+  (`_portal.PortalHost`), for WSGI apps, scripts and the OpenFeature SDK's init thread.
 
 Stopping: `stop()` ends the loops, then a final flush of logs and queued materialization
 writes runs shielded from cancellation but bounded by `shutdown_timeout`, so shutdown is
 both lossless in the normal case and never hangs.
 
-Status reporting: the runtime calls `listener(Transition)` on its loop thread for every real
-change (first state, STALE, recovery, fatal error, configuration change). It does not know
-about OpenFeature; the provider decides what to emit.
+Status reporting: the rules live in `_status.StatusMachine` (pure, unit tested without a
+loop); the runtime feeds it typed events (`_feed`) and calls `listener(Transition)` on its
+loop thread for every transition it returns. It does not know about OpenFeature; the provider
+decides what to emit. Settings and defaults: `_config`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from confidence._abi import StateSummary
     from confidence._http import Transport
     from confidence._log_sender import LogSender
+    from confidence._materialization_writes import MaterializationWriteQueue
     from confidence._pool import ResolverPool
     from confidence._resolve import FlagResolver
     from confidence._state_cache import StateCache
@@ -291,113 +293,157 @@ class Runtime:
             self._settled_event.set()
 
     async def _serve(self) -> None:
-        settings = self._settings
+        """Open the resources, run the loops until `stop()`, then flush (bounded).
+
+        Opening: the pool (its compile runs while the rest opens and the first state
+        downloads; applying that state waits for it, `ResolverPool.set_state`), the store and
+        the resolver, the bootstrap state, the syncer. Any failure there is fatal.
+        """
+        pool = self._open_pool()
+        if pool is None:
+            return
+        async with anyio.create_task_group() as compiling, AsyncExitStack() as stack:
+            compiling.start_soon(self._compile, pool)
+            stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
+            writes = await self._open_resolver(stack, pool)
+            if not await self._load_bootstrap():
+                return
+            syncer = self._open_syncer()
+            try:
+                await self._run_loops(stack, syncer, writes)
+            finally:
+                # Also when the owner was cancelled.
+                await self._final_flush(stack, writes)
+            self._logs.finish()  # reports what could not be delivered
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open_pool(self) -> ResolverPool | None:
         try:
-            self._pool = self._build_pool()  # compiles nothing yet: see _compile
+            pool = self._pool = self._build_pool()  # compiles nothing yet: see _compile
         except Exception as exc:
             self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
-            return
-        self._logs.pool = self._pool
+            return None
+        self._logs.pool = pool
+        return pool
 
-        # The compile runs while the session opens and the first state downloads; applying
-        # that state waits for it (ResolverPool.set_state).
-        async with anyio.create_task_group() as compiling, AsyncExitStack() as stack:
-            compiling.start_soon(self._compile, self._pool)
-            stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
-            session = None
-            if settings.use_remote_materialization_store:
-                # Resolves may need the store before READY: the session cannot wait.
-                session = await self._open_session(stack)
-            store = self._make_store(session)
-            writes = None
-            if store is not None:
-                from confidence._materialization_writes import MaterializationWriteQueue
+    async def _open_resolver(
+        self, stack: AsyncExitStack, pool: ResolverPool
+    ) -> MaterializationWriteQueue | None:
+        """The store (and its write queue) and the resolver evaluations use."""
+        session = None
+        if self._settings.use_remote_materialization_store:
+            # Resolves may need the store before READY: the session cannot wait.
+            session = await self._open_session(stack)
+        store = self._make_store(session)
+        writes = None
+        if store is not None:
+            from confidence._materialization_writes import MaterializationWriteQueue
 
-                # Writes leave the evaluation's latency path: queued, written by a task.
-                writes = MaterializationWriteQueue(store)
-            from confidence._resolve import FlagResolver
+            # Writes leave the evaluation's latency path: queued, written by a task.
+            writes = MaterializationWriteQueue(store)
+        from confidence._resolve import FlagResolver
 
-            sync_face = self._sync_face(store)
-            self.resolver = FlagResolver(
-                self._pool,
-                sync_face,
-                write_sink=writes.enqueue if writes is not None else None,
-                native_store=sync_face if sync_face is not store else None,
-            )
+        sync_face = self._sync_face(store)
+        self.resolver = FlagResolver(
+            pool,
+            sync_face,
+            write_sink=writes.enqueue if writes is not None else None,
+            native_store=sync_face if sync_face is not store else None,
+        )
+        return writes
 
-            if settings.bootstrap is not None:
-                try:
-                    boot = await anyio.to_thread.run_sync(settings.bootstrap)
-                    await self._apply(boot.state, boot.account_id, boot.log_destinations)
-                except Exception as exc:
-                    self._fatal(f"could not load state_file: {exc}")
-                    return
-
-            syncer = None
-            if settings.sync_state:
-                from confidence._http_light import LightSession
-
-                # The state fetch needs no aiohttp (see _http): READY does not wait for it.
-                syncer = self._syncer = self._make_syncer(LightSession())
-
+    async def _load_bootstrap(self) -> bool:
+        """Apply the state_file (or a forked parent's) state, if any; False: fatal."""
+        bootstrap = self._settings.bootstrap
+        if bootstrap is not None:
             try:
-                async with anyio.create_task_group() as tg:
-                    if syncer is not None:
-                        await tg.start(syncer.run)
-                        if settings.state_cache is not None and not self._status.settled:
-                            tg.start_soon(self._start_from_cache, settings.state_cache)
-                    if settings.quick_start:
-                        tg.start_soon(self._tier_up)
-                    if not self._settled.is_set() and syncer is None:
-                        # Nothing will ever bring a state: settle so waiters get an answer.
-                        self._fatal("no state source: no state_file and state sync disabled")
-                    if settings.send_logs:
-                        tg.start_soon(self._start_delivery, stack, tg)
-                    else:
-                        await tg.start(self._logs.run)  # drains and discards
-                    if writes is not None:
-                        await tg.start(writes.run)
-                    assert self._stop_event is not None
-                    try:
-                        await self._stop_event.wait()
-                    finally:
-                        # (Also when the owner is cancelled.) One budget for all of shutdown:
-                        # the log deliveries in flight, shielded from the loops' cancellation,
-                        # and the final flush below.
-                        self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
-                        self._logs.begin_shutdown(self._shutdown_deadline)
-                        # Empty the resolvers now, while the deliveries in flight finish.
-                        with anyio.CancelScope(shield=True):
-                            await self._logs.final_drain()
-                    tg.cancel_scope.cancel()
+                boot = await anyio.to_thread.run_sync(bootstrap)
+                await self._apply(boot.state, boot.account_id, boot.log_destinations)
+            except Exception as exc:
+                self._fatal(f"could not load state_file: {exc}")
+                return False
+        return True
+
+    def _open_syncer(self) -> StateSyncer | None:
+        if not self._settings.sync_state:
+            return None
+        from confidence._http_light import LightSession
+
+        # The state fetch needs no aiohttp (see _http): READY does not wait for it.
+        syncer = self._syncer = self._make_syncer(LightSession())
+        return syncer
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run_loops(
+        self,
+        stack: AsyncExitStack,
+        syncer: StateSyncer | None,
+        writes: MaterializationWriteQueue | None,
+    ) -> None:
+        """The state sync, the cache fallback, the tier-up, log delivery and the write
+        drain, until `stop()`; then the drain that starts shutdown."""
+        settings = self._settings
+        async with anyio.create_task_group() as tg:
+            if syncer is not None:
+                await tg.start(syncer.run)
+                if settings.state_cache is not None and not self._status.settled:
+                    tg.start_soon(self._start_from_cache, settings.state_cache)
+            if settings.quick_start:
+                tg.start_soon(self._tier_up)
+            if not self._settled.is_set() and syncer is None:
+                # Nothing will ever bring a state: settle so waiters get an answer.
+                self._fatal("no state source: no state_file and state sync disabled")
+            if settings.send_logs:
+                tg.start_soon(self._start_delivery, stack, tg)
+            else:
+                await tg.start(self._logs.run)  # drains and discards
+            if writes is not None:
+                await tg.start(writes.run)
+            assert self._stop_event is not None
+            try:
+                await self._stop_event.wait()
             finally:
-                # Final flush, also when the owner was cancelled: shielded so it still
-                # delivers, bounded so a dead endpoint cannot hang shutdown.
-                deadline = self._shutdown_deadline
-                if deadline is None:  # failed before waiting for stop
-                    deadline = anyio.current_time() + settings.shutdown_timeout
-                # What the resolvers got while the deliveries in flight finished: drained
-                # before (and outside) the bounded send, so it is at least counted.
+                # (Also when the owner is cancelled.) One budget for all of shutdown: the
+                # log deliveries in flight, shielded from the loops' cancellation, and the
+                # final flush.
+                self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
+                self._logs.begin_shutdown(self._shutdown_deadline)
+                # Empty the resolvers now, while the deliveries in flight finish.
                 with anyio.CancelScope(shield=True):
-                    await self._logs.final_drain(skip_empty=True)
-                with anyio.CancelScope(deadline=deadline, shield=True) as scope:
-                    queue = settings.event_queue
-                    if (
-                        settings.send_logs
-                        and self._sender is None
-                        and (self.last_state is not None or (queue is not None and len(queue)))
-                    ):
-                        # Stopped before delivery was set up: exposures or events may wait.
-                        with contextlib.suppress(Exception):
-                            await self._open_delivery(stack)
-                    if writes is not None:
-                        await writes.flush(scope.deadline)
-                    if settings.store_closer is not None:
-                        await settings.store_closer.close()  # after its last write
-                    await self._logs.final_flush()
-                    if self.events is not None:
-                        await self.events.flush(final=True)
-            self._logs.finish()  # reports what could not be delivered
+                    await self._logs.final_drain()
+            tg.cancel_scope.cancel()
+
+    async def _final_flush(
+        self, stack: AsyncExitStack, writes: MaterializationWriteQueue | None
+    ) -> None:
+        """Shielded so it still delivers, bounded so a dead endpoint cannot hang shutdown."""
+        settings = self._settings
+        deadline = self._shutdown_deadline
+        if deadline is None:  # failed before waiting for stop
+            deadline = anyio.current_time() + settings.shutdown_timeout
+        # What the resolvers got while the deliveries in flight finished: drained before
+        # (and outside) the bounded send, so it is at least counted.
+        with anyio.CancelScope(shield=True):
+            await self._logs.final_drain(skip_empty=True)
+        with anyio.CancelScope(deadline=deadline, shield=True) as scope:
+            queue = settings.event_queue
+            if (
+                settings.send_logs
+                and self._sender is None
+                and (self.last_state is not None or (queue is not None and len(queue)))
+            ):
+                # Stopped before delivery was set up: exposures or events may wait.
+                with contextlib.suppress(Exception):
+                    await self._open_delivery(stack)
+            if writes is not None:
+                await writes.flush(scope.deadline)
+            if settings.store_closer is not None:
+                await settings.store_closer.close()  # after its last write
+            await self._logs.final_flush()
+            if self.events is not None:
+                await self.events.flush(final=True)
 
     async def _open_session(self, stack: AsyncExitStack) -> aiohttp.ClientSession:
         """The runtime's aiohttp session (opened once; closed when `stack` closes)."""

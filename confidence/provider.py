@@ -100,6 +100,9 @@ _PROVIDER_STATUS: Final = {
 MAX_FLAG_KEY_LENGTH: Final = 1024
 
 
+# `Any` below is a flag's value (any JSON value, typed by the caller's resolve_*_details, as
+# the SDK's generic FlagResolutionDetails is) and the resolver's JSON rows: data, not a seam.
+
 #: What a slow-path evaluation needs: the resolver (or, in a forked child, one that waits
 #: for the child's runtime), the parsed key and the request.
 _Prepared = tuple["FlagResolver | AwaitingResolver", FlagLookup, ResolveRequest]
