@@ -129,7 +129,6 @@ class HostedProvider(AbstractProvider):
                 ProviderEventDetails(message="serving a cached resolver state")
             )
 
-
     def _instrument_otel(self) -> None:
         """Called once a start is under way (overridden: the provider's OpenTelemetry)."""
 
@@ -409,5 +408,3 @@ class HostedProvider(AbstractProvider):
             elif runtime.settled and self._fork_resume is resume:
                 self._fork_resume = None  # resumed: from now on, the usual path
         return _fork.AwaitingResolver(runtime, self._init_timeout)
-
-

@@ -39,6 +39,7 @@ def on_event_loop() -> bool:
         return False
     return True
 
+
 #: One background event-loop thread shared by every runtime that sync code starts; it exists
 #: only while at least one such runtime runs.
 _PORTALS = BlockingPortalProvider()

@@ -231,9 +231,7 @@ class StatusMachine:
 
     # -- rules ------------------------------------------------------------------------------
 
-    def _applied(
-        self, current: Mapping[str, int], *, from_cache: bool
-    ) -> tuple[Transition, ...]:
+    def _applied(self, current: Mapping[str, int], *, from_cache: bool) -> tuple[Transition, ...]:
         previous, self._digests = self._digests, current
         if previous is None:
             self._phase = _Phase.STALE if from_cache else _Phase.READY

@@ -74,9 +74,7 @@ def test_stale_after_n_consecutive_failures_then_recovery() -> None:
     machine = loaded(stale_after=2)
     assert machine.feed(failed(FailureKind.TIMEOUT, 1, "timed out")) == ()
     out = machine.feed(failed(FailureKind.TIMEOUT, 2, "timed out"))
-    assert out == (
-        Transition(STALE, message="resolver state could not be refreshed: timed out"),
-    )
+    assert out == (Transition(STALE, message="resolver state could not be refreshed: timed out"),)
     assert machine.status is Status.STALE
     # The syncer's own STALE at the same count is no second transition.
     assert machine.feed(SyncStale()) == ()
@@ -108,8 +106,9 @@ def test_a_refused_state_is_error_once_per_episode_until_any_fetch_succeeds(
     machine = loaded()
     out = machine.feed(failed(kind, 1, "bad body"))
     assert out == (
-        Transition(ERROR, message="refused a bad resolver state (serving the last good one): "
-                   "bad body"),
+        Transition(
+            ERROR, message="refused a bad resolver state (serving the last good one): bad body"
+        ),
     )
     assert not out[0].fatal
     assert machine.status is Status.ERROR and machine.has_state
