@@ -224,7 +224,7 @@ def _load_state_quietly(args: argparse.Namespace) -> Any:
         return _read_state_file(args.state, key, args.account)
     if args.secret is None:
         raise CliError("give a state: --state FILE, or --secret S to fetch it from the CDN")
-    from confidence._runtime import BootstrapState
+    from confidence._config import BootstrapState
 
     _, decoded = _decode_fetched(_fetch_body(args, key), key)
     return BootstrapState(

@@ -33,20 +33,25 @@ background tasks; start the provider after the fork instead (e.g. in the worker'
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio.to_thread
 
-from confidence import _runtime
+from confidence import _portal
+from confidence._config import BootstrapState, RuntimeSettings
 from confidence._pool import NoStateError
-from confidence._runtime import BootstrapState, Runtime, RuntimeSettings, Transition
+from confidence._runtime import Runtime
+from confidence._status import Transition
+
+if TYPE_CHECKING:
+    from confidence._abi import Resolved, ResolveRequest
+    from confidence._resolve import FlagResolver
 
 __all__ = ["AwaitingResolver", "ForkAware", "Resume", "child_runtime", "inherit", "track"]
 
@@ -120,14 +125,6 @@ def child_runtime(
     return Runtime(settings, listener)
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 class AwaitingResolver:
     """Stands in for the resolver while a child's runtime starts: waits for its first state
     (bounded; never on an event loop thread, where the async path waits in a worker thread
@@ -137,18 +134,23 @@ class AwaitingResolver:
         self._runtime = runtime
         self._timeout = timeout
 
-    def _resolver(self) -> Any:
+    def _resolver(self) -> FlagResolver:
         resolver = self._runtime.resolver
         if resolver is None or not self._runtime.has_state:
             raise NoStateError("the forked child's runtime has no resolver state yet")
         return resolver
 
-    def resolve(self, request: Any) -> Any:
-        if not self._runtime.settled and not _on_event_loop():
+    def resolve(self, request: ResolveRequest) -> Resolved:
+        if not self._runtime.settled and not _portal.on_event_loop():
             self._runtime.wait_settled(self._timeout)
         return self._resolver().resolve(request)
 
-    async def resolve_async(self, request: Any) -> Any:
+    def explain(self, request: ResolveRequest) -> dict[str, Any]:  # (a JSON document)
+        if not self._runtime.settled and not _portal.on_event_loop():
+            self._runtime.wait_settled(self._timeout)
+        return self._resolver().explain(request)
+
+    async def resolve_async(self, request: ResolveRequest) -> Resolved:
         if not self._runtime.settled:
             await anyio.to_thread.run_sync(
                 self._runtime.wait_settled, self._timeout, abandon_on_cancel=True
@@ -157,7 +159,7 @@ class AwaitingResolver:
 
 
 def _after_fork_in_child() -> None:
-    _INHERITED.append(_runtime._reset_after_fork())
+    _INHERITED.append(_portal.reset_after_fork())
     for provider in list(_TRACKED):
         # A hook must never break the fork itself.
         with contextlib.suppress(Exception):

@@ -18,69 +18,73 @@ Where `run()` runs is the caller's choice, and the only difference between the a
 the sync API:
 - async: in the application's own event loop, in a task group the provider enters in
   `start()`/`__aenter__` (the FastAPI/Starlette lifespan pattern);
-- sync: in one background loop thread run by an anyio blocking portal (`PortalHost`), for
-  WSGI apps, scripts and the OpenFeature SDK's init thread.
+- sync: in one background loop thread run by an anyio blocking portal
+  (`_portal.PortalHost`), for WSGI apps, scripts and the OpenFeature SDK's init thread.
 
 Stopping: `stop()` ends the loops, then a final flush of logs and queued materialization
 writes runs shielded from cancellation but bounded by `shutdown_timeout`, so shutdown is
 both lossless in the normal case and never hangs.
 
-Status reporting: the runtime calls `listener(Transition)` on its loop thread for every real
-change (first state, STALE, recovery, fatal error, configuration change). It does not know
-about OpenFeature; the provider decides what to emit.
+Status reporting: the rules live in `_status.StatusMachine` (pure, unit tested without a
+loop); the runtime feeds it typed events (`_feed`) and calls `listener(Transition)` on its
+loop thread for every transition it returns. It does not know about OpenFeature; the provider
+decides what to emit. Settings and defaults: `_config`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.abc
 import anyio.to_thread
-from anyio.from_thread import BlockingPortal, BlockingPortalProvider
 
 from confidence import _lazy
+from confidence._config import AnyMaterializationStore, BootstrapState, RuntimeSettings
 from confidence._engine_types import Tier
 from confidence._flag_logs import FlagLogPipeline, FlagLogStats
-from confidence._http import FailureKind
-from confidence._log_spool import LogSpool
-from confidence._stats import StatsRecorder
+from confidence._status import (
+    CacheServed,
+    Event,
+    Fatal,
+    StateApplied,
+    Status,
+    StatusMachine,
+    Stopped,
+    SyncFailed,
+    SyncRecovered,
+    SyncStale,
+    SyncSucceeded,
+    Transition,
+    TransitionKind,
+)
 from confidence._version import __version__
 
-__all__ = [
-    "BootstrapState",
-    "PortalHost",
-    "Runtime",
-    "RuntimeSettings",
-    "Transition",
-    "TransitionKind",
-]
+if TYPE_CHECKING:
+    # For the types of the runtime's parts only: each is imported where the runtime builds
+    # it (most are loaded with the provider anyway; aiohttp is not, see _open_session).
+    import aiohttp
+
+    from confidence._abi import StateSummary
+    from confidence._http import Transport
+    from confidence._log_sender import LogSender
+    from confidence._materialization_writes import MaterializationWriteQueue
+    from confidence._pool import ResolverPool
+    from confidence._resolve import FlagResolver
+    from confidence._state_cache import StateCache
+    from confidence._state_sync import FetchedState, StateSyncer
+    from confidence._tracking import EventPublisher
+
+__all__ = ["Runtime", "StoreCloser"]
 
 logger = logging.getLogger("confidence.runtime")
-
-#: Consecutive failed state fetches after which a loaded state is reported STALE.
-STALE_AFTER_FAILURES: Final = 3
-
-# What a failed fetch means (typed by the syncer, never parsed from its message): before any
-# state, these will not heal by waiting (FATAL); a 404 is not among them, because a new
-# credential's first state may appear later (it is retried with backoff, status ERROR).
-_FATAL_KINDS: Final = frozenset({FailureKind.AUTH, FailureKind.UNDECRYPTABLE})
-# ... and these ones mean the CDN served a state we cannot use (not a network problem): with
-# a state loaded, that is an ERROR (the last good state keeps serving) until a fetch succeeds.
-_BAD_STATE_KINDS: Final = frozenset({FailureKind.UNDECRYPTABLE, FailureKind.INVALID_STATE})
-
 
 #: How long flag-log delivery waits for the first state before opening its session anyway.
 _DELIVERY_GRACE: Final = 1.0
@@ -88,66 +92,6 @@ _DELIVERY_GRACE: Final = 1.0
 
 def _import_aiohttp() -> None:
     _lazy.load("aiohttp")  # (fork-safe: see _lazy)
-
-
-def _flag_key(name: str) -> str:
-    # The resolver names flags "flags/<key>"; OpenFeature users know them by key.
-    return name[6:] if name.startswith("flags/") else name
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapState:
-    """A state to load before (or instead of) the first CDN fetch."""
-
-    state: bytes = field(repr=False)
-    account_id: str
-    log_destinations: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeSettings:
-    client_secret: str = field(repr=False)
-    encryption_key: bytes | None = field(repr=False)
-    state_poll_interval: float
-    log_poll_interval: float
-    cdn_base_url: str
-    api_base_url: str
-    pool_size: int | None
-    shutdown_timeout: float
-    sync_state: bool  # poll the CDN
-    send_logs: bool  # deliver flag logs (else they are drained and dropped)
-    bootstrap: Callable[[], BootstrapState] | None = field(default=None, repr=False)
-    materialization_store: object | None = field(default=None, repr=False)
-    use_remote_materialization_store: bool = False
-    cache_dir: Path | None = None
-    # A cold compiled-module cache: become READY on quickly compiled code, then move to
-    # optimized code compiled in the background (_engine.Tier).
-    quick_start: bool = True
-    # Limits (docs/reliability.md): whole-request deadline and body cap of a state fetch,
-    # failed fetches before STALE, and the guest memory cap of each resolver instance.
-    state_request_timeout: float = 10.0
-    max_state_bytes: int = 64 * 1024 * 1024
-    stale_after_failures: int = STALE_AFTER_FAILURES
-    memory_limit: int | None = None
-    # Flag logs: host-side apply de-duplication across resolver instances (the instances
-    # de-duplicate their own exposures too), and each instance's cap on queued exposures
-    # (0 = the resolver's default, 64 MiB).
-    enable_apply_dedup: bool = True
-    max_pending_exposure_bytes: int = 0
-    # Where the CLOUDFLARE log destination posts (not a public option; tests point it at the
-    # emulator). None: the real ingest worker.
-    cloudflare_base_url: str | None = None
-    # track(): the provider's _tracking.EventQueue, published to events_base_url.
-    event_queue: Any = field(default=None, repr=False)
-    events_base_url: str = "https://events.confidence.dev"
-    # state_cache_dir: a _state_cache.StateCache (last applied state on disk).
-    state_cache: Any = field(default=None, repr=False)
-    # The provider's _stats.StatsRecorder: resolve analytics sent in flag-log telemetry.
-    analytics: StatsRecorder | None = field(default=None, repr=False)
-    # Closes the user's materialization_store once per provider, at the first shutdown.
-    store_closer: StoreCloser | None = field(default=None, repr=False)
-    # log_spool_dir: a _log_spool.LogSpool (undeliverable flag logs on disk).
-    log_spool: LogSpool | None = field(default=None, repr=False)
 
 
 class StoreCloser:
@@ -185,44 +129,18 @@ class StoreCloser:
             logger.exception("The materialization store's close() raised")
 
 
-class TransitionKind(enum.Enum):
-    READY = "READY"
-    STALE = "STALE"
-    ERROR = "ERROR"
-    CONFIGURATION_CHANGED = "CONFIGURATION_CHANGED"
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    kind: TransitionKind
-    message: str | None = None
-    fatal: bool = False
-    flags_changed: tuple[str, ...] = ()
-    first: bool = False  # READY: the very first state of this runtime
-
-
-class _Status(enum.Enum):
-    STARTING = "STARTING"  # no state yet
-    READY = "READY"
-    STALE = "STALE"
-    ERROR = "ERROR"  # the CDN served a state we refused; the last good one keeps serving
-    STOPPED = "STOPPED"
-
-
 class Runtime:
     """One run of the background machinery. Not restartable: make a new one."""
 
     def __init__(self, settings: RuntimeSettings, listener: Callable[[Transition], None]) -> None:
         self._settings = settings
         self._listener = listener
-        self.resolver: Any = None  # FlagResolver once the pool exists; read lock-free
-        self._pool: Any = None
-        self._sender: Any = None
-        self._status = _Status.STARTING
-        self._digests: Mapping[str, int] | None = None
-        self.fatal_error: str | None = None
-        self._syncer: Any = None
-        self.last_error: str | None = None
+        self.resolver: FlagResolver | None = None  # once the pool exists; read lock-free
+        self._pool: ResolverPool | None = None
+        self._sender: LogSender | None = None
+        # The status, as a pure state machine fed typed events (_feed).
+        self._status = StatusMachine(settings.stale_after_failures)
+        self._syncer: StateSyncer | None = None
         # Thread-safe signals, so the sync facade can wait without touching the loop.
         self._settled = threading.Event()
         self._finished = threading.Event()
@@ -247,26 +165,43 @@ class Runtime:
         self._shutdown_deadline: float | None = None  # anyio clock, set when stopping
         # The last state applied: a forked child starts from it (see _fork).
         self.last_state: BootstrapState | None = None
-        # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE).
+        # Serving a state_cache_dir state that no sync has confirmed yet (reason STALE): the
+        # machine's flag, mirrored in a plain attribute for the evaluation hot path.
         self.serving_cached_state = False
+        # Set at the CDN's first answer (a state, a failure) or a fatal error: what a cold
+        # start from the state cache waits for (_start_from_cache). Loop-bound, made in run().
+        self._first_answer: anyio.Event | None = None
         self.state_loaded_at: float | None = None  # wall clock; for stats
-        self.events: Any = None  # _tracking.EventPublisher while running
-        self._session: Any = None  # aiohttp.ClientSession, once delivery (or a store) needs it
+        self.events: EventPublisher | None = None  # while running
+        # Once delivery (or a store) needs it.
+        self._session: aiohttp.ClientSession | None = None
 
     # -- read-only view (any thread) ---------------------------------------------------------
 
     @property
     def has_state(self) -> bool:
-        return self._digests is not None and self._status is not _Status.STOPPED
+        return self._status.has_state
 
     @property
     def is_stale(self) -> bool:
-        return self._status is _Status.STALE
+        return self._status.is_stale
 
     @property
     def refusing_bad_state(self) -> bool:
         """The CDN serves a state we refused; the last good one keeps serving."""
-        return self._status is _Status.ERROR
+        return self._status.refusing_bad_state
+
+    @property
+    def status(self) -> Status:
+        return self._status.status
+
+    @property
+    def fatal_error(self) -> str | None:
+        return self._status.fatal_error
+
+    @property
+    def last_error(self) -> str | None:
+        return self._status.last_error
 
     @property
     def settled(self) -> bool:
@@ -333,6 +268,7 @@ class Runtime:
         self._loop_thread = threading.get_ident()
         self._stop_event = anyio.Event()
         self._settled_event = anyio.Event()
+        self._first_answer = anyio.Event()
         if self._stop_requested.is_set():
             self._stop_event.set()
         task_status.started()
@@ -340,7 +276,7 @@ class Runtime:
             await self._serve()
         finally:
             self.resolver = None
-            self._status = _Status.STOPPED
+            self._feed(Stopped())
             pool, self._pool = self._pool, None
             if pool is not None:
                 # An evaluation that raced the shutdown: its exposures are counted (as lost)
@@ -357,115 +293,159 @@ class Runtime:
             self._settled_event.set()
 
     async def _serve(self) -> None:
-        settings = self._settings
-        try:
-            self._pool = self._build_pool()  # compiles nothing yet: see _compile
-        except Exception as exc:
-            self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
+        """Open the resources, run the loops until `stop()`, then flush (bounded).
+
+        Opening: the pool (its compile runs while the rest opens and the first state
+        downloads; applying that state waits for it, `ResolverPool.set_state`), the store and
+        the resolver, the bootstrap state, the syncer. Any failure there is fatal.
+        """
+        pool = self._open_pool()
+        if pool is None:
             return
-        self._logs.pool = self._pool
-
-        # The compile runs while the session opens and the first state downloads; applying
-        # that state waits for it (ResolverPool.set_state).
         async with anyio.create_task_group() as compiling, AsyncExitStack() as stack:
-            compiling.start_soon(self._compile)
+            compiling.start_soon(self._compile, pool)
             stack.callback(compiling.cancel_scope.cancel)  # a stop before it finished
-            session = None
-            if settings.use_remote_materialization_store:
-                # Resolves may need the store before READY: the session cannot wait.
-                session = await self._open_session(stack)
-            store = self._make_store(session)
-            writes = None
-            if store is not None:
-                from confidence._materialization_writes import MaterializationWriteQueue
-
-                # Writes leave the evaluation's latency path: queued, written by a task.
-                writes = MaterializationWriteQueue(store)
-            from confidence._resolve import FlagResolver
-
-            sync_face = self._sync_face(store)
-            self.resolver = FlagResolver(
-                self._pool,
-                sync_face,
-                write_sink=writes.enqueue if writes is not None else None,
-                native_store=sync_face if sync_face is not store else None,
-            )
-
-            if settings.bootstrap is not None:
-                try:
-                    boot = await anyio.to_thread.run_sync(settings.bootstrap)
-                    await self._apply(boot.state, boot.account_id, boot.log_destinations)
-                except Exception as exc:
-                    self._fatal(f"could not load state_file: {exc}")
-                    return
-
-            syncer = None
-            if settings.sync_state:
-                from confidence._http_light import LightSession
-
-                # The state fetch needs no aiohttp (see _http): READY does not wait for it.
-                syncer = self._syncer = self._make_syncer(LightSession())
-
+            writes = await self._open_resolver(stack, pool)
+            if not await self._load_bootstrap():
+                return
+            syncer = self._open_syncer()
             try:
-                async with anyio.create_task_group() as tg:
-                    if syncer is not None:
-                        await tg.start(syncer.run)
-                        if settings.state_cache is not None and self._digests is None:
-                            tg.start_soon(self._start_from_cache, syncer)
-                    if settings.quick_start:
-                        tg.start_soon(self._tier_up)
-                    if not self._settled.is_set() and syncer is None:
-                        # Nothing will ever bring a state: settle so waiters get an answer.
-                        self._fatal("no state source: no state_file and state sync disabled")
-                    if settings.send_logs:
-                        tg.start_soon(self._start_delivery, stack, tg)
-                    else:
-                        await tg.start(self._logs.run)  # drains and discards
-                    if writes is not None:
-                        await tg.start(writes.run)
-                    assert self._stop_event is not None
-                    try:
-                        await self._stop_event.wait()
-                    finally:
-                        # (Also when the owner is cancelled.) One budget for all of shutdown:
-                        # the log deliveries in flight, shielded from the loops' cancellation,
-                        # and the final flush below.
-                        self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
-                        self._logs.begin_shutdown(self._shutdown_deadline)
-                        # Empty the resolvers now, while the deliveries in flight finish.
-                        with anyio.CancelScope(shield=True):
-                            await self._logs.final_drain()
-                    tg.cancel_scope.cancel()
+                await self._run_loops(stack, syncer, writes)
             finally:
-                # Final flush, also when the owner was cancelled: shielded so it still
-                # delivers, bounded so a dead endpoint cannot hang shutdown.
-                deadline = self._shutdown_deadline
-                if deadline is None:  # failed before waiting for stop
-                    deadline = anyio.current_time() + settings.shutdown_timeout
-                # What the resolvers got while the deliveries in flight finished: drained
-                # before (and outside) the bounded send, so it is at least counted.
-                with anyio.CancelScope(shield=True):
-                    await self._logs.final_drain(skip_empty=True)
-                with anyio.CancelScope(deadline=deadline, shield=True) as scope:
-                    queue = settings.event_queue
-                    if (
-                        settings.send_logs
-                        and self._sender is None
-                        and (self.last_state is not None or (queue is not None and len(queue)))
-                    ):
-                        # Stopped before delivery was set up: exposures or events may wait.
-                        with contextlib.suppress(Exception):
-                            await self._open_delivery(stack)
-                    if writes is not None:
-                        await writes.flush(scope.deadline)
-                    if settings.store_closer is not None:
-                        await settings.store_closer.close()  # after its last write
-                    await self._logs.final_flush()
-                    if self.events is not None:
-                        await self.events.flush(final=True)
+                # Also when the owner was cancelled.
+                await self._final_flush(stack, writes)
             self._logs.finish()  # reports what could not be delivered
 
-    async def _open_session(self, stack: AsyncExitStack) -> Any:
+    # -- opening ---------------------------------------------------------------------------------
+
+    def _open_pool(self) -> ResolverPool | None:
+        try:
+            pool = self._pool = self._build_pool()  # compiles nothing yet: see _compile
+        except Exception as exc:
+            self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
+            return None
+        self._logs.pool = pool
+        return pool
+
+    async def _open_resolver(
+        self, stack: AsyncExitStack, pool: ResolverPool
+    ) -> MaterializationWriteQueue | None:
+        """The store (and its write queue) and the resolver evaluations use."""
+        session = None
+        if self._settings.use_remote_materialization_store:
+            # Resolves may need the store before READY: the session cannot wait.
+            session = await self._open_session(stack)
+        store = self._make_store(session)
+        writes = None
+        if store is not None:
+            from confidence._materialization_writes import MaterializationWriteQueue
+
+            # Writes leave the evaluation's latency path: queued, written by a task.
+            writes = MaterializationWriteQueue(store)
+        from confidence._resolve import FlagResolver
+
+        sync_face = self._sync_face(store)
+        self.resolver = FlagResolver(
+            pool,
+            sync_face,
+            write_sink=writes.enqueue if writes is not None else None,
+            native_store=sync_face if sync_face is not store else None,
+        )
+        return writes
+
+    async def _load_bootstrap(self) -> bool:
+        """Apply the state_file (or a forked parent's) state, if any; False: fatal."""
+        bootstrap = self._settings.bootstrap
+        if bootstrap is not None:
+            try:
+                boot = await anyio.to_thread.run_sync(bootstrap)
+                await self._apply(boot.state, boot.account_id, boot.log_destinations)
+            except Exception as exc:
+                self._fatal(f"could not load state_file: {exc}")
+                return False
+        return True
+
+    def _open_syncer(self) -> StateSyncer | None:
+        if not self._settings.sync_state:
+            return None
+        from confidence._http_light import LightSession
+
+        # The state fetch needs no aiohttp (see _http): READY does not wait for it.
+        syncer = self._syncer = self._make_syncer(LightSession())
+        return syncer
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _run_loops(
+        self,
+        stack: AsyncExitStack,
+        syncer: StateSyncer | None,
+        writes: MaterializationWriteQueue | None,
+    ) -> None:
+        """The state sync, the cache fallback, the tier-up, log delivery and the write
+        drain, until `stop()`; then the drain that starts shutdown."""
+        settings = self._settings
+        async with anyio.create_task_group() as tg:
+            if syncer is not None:
+                await tg.start(syncer.run)
+                if settings.state_cache is not None and not self._status.settled:
+                    tg.start_soon(self._start_from_cache, settings.state_cache)
+            if settings.quick_start:
+                tg.start_soon(self._tier_up)
+            if not self._settled.is_set() and syncer is None:
+                # Nothing will ever bring a state: settle so waiters get an answer.
+                self._fatal("no state source: no state_file and state sync disabled")
+            if settings.send_logs:
+                tg.start_soon(self._start_delivery, stack, tg)
+            else:
+                await tg.start(self._logs.run)  # drains and discards
+            if writes is not None:
+                await tg.start(writes.run)
+            assert self._stop_event is not None
+            try:
+                await self._stop_event.wait()
+            finally:
+                # (Also when the owner is cancelled.) One budget for all of shutdown: the
+                # log deliveries in flight, shielded from the loops' cancellation, and the
+                # final flush.
+                self._shutdown_deadline = anyio.current_time() + settings.shutdown_timeout
+                self._logs.begin_shutdown(self._shutdown_deadline)
+                # Empty the resolvers now, while the deliveries in flight finish.
+                with anyio.CancelScope(shield=True):
+                    await self._logs.final_drain()
+            tg.cancel_scope.cancel()
+
+    async def _final_flush(
+        self, stack: AsyncExitStack, writes: MaterializationWriteQueue | None
+    ) -> None:
+        """Shielded so it still delivers, bounded so a dead endpoint cannot hang shutdown."""
+        settings = self._settings
+        deadline = self._shutdown_deadline
+        if deadline is None:  # failed before waiting for stop
+            deadline = anyio.current_time() + settings.shutdown_timeout
+        # What the resolvers got while the deliveries in flight finished: drained before
+        # (and outside) the bounded send, so it is at least counted.
+        with anyio.CancelScope(shield=True):
+            await self._logs.final_drain(skip_empty=True)
+        with anyio.CancelScope(deadline=deadline, shield=True) as scope:
+            queue = settings.event_queue
+            if (
+                settings.send_logs
+                and self._sender is None
+                and (self.last_state is not None or (queue is not None and len(queue)))
+            ):
+                # Stopped before delivery was set up: exposures or events may wait.
+                with contextlib.suppress(Exception):
+                    await self._open_delivery(stack)
+            if writes is not None:
+                await writes.flush(scope.deadline)
+            if settings.store_closer is not None:
+                await settings.store_closer.close()  # after its last write
+            await self._logs.final_flush()
+            if self.events is not None:
+                await self.events.flush(final=True)
+
+    async def _open_session(self, stack: AsyncExitStack) -> aiohttp.ClientSession:
         """The runtime's aiohttp session (opened once; closed when `stack` closes)."""
         if self._session is None:
             # ~50 ms of imports, in a worker thread so the loop stays responsive.
@@ -525,7 +505,7 @@ class Runtime:
             tg.start_soon(self.events.run)
         await tg.start(self._logs.run)
 
-    def _build_pool(self) -> Any:
+    def _build_pool(self) -> ResolverPool:
         from confidence._pool import ResolverPool
 
         settings = self._settings
@@ -540,10 +520,10 @@ class Runtime:
             defer_compile=True,
         )
 
-    async def _compile(self) -> None:
+    async def _compile(self, pool: ResolverPool) -> None:
         try:
             # Abandoned on a stop: the pool is closed by then and never used again.
-            await anyio.to_thread.run_sync(self._pool.compile, abandon_on_cancel=True)
+            await anyio.to_thread.run_sync(pool.compile, abandon_on_cancel=True)
         except Exception as exc:
             self._fatal(f"could not load the resolver: {type(exc).__name__}: {exc}")
             assert self._stop_event is not None
@@ -559,7 +539,7 @@ class Runtime:
         assert self._settled_event is not None
         await self._settled_event.wait()
         pool = self._pool
-        if self.fatal_error is not None or pool.tier is not Tier.QUICK:
+        if pool is None or self.fatal_error is not None or pool.tier is not Tier.QUICK:
             return
         started = time.perf_counter()
         try:
@@ -573,7 +553,9 @@ class Runtime:
                 1e3 * (time.perf_counter() - started),
             )
 
-    def _make_store(self, session: Any) -> object | None:
+    def _make_store(
+        self, session: aiohttp.ClientSession | None
+    ) -> AnyMaterializationStore | None:
         settings = self._settings
         if settings.materialization_store is not None:
             return settings.materialization_store
@@ -597,7 +579,7 @@ class Runtime:
         assert self._loop is not None
         return LoopBoundStore(store, self._loop)
 
-    def _make_syncer(self, session: Any) -> Any:
+    def _make_syncer(self, session: Transport) -> StateSyncer:
         from confidence._state_sync import StateSyncer
 
         settings = self._settings
@@ -619,36 +601,31 @@ class Runtime:
 
     # -- state ---------------------------------------------------------------------------------
 
-    async def _apply_fetched(self, fetched: Any) -> bool:
+    async def _apply_fetched(self, fetched: FetchedState) -> bool:
         changed = await self._apply(fetched.state, fetched.account_id, fetched.log_destinations)
-        self.serving_cached_state = False
         cache = self._settings.state_cache
         if cache is not None and fetched.body:
             await anyio.to_thread.run_sync(cache.save, fetched.body)
         return changed
 
-    async def _start_from_cache(self, syncer: Any) -> None:
+    async def _start_from_cache(self, cache: StateCache) -> None:
         """Cold start with state_cache_dir: if the CDN fails (or is silent for the grace
         period) before any state is loaded, serve the cached state as STALE."""
-        cache = self._settings.state_cache
+        assert self._first_answer is not None
         with anyio.move_on_after(cache.grace):
-            while (
-                self._digests is None
-                and syncer.consecutive_failures == 0
-                and self.fatal_error is None
-            ):
-                await anyio.sleep(0.02)
-        if self._digests is not None or self.fatal_error is not None:
+            await self._first_answer.wait()
+        if self._status.settled:
             return  # the CDN answered, or credentials are wrong: not a case for the cache
         cached = await anyio.to_thread.run_sync(cache.load)
-        if cached is None or self._digests is not None:
+        if cached is None or self._status.has_state:
             return
         from confidence._state_cache import age_text
 
         boot = cached.state
-        self.serving_cached_state = True  # before _apply: it settles as STALE, not READY
+        # Marked before the swap: an evaluation racing it already reports STALE.
+        self.serving_cached_state = True
         try:
-            await self._apply(boot.state, boot.account_id, boot.log_destinations)
+            summary = await self._set_state(boot)
         except Exception as exc:
             self.serving_cached_state = False
             logger.warning("Ignoring the cached resolver state: %s", exc)
@@ -660,230 +637,78 @@ class Runtime:
             self.last_error or "no answer yet",
             age_text(cached.saved_at),
         )
-        self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
+        self._feed(CacheServed(summary.flag_digests))
 
-    def _cached_message(self) -> str:
-        return f"serving a cached resolver state; Confidence unreachable: {self.last_error}"
-
-    async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
+    async def _set_state(self, boot: BootstrapState) -> StateSummary:
         pool = self._pool
+        assert pool is not None
         # ~10 ms per instance: off the loop. The pool drains the logs of the instances it
         # retires, so no exposure is lost across the swap.
-        summary = await anyio.to_thread.run_sync(pool.set_state, state, account_id)
-        self.last_state = BootstrapState(state, account_id, destinations)
+        summary = await anyio.to_thread.run_sync(pool.set_state, boot.state, boot.account_id)
+        self.last_state = boot
         self.state_loaded_at = time.time()
         if self._sender is not None:
-            self._sender.set_routing(account_id, destinations)
-        previous, self._digests = self._digests, summary.flag_digests
+            self._sender.set_routing(boot.account_id, boot.log_destinations)
         logger.debug(
             "Resolver state applied: %d bytes, %d flag(s), %d segment(s)",
-            len(state),
+            len(boot.state),
             len(summary.flag_digests),
             summary.segment_count,
         )
-        if previous is None:
-            self._status = _Status.STALE if self.serving_cached_state else _Status.READY
-            self.fatal_error = None
-            self.last_error = None
-            self._settle()
-            self._notify(Transition(TransitionKind.READY, first=True))
-            return True
-        current = summary.flag_digests
-        changed = tuple(
-            sorted(
-                _flag_key(name)
-                for name in previous.keys() | current.keys()
-                if previous.get(name) != current.get(name)
-            )
+        return summary
+
+    async def _apply(self, state: bytes, account_id: str, destinations: tuple[int, ...]) -> bool:
+        summary = await self._set_state(BootstrapState(state, account_id, destinations))
+        transitions = self._feed(StateApplied(summary.flag_digests))
+        return any(
+            t.kind is TransitionKind.CONFIGURATION_CHANGED or t.first for t in transitions
         )
-        if self._status in (_Status.STALE, _Status.ERROR):
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY))
-        if changed:
-            self._notify(Transition(TransitionKind.CONFIGURATION_CHANGED, flags_changed=changed))
-        return bool(changed)
 
     def _on_sync_ready(self) -> None:
-        self.last_error = None
-        if self._status is _Status.STALE:
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY, message="state sync recovered"))
+        self._feed(SyncRecovered())
 
     def _on_sync_stale(self) -> None:
-        if self._status is _Status.READY:
-            self._status = _Status.STALE
-            self._notify(
-                Transition(
-                    TransitionKind.STALE,
-                    message=f"resolver state could not be refreshed: {self.last_error}",
-                )
-            )
+        self._feed(SyncStale())
 
     def _on_sync_error(self, message: str) -> None:
-        self.last_error = message
-        if self.serving_cached_state:
-            # Announced again on every failure (the provider drops repeats): the SDK only
-            # believes STALE once it has processed initialize()'s READY.
-            self._notify(Transition(TransitionKind.STALE, message=self._cached_message()))
         syncer = self._syncer
-        failures = syncer.consecutive_failures if syncer is not None else 0
-        if self._digests is not None and failures >= self._settings.stale_after_failures:
-            # The syncer only goes STALE from its own READY; a state that came from a
-            # state_file and was never refreshed is just as stale.
-            self._on_sync_stale()
-        kind = syncer.last_error_kind if syncer is not None else None
-        if self._digests is not None and kind in _BAD_STATE_KINDS:
-            self._on_bad_state(message)
-        if self._digests is None and kind in _FATAL_KINDS:
-            # Wrong secret or key: say so now instead of letting initialize() time out.
-            self._fatal(message)
-
-    def _on_bad_state(self, message: str) -> None:
-        # Undecryptable, undecodable, refused by the resolver or too large: the last good
-        # state keeps serving. Said once per episode (the syncer logs every attempt).
-        if self._status in (_Status.READY, _Status.STALE):
-            self._status = _Status.ERROR
-            logger.error(
-                "Refused a bad resolver state; still serving the last good one: %s", message
+        self._feed(
+            SyncFailed(
+                kind=syncer.last_error_kind if syncer is not None else None,
+                message=message,
+                consecutive_failures=syncer.consecutive_failures if syncer is not None else 0,
             )
-            self._notify(
-                Transition(
-                    TransitionKind.ERROR,
-                    message=f"refused a bad resolver state (serving the last good one): {message}",
-                )
-            )
+        )
 
     def _on_sync_success(self) -> None:
-        # Any successful fetch ends a bad-state episode: a new good state (which _apply
-        # already announced), or a 304 / the same content, i.e. the last good state again.
-        if self._status is _Status.ERROR:
-            self._status = _Status.READY
-            self._notify(Transition(TransitionKind.READY, message="resolver state sync recovered"))
+        self._feed(SyncSucceeded())
 
     def _fatal(self, message: str) -> None:
-        first = self.fatal_error is None
-        self.fatal_error = message
-        self.last_error = message
-        self._settle()
-        if first:
-            logger.error("Confidence provider cannot become ready: %s", message)
-            self._notify(Transition(TransitionKind.ERROR, message=message, fatal=True))
+        self._feed(Fatal(message))
+
+    def _feed(self, event: Event) -> tuple[Transition, ...]:
+        """Feed the status machine; settle, log and report what it says, in its order."""
+        status = self._status
+        transitions = status.feed(event)
+        self.serving_cached_state = status.serving_cached_state
+        if status.settled and not isinstance(event, Stopped):
+            self._settle()
+        if self._first_answer is not None and not isinstance(event, (SyncSucceeded, Stopped)):
+            self._first_answer.set()
+        for transition in transitions:
+            if transition.kind is TransitionKind.ERROR:
+                if transition.fatal:
+                    logger.error("Confidence provider cannot become ready: %s", transition.message)
+                elif isinstance(event, SyncFailed):
+                    logger.error(
+                        "Refused a bad resolver state; still serving the last good one: %s",
+                        event.message,
+                    )
+            self._notify(transition)
+        return transitions
 
     def _notify(self, transition: Transition) -> None:
         try:
             self._listener(transition)
         except Exception:
             logger.exception("Confidence status listener raised")
-
-
-# -- the sync host -----------------------------------------------------------------------------
-
-#: One background event-loop thread shared by every runtime that sync code starts; it exists
-#: only while at least one such runtime runs.
-_PORTALS = BlockingPortalProvider()
-
-
-#: Sync-hosted runtimes of this process that are still running, flushed at interpreter exit.
-#: Plain dict operations only (atomic under the GIL): the fork hook must not take a lock.
-_LIVE_HOSTS: dict[int, PortalHost] = {}
-_EXIT_HOOK_PID: int | None = None
-
-
-def _reset_after_fork() -> BlockingPortalProvider:
-    """In a forked child (see _fork): the loop thread is gone, but its lease count is not.
-
-    Returns the inherited provider, which the caller must keep alive: finalizing it would
-    close its portal, i.e. wait forever for the parent's loop thread. The parent's live hosts
-    are forgotten: the child's exit flush must never touch them (the parent flushes its own).
-    """
-    global _PORTALS
-    inherited, _PORTALS = _PORTALS, BlockingPortalProvider()
-    _LIVE_HOSTS.clear()
-    return inherited
-
-
-def _flush_at_exit() -> None:
-    """Interpreter exit without `shutdown()`: stop every sync-hosted runtime this process
-    started, all at once, each bounded by its own `shutdown_timeout` (+0.5 s).
-
-    Registered with `threading._register_atexit` where it exists: those hooks run before
-    non-daemon threads are joined and, registered after `concurrent.futures.thread`, before
-    the default executor refuses new work (asyncio's getaddrinfo needs it). Never raises.
-    """
-    hosts = [h for h in list(_LIVE_HOSTS.values()) if h.pid == os.getpid()]
-    if not hosts:
-        return
-    try:
-        for host in hosts:
-            host.runtime.stop()
-        for host in hosts:
-            host.stop(host.runtime.shutdown_timeout + 0.5)
-    except BaseException:  # an exit path must never print a traceback
-        logger.debug("Confidence exit flush failed", exc_info=True)
-
-
-def _ensure_exit_hook() -> None:
-    """Register `_flush_at_exit` once per process (a forked child registers its own)."""
-    global _EXIT_HOOK_PID
-    pid = os.getpid()
-    if pid == _EXIT_HOOK_PID:
-        return
-    _EXIT_HOOK_PID = pid
-    import concurrent.futures.thread  # noqa: F401 - its exit hook must run after ours
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is not None:
-            register(_flush_at_exit)
-            return
-    except RuntimeError:  # already shutting down: nothing to register for
-        return
-    import atexit
-
-    atexit.register(_flush_at_exit)
-
-
-class PortalHost:
-    """Runs a Runtime in the shared background loop thread (for sync callers)."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.pid = os.getpid()
-        self._portal: BlockingPortal | None = None
-        self._future: Future[None] | None = None
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        """Start the runtime; returns once its task is running (never waits for I/O).
-
-        Safe to call on a thread that runs another event loop: it only starts a thread and
-        schedules a task.
-        """
-        with self._lock:
-            portal = _PORTALS.__enter__()
-            try:
-                self._future = portal.start_task_soon(self.runtime.run)
-            except BaseException:
-                _PORTALS.__exit__(None, None, None)
-                raise
-            self._portal = portal
-            self.pid = os.getpid()
-            _LIVE_HOSTS[id(self)] = self
-        _ensure_exit_hook()
-
-    def stop(self, timeout: float) -> None:
-        """Stop the runtime (final flush included) and release the loop thread. Bounded."""
-        with self._lock:
-            portal, future = self._portal, self._future
-            self._portal = self._future = None
-            _LIVE_HOSTS.pop(id(self), None)
-        if portal is None or future is None:
-            return
-        try:
-            self.runtime.stop()
-            if not self.runtime.wait_finished(timeout):
-                # Past the deadline: cancel the task; its finally-blocks still run.
-                future.cancel()
-                self.runtime.wait_finished(1.0)
-        finally:
-            _PORTALS.__exit__(None, None, None)

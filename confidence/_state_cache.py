@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from confidence._runtime import BootstrapState
+from confidence._config import BootstrapState
 
 __all__ = ["CachedState", "StateCache"]
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from confidence._config import BootstrapState
 from confidence._crypto import StateDecryptionError, decrypt_state
 from confidence._protowire import (
     ProtoDecodeError,
     decode_client_resolver_state,
     iter_fields,
 )
-from confidence._runtime import BootstrapState
 
 __all__ = [
     "MissingAccountIdError",

@@ -1,88 +1,59 @@
 """`ConfidenceProvider`: the OpenFeature provider for Confidence, resolving flags locally.
 
-Lifecycle, one runtime (`_runtime.Runtime`) at a time, hosted in one of two places:
-
-- **async** (`async with provider:` / `await provider.start()` ... `await provider.aclose()`):
-  the runtime runs in the caller's event loop, in a task group entered by `start()` — the
-  FastAPI/Starlette lifespan pattern. `start()` returns once the first state is loaded (or
-  raises after `init_timeout`). `start()` and `aclose()` must run in the same task, as with
-  any `async with` (a lifespan does this naturally).
-- **sync** (`initialize()`, which the OpenFeature SDK calls from `set_provider`'s init thread
-  or `set_provider_and_wait`'s caller): when no runtime is running, one is started in a
-  background event-loop thread (an anyio blocking portal) and `initialize()` blocks until
-  the first state or `init_timeout`. When the async runtime is already up, `initialize()`
-  only attaches to it and returns at once.
-
-`initialize()` on an event-loop thread (e.g. `set_provider_and_wait` inside `async def
-lifespan` without `async with provider` first) must not block that loop: it starts the
-runtime in the background thread and raises `ProviderNotReadyError` at once, explaining how
-to start the provider in the loop instead; the provider then emits PROVIDER_READY when its
-first state arrives.
-
-`shutdown()` is idempotent and bounded. Called on the loop thread of an async-hosted runtime
-(e.g. `api.shutdown()` inside a lifespan) it does nothing: blocking there would stall the
-loop, and the `async with` exit closes the runtime properly right after.
-
-Events (see `_on_transition`): the SDK emits its own PROVIDER_READY/ERROR when `initialize()`
-returns/raises, so the provider never emits READY for its first state; afterwards it emits
-STALE, READY (recovery), ERROR and CONFIGURATION_CHANGED (with `flags_changed`, only when flag
-content changed) for real transitions only.
+Hosting (async or sync), the SDK-event bookkeeping and fork resume live in `_hosting`
+(`HostedProvider`, this class's base); options and defaults in `_config`; the status rules in
+`_status`. This module keeps the OpenFeature mapping and the evaluation hot path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
 from os import PathLike
-from pathlib import Path
 from time import perf_counter_ns
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-import anyio
-import anyio.to_thread
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import ProviderEventDetails
 from openfeature.exception import (
     ErrorCode,
     OpenFeatureError,
-    ProviderFatalError,
-    ProviderNotReadyError,
 )
 from openfeature.flag_evaluation import FlagResolutionDetails
-from openfeature.provider import AbstractProvider, Metadata, ProviderStatus
+from openfeature.provider import Metadata, ProviderStatus
 
 from confidence import (
     _engine,  # noqa: F401  (see below)
-    _fork,
     _lazy,
 )
 from confidence._abi import ResolveRequest, ResolverError, ResolverErrorKind
+from confidence._config import (
+    DEFAULT_API_BASE_URL,  # re-exported for users
+    DEFAULT_CDN_BASE_URL,  # re-exported for users
+    DEFAULT_EVENTS_BASE_URL,
+    DEFAULT_INIT_TIMEOUT,
+    DEFAULT_LOG_POLL_INTERVAL,
+    DEFAULT_LOG_SPOOL_MAX_BYTES,
+    DEFAULT_MAX_STATE_BYTES,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_STALE_AFTER_FAILURES,
+    DEFAULT_STATE_POLL_INTERVAL,
+    DEFAULT_STATE_REQUEST_TIMEOUT,
+    configure,
+    refuse_official_injections,
+)
 from confidence._context import ContextError, encode_context
-from confidence._crypto import parse_encryption_key
 from confidence._evaluation import (
     FlagKind,
+    FlagLookup,
     error_details,
     interpret,
     interpret_row,
     parse_flag_key,
 )
-from confidence._log_sender import DEFAULT_API_BASE_URL  # re-exported for users
+from confidence._hosting import HostedProvider
 from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
-from confidence._runtime import (
-    PortalHost,
-    Runtime,
-    RuntimeSettings,
-    StoreCloser,
-    Transition,
-    TransitionKind,
-)
-from confidence._sdk_compat import REASON_STALE, FlagValueType, wait_for_event_handlers
-from confidence._state_sync import DEFAULT_CDN_BASE_URL  # re-exported for users
+from confidence._sdk_compat import REASON_STALE, FlagValueType
 from confidence._stats import (
     ProviderStats,
     SnapshotConfig,
@@ -90,12 +61,16 @@ from confidence._stats import (
     prometheus_text,
     snapshot,
 )
-from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue, build_event, encode_event
+from confidence._status import Status
+from confidence._tracking import build_event, encode_event
 
 if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
 
+    from confidence._fork import AwaitingResolver
+    from confidence._resolve import FlagResolver
     from confidence.explain import Explanation
+    from confidence.materialization import AsyncMaterializationStore, MaterializationStore
 
 # What every start needs, imported with the provider rather than on the way to READY:
 # wasmtime (`_engine`, above) and AES-GCM for the (default) encrypted state, ~15 ms
@@ -113,56 +88,27 @@ __all__ = ["DEFAULT_API_BASE_URL", "DEFAULT_CDN_BASE_URL", "ConfidenceProvider"]
 _METADATA: Final = Metadata(name="confidence-sdk-python-local")
 _NOT_INITIALIZED: Final = "Provider not initialized"
 _NO_STATE: Final = "Provider not ready: no resolver state loaded yet"
-DEFAULT_MAX_STATE_BYTES: Final = 64 * 1024 * 1024
+_PROVIDER_STATUS: Final = {
+    Status.NOT_READY: ProviderStatus.NOT_READY,
+    Status.READY: ProviderStatus.READY,
+    Status.STALE: ProviderStatus.STALE,
+    Status.ERROR: ProviderStatus.ERROR,
+    Status.FATAL: ProviderStatus.FATAL,
+}
 #: No flag key is longer (flag names are short ids; paths are a few property names). Longer
 #: keys are refused up front rather than echoed into messages and kept in parse_flag_key's cache.
 MAX_FLAG_KEY_LENGTH: Final = 1024
 
 
-#: The official provider's injection points that have no meaning here, and what to use.
-_NO_INJECTION: Final = {
-    "http_client": (
-        "HTTP runs on the provider's own aiohttp session; to point it elsewhere, pass "
-        "cdn_base_url= (state) and api_base_url= (flag logs, materializations)"
-    ),
-    "grpc_channel": (
-        "no gRPC is used: flag logs and materializations go over HTTPS to api_base_url="
-    ),
-    "state_fetcher": (
-        "start from a local state with state_file= (offline=True for no network), or serve "
-        "states with confidence.testing.emulator.ConfidenceEmulator and cdn_base_url="
-    ),
-    "flag_logger": (
-        "flag logs go to api_base_url=: in tests, point it at "
-        "confidence.testing.emulator.ConfidenceEmulator (which records them), or pass "
-        "offline=True with state_file= to send none"
-    ),
-    "wasm_bytes": (
-        "the provider always runs the resolver it ships (a different module with a "
-        "different interface); for test states use state_file= or the emulator"
-    ),
-}
+# `Any` below is a flag's value (any JSON value, typed by the caller's resolve_*_details, as
+# the SDK's generic FlagResolutionDetails is) and the resolver's JSON rows: data, not a seam.
+
+#: What a slow-path evaluation needs: the resolver (or, in a forked child, one that waits
+#: for the child's runtime), the parsed key and the request.
+_Prepared = tuple["FlagResolver | AwaitingResolver", FlagLookup, ResolveRequest]
 
 
-def _refuse_official_injections(**given: object) -> None:
-    for name, value in given.items():
-        if value is not None:
-            raise TypeError(
-                f"ConfidenceProvider does not take {name}= (an injection point of the "
-                f"official provider): {_NO_INJECTION[name]}. See docs/migration.md."
-            )
-
-
-def _on_event_loop() -> bool:
-    """True when the calling thread is running an asyncio event loop right now."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
-class ConfidenceProvider(AbstractProvider):
+class ConfidenceProvider(HostedProvider):
     """OpenFeature provider that resolves Confidence flags in a local WebAssembly resolver.
 
     Parameters follow the official provider (`confidence-openfeature-provider` 0.15.3), in
@@ -213,10 +159,10 @@ class ConfidenceProvider(AbstractProvider):
         # The official provider's parameters, in its order (so positional calls keep
         # working); the ones without a meaning here raise a TypeError naming ours.
         encryption_key: str | None = None,
-        state_poll_interval: float = 30.0,
-        log_poll_interval: float = 10.0,
+        state_poll_interval: float = DEFAULT_STATE_POLL_INTERVAL,
+        log_poll_interval: float = DEFAULT_LOG_POLL_INTERVAL,
         assign_poll_interval: float | None = None,
-        materialization_store: object | None = None,
+        materialization_store: MaterializationStore | AsyncMaterializationStore | None = None,
         use_remote_materialization_store: bool = False,
         http_client: object | None = None,
         grpc_channel: object | None = None,
@@ -230,141 +176,63 @@ class ConfidenceProvider(AbstractProvider):
         api_base_url: str = DEFAULT_API_BASE_URL,
         pool_size: int | None = None,
         state_file: str | PathLike[str] | None = None,
-        init_timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
+        init_timeout: float = DEFAULT_INIT_TIMEOUT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         account_id: str | None = None,
         offline: bool = False,
         events_base_url: str = DEFAULT_EVENTS_BASE_URL,
         state_cache_dir: str | PathLike[str] | None = None,
         otel_metrics: bool = True,
-        state_request_timeout: float = 10.0,
+        state_request_timeout: float = DEFAULT_STATE_REQUEST_TIMEOUT,
         max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-        stale_after_failures: int = 3,
+        stale_after_failures: int = DEFAULT_STALE_AFTER_FAILURES,
         resolver_memory_limit: int | None = None,
         log_spool_dir: str | PathLike[str] | None = None,
-        log_spool_max_bytes: int = 256 * 1024 * 1024,
+        log_spool_max_bytes: int = DEFAULT_LOG_SPOOL_MAX_BYTES,
     ) -> None:
-        super().__init__()
-        _refuse_official_injections(
+        refuse_official_injections(
             http_client=http_client,
             grpc_channel=grpc_channel,
             state_fetcher=state_fetcher,
             flag_logger=flag_logger,
             wasm_bytes=wasm_bytes,
         )
-        if not isinstance(client_secret, str) or not client_secret:
-            raise ValueError("client_secret must be a non-empty string")
-        if assign_poll_interval is not None and not assign_poll_interval > 0:
-            raise ValueError("assign_poll_interval must be > 0")
-        for name, value in (
-            ("state_poll_interval", state_poll_interval),
-            ("log_poll_interval", log_poll_interval),
-            ("init_timeout", init_timeout),
-            ("shutdown_timeout", shutdown_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be > 0")
-        if pool_size is not None and pool_size < 1:
-            raise ValueError("pool_size must be >= 1")
-        if not state_request_timeout > 0:
-            raise ValueError("state_request_timeout must be > 0")
-        for name, limit in (
-            ("max_state_bytes", max_state_bytes),
-            ("stale_after_failures", stale_after_failures),
-            ("resolver_memory_limit", resolver_memory_limit),
-        ):
-            if limit is not None and limit < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if log_spool_max_bytes < 1:
-            raise ValueError("log_spool_max_bytes must be >= 1")
-        if offline and state_file is None:
-            raise ValueError("offline=True needs a state_file")
-        key = parse_encryption_key(encryption_key) if encryption_key is not None else None
-
-        self._client_secret = client_secret
-        # False: every evaluation resolves with apply=false, so no exposure is ever logged
-        # (resolve counts and telemetry still are).
-        self._collect_exposures = not disable_exposure_collection
-        self._init_timeout = float(init_timeout)
-        self._shutdown_timeout = float(shutdown_timeout)
-        path = Path(state_file) if state_file is not None else None
-        self._state_file = path
-        bootstrap = None
-        if path is not None:
-            from functools import partial
-
-            from confidence._state_file import load_state_file
-
-            bootstrap = partial(load_state_file, path, encryption_key=key, account_id=account_id)
         # Evaluation counters and track() events belong to the provider, not to one runtime:
         # they survive restarts, and events tracked before start() are kept.
         self._stats = StatsRecorder()
-        self._event_queue = None if offline else EventQueue()
-        self._otel_metrics = otel_metrics
-        self._otel_instrumented = False
-        state_cache = None
-        if state_cache_dir is not None and not offline:
-            from confidence._state_cache import DEFAULT_GRACE, StateCache
-
-            state_cache = StateCache(
-                Path(state_cache_dir),
-                client_secret,
-                key,
-                # The cache must be in use before initialize() gives up.
-                grace=min(DEFAULT_GRACE, float(init_timeout) / 2),
-            )
-        log_spool = None
-        if log_spool_dir is not None and not offline:
-            from confidence._log_spool import LogSpool
-
-            log_spool = LogSpool(Path(log_spool_dir), max_bytes=int(log_spool_max_bytes))
-        self._settings = RuntimeSettings(
-            client_secret=client_secret,
-            encryption_key=key,
-            state_poll_interval=float(state_poll_interval),
-            log_poll_interval=float(log_poll_interval),
+        config = configure(
+            client_secret,
+            encryption_key=encryption_key,
+            state_poll_interval=state_poll_interval,
+            log_poll_interval=log_poll_interval,
+            assign_poll_interval=assign_poll_interval,
+            materialization_store=materialization_store,
+            use_remote_materialization_store=use_remote_materialization_store,
+            enable_apply_dedup=enable_apply_dedup,
+            disable_exposure_collection=disable_exposure_collection,
             cdn_base_url=cdn_base_url,
             api_base_url=api_base_url,
             pool_size=pool_size,
-            shutdown_timeout=float(shutdown_timeout),
-            sync_state=not offline,
-            send_logs=not offline,
-            bootstrap=bootstrap,
-            materialization_store=materialization_store,
-            use_remote_materialization_store=use_remote_materialization_store,
-            state_request_timeout=float(state_request_timeout),
-            max_state_bytes=int(max_state_bytes),
-            stale_after_failures=int(stale_after_failures),
-            memory_limit=resolver_memory_limit,
-            event_queue=self._event_queue,
+            state_file=state_file,
+            init_timeout=init_timeout,
+            shutdown_timeout=shutdown_timeout,
+            account_id=account_id,
+            offline=offline,
             events_base_url=events_base_url,
-            state_cache=state_cache,
-            log_spool=log_spool,
-            enable_apply_dedup=bool(enable_apply_dedup),
+            state_cache_dir=state_cache_dir,
+            otel_metrics=otel_metrics,
+            state_request_timeout=state_request_timeout,
+            max_state_bytes=max_state_bytes,
+            stale_after_failures=stale_after_failures,
+            resolver_memory_limit=resolver_memory_limit,
+            log_spool_dir=log_spool_dir,
+            log_spool_max_bytes=log_spool_max_bytes,
             analytics=self._stats,
-            store_closer=(
-                StoreCloser(materialization_store) if materialization_store is not None else None
-            ),
         )
-
-        # Lifecycle: at most one live runtime; guarded by _lifecycle_lock (never held while
-        # waiting for I/O).
-        self._lifecycle_lock = threading.Lock()
-        self._runtime: Runtime | None = None
-        self._last_runtime: Runtime | None = None  # for stats() once it has stopped
-        self._host: PortalHost | None = None  # sync-hosted runtime
-        # The async-hosted runtime and the task group (entered in start()) that owns it.
-        self._owner: tuple[AsyncExitStack, Runtime] | None = None
-        # What the OpenFeature SDK currently believes, to emit only real transitions.
-        self._event_lock = threading.Lock()
-        self._initialized = False  # initialize() has returned or raised
-        self._reported: TransitionKind | None = None
-        # The thread whose initialize() started from the state cache (see get_metadata).
-        self._stale_after_sdk_ready: int | None = None
-        # Set in a forked child whose parent was running this provider (see _fork).
-        self._fork_resume: _fork.Resume | None = None
-        _fork.track(self)
-
+        super().__init__(config, client_secret)
+        self._collect_exposures = config.collect_exposures
+        self._state_file = config.state_file
+        self._event_queue = config.runtime.event_queue
     def __repr__(self) -> str:
         s = self._settings
         return (
@@ -382,29 +250,8 @@ class ConfidenceProvider(AbstractProvider):
         # moment a STALE event can stick. A start from the state cache announces it then,
         # so the SDK's status is STALE from the start instead of READY until the next
         # failed sync re-announces it. (Any other SDK still gets that re-announcement.)
-        if self._stale_after_sdk_ready == threading.get_ident():
-            self._stale_after_sdk_ready = None
-            threading.Thread(
-                target=self._announce_cached_stale, name="confidence-stale", daemon=True
-            ).start()
+        self._after_sdk_ready()
         return _METADATA
-
-    def _announce_cached_stale(self) -> None:
-        runtime = self._runtime
-        with self._event_lock:
-            # Under the lock, like _on_transition: a runtime READY (the CDN answered
-            # meanwhile) either already cleared is_stale, or is reported after this STALE.
-            if (
-                runtime is None
-                or not runtime.is_stale
-                or self._reported is not TransitionKind.READY
-            ):
-                return
-            self._reported = TransitionKind.STALE
-            logger.debug("Emitting PROVIDER_STALE (started from the state cache)")
-            self.emit_provider_stale(
-                ProviderEventDetails(message="serving a cached resolver state")
-            )
 
     @property
     def is_ready(self) -> bool:
@@ -431,17 +278,7 @@ class ConfidenceProvider(AbstractProvider):
         runtime = self._runtime
         if runtime is None or runtime.finished:
             return ProviderStatus.NOT_READY
-        if not runtime.has_state:
-            return (
-                ProviderStatus.FATAL
-                if runtime.fatal_error is not None
-                else (ProviderStatus.NOT_READY)
-            )
-        if runtime.is_stale:
-            return ProviderStatus.STALE
-        if runtime.refusing_bad_state:
-            return ProviderStatus.ERROR
-        return ProviderStatus.READY
+        return _PROVIDER_STATUS[runtime.status]
 
     def get_prometheus_metrics(self, request: SnapshotConfig | None = None) -> str:
         """Counters and gauges in Prometheus text exposition format (0.0.4).
@@ -537,290 +374,15 @@ class ConfidenceProvider(AbstractProvider):
             ) from None
         return Explanation.from_document(doc)
 
-    # -- lifecycle: async ------------------------------------------------------------------------
-
-    async def __aenter__(self) -> ConfidenceProvider:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def start(self) -> ConfidenceProvider:
-        """Run the provider in the current event loop; return once the first state is loaded.
-
-        Raises `ProviderFatalError` (bad credentials, unusable state file) or
-        `ProviderNotReadyError` (no state within `init_timeout`); nothing is left running then.
-        """
-        self._instrument_otel()
-        with self._lifecycle_lock:
-            if self._owner is not None:
-                raise RuntimeError("ConfidenceProvider is already started")
-            existing = self._live_runtime()
-            if existing is None:
-                runtime = self._new_runtime()
-                self._runtime = runtime
-            elif self._host is None or self._host.runtime is not existing:
-                raise RuntimeError("ConfidenceProvider is already starting")
-        if existing is not None:
-            # Started earlier by the sync initialize() in its background thread: use it.
-            await anyio.to_thread.run_sync(
-                existing.wait_settled, self._init_timeout, abandon_on_cancel=True
-            )
-            if not existing.has_state:
-                raise self._not_ready_error(existing)
-            return self
-
-        stack = AsyncExitStack()
-        task_group = await stack.enter_async_context(anyio.create_task_group())
-        try:
-            await task_group.start(runtime.run)
-            with anyio.move_on_after(self._init_timeout):
-                await runtime.wait_settled_async()
-        except BaseException:
-            # (No shield here: the task group's scope must be exited as the innermost one.
-            # The runtime shields its own final flush.)
-            runtime.stop()
-            await stack.aclose()
-            self._forget(runtime)
-            raise
-        with self._lifecycle_lock:
-            self._owner = (stack, runtime)
-        if not runtime.has_state:
-            error = self._not_ready_error(runtime)
-            await self.aclose()
-            raise error
-        return self
-
-    async def aclose(self) -> None:
-        """Stop the provider: cancel its loops and flush logs (bounded). Idempotent.
-
-        Must run in the task that called `start()` when the runtime is async-hosted.
-        """
-        self._fork_resume = None
-        with self._lifecycle_lock:
-            owner, self._owner = self._owner, None
-            host, self._host = self._host, None
-            runtime = self._runtime
-        self._reset_event_state()
-        try:
-            if host is not None:
-                await anyio.to_thread.run_sync(host.stop, self._shutdown_timeout + 1.0)
-            if owner is not None:
-                stack, owned = owner
-                owned.stop()
-                await stack.aclose()  # waits for run(): loops cancelled, final flush done
-        finally:
-            if runtime is not None:
-                self._forget(runtime)
-
-    # -- lifecycle: sync (the OpenFeature SDK's entry points) ------------------------------------
-
-    def initialize(self, evaluation_context: EvaluationContext) -> None:
-        """Start (or attach to) the runtime and wait for the first state, bounded.
-
-        Raises `ProviderNotReadyError` / `ProviderFatalError`; the runtime keeps running in
-        the background then, and the provider emits PROVIDER_READY once a state arrives.
-        """
-        on_loop = _on_event_loop()
-        with self._lifecycle_lock:
-            runtime = self._live_runtime()
-            if runtime is None:
-                runtime = self._new_runtime()
-                host = PortalHost(runtime)
-                host.start()  # starts a thread and schedules a task; never waits for I/O
-                self._runtime, self._host = runtime, host
-        # After the start: importing OpenTelemetry (~20 ms) overlaps the compile and fetch.
-        self._instrument_otel()
-        if not runtime.has_state:
-            if on_loop:
-                # Blocking here would stall (or deadlock) the caller's event loop.
-                self._record_initialized(runtime)
-                raise ProviderNotReadyError(
-                    "ConfidenceProvider.initialize() was called on a running event loop, "
-                    "where it must not block: the provider is loading its state in the "
-                    "background and will emit PROVIDER_READY when it is ready. To be ready "
-                    "before serving, use `async with ConfidenceProvider(...) as provider:` "
-                    "(or `await provider.start()`) before registering it with OpenFeature."
-                )
-            runtime.wait_settled(self._init_timeout)
-        self._finish_initialize(runtime)
-
-    def shutdown(self) -> None:
-        """Stop the runtime, flushing logs within `shutdown_timeout`. Idempotent."""
-        self._fork_resume = None
-        with self._lifecycle_lock:
-            runtime, host = self._runtime, self._host
-            if host is not None:
-                self._host = None
-                if runtime is host.runtime:
-                    self._runtime = None
-            elif runtime is None or runtime.on_loop_thread():
-                # Nothing running; or async-hosted and we are on its loop, where blocking
-                # would stall the loop: the owner's aclose() (the `async with` exit) closes
-                # it right after.
-                self._reset_event_state()
-                return
-        self._reset_event_state()
-        if host is not None:
-            host.stop(self._shutdown_timeout + 1.0)
-        elif runtime is not None:
-            # Async-hosted, called from another thread (e.g. the SDK replacing the
-            # provider): stop it here; the owner's aclose() then finds it finished.
-            runtime.stop()
-            runtime.wait_finished(self._shutdown_timeout + 1.0)
-
-    # -- lifecycle helpers ----------------------------------------------------------------------
-
-    def _live_runtime(self) -> Runtime | None:
-        """The running runtime, if any (call with `_lifecycle_lock` held)."""
-        runtime = self._runtime
-        if runtime is None or not runtime.finished:
-            return runtime
-        # It ended on its own (e.g. resolver.wasm missing, or stopped from another thread):
-        # a new start begins afresh. An async owner keeps its task group until aclose().
-        self._runtime = None
-        host = self._host
-        if host is not None and host.runtime is runtime:
-            self._host = None
-            host.stop(0.0)  # run() is over: this only releases the loop thread
-        return None
-
-    def _new_runtime(self) -> Runtime:
-        self._reset_event_state()
-        self._fork_resume = None  # started afresh: nothing inherited to resume
-        runtime = Runtime(self._settings, self._on_transition)
-        self._last_runtime = runtime
-        return runtime
-
-    def _forget(self, runtime: Runtime) -> None:
-        with self._lifecycle_lock:
-            if self._runtime is runtime:
-                self._runtime = None
-
-    def _not_ready_error(self, runtime: Runtime) -> OpenFeatureError:
-        if runtime.fatal_error is not None:
-            return ProviderFatalError(self._redact(runtime.fatal_error))
-        detail = runtime.last_error or "no response yet"
-        return ProviderNotReadyError(
-            f"no resolver state within {self._init_timeout:g}s ({self._redact(detail)})"
-        )
-
-    def _finish_initialize(self, runtime: Runtime) -> None:
-        if not self._record_initialized(runtime):
-            raise self._not_ready_error(runtime)
-
-    def _record_initialized(self, runtime: Runtime) -> bool:
-        """Record what the SDK will believe once initialize() returns (True) or raises."""
-        with self._event_lock:
-            # Decided under the lock, so a state landing right now is either seen here or
-            # reported by _on_transition afterwards: never lost, never doubled.
-            self._initialized = True
-            if runtime.has_state:
-                # The SDK emits READY itself when we return; we must not add a second one.
-                self._reported = TransitionKind.READY
-                if runtime.is_stale:
-                    # Served from the state cache: STALE once the SDK has recorded READY.
-                    self._stale_after_sdk_ready = threading.get_ident()
-                return True
-            self._reported = TransitionKind.ERROR
-            return False
-
-    def _reset_event_state(self) -> None:
-        with self._event_lock:
-            self._initialized = False
-            self._reported = None
-            self._stale_after_sdk_ready = None
-
-    def _on_transition(self, transition: Transition) -> None:
-        """Runtime status change (on the runtime's loop thread) -> OpenFeature event.
-
-        Events reach handlers in the order the runtime reports them, on every SDK: the
-        previous event's handlers have returned before the next event is emitted (see
-        `wait_for_event_handlers`). Outside the lock: a handler may call the provider.
-        """
-        if self._initialized:
-            wait_for_event_handlers()
-        with self._event_lock:
-            if not self._initialized:
-                return  # initialize() is still deciding; its outcome is the SDK's event
-            kind = transition.kind
-            if kind is TransitionKind.CONFIGURATION_CHANGED:
-                if self._reported in (TransitionKind.READY, TransitionKind.STALE):
-                    logger.debug(
-                        "Emitting PROVIDER_CONFIGURATION_CHANGED (%d flag(s) changed)",
-                        len(transition.flags_changed),
-                    )
-                    self.emit_provider_configuration_changed(
-                        ProviderEventDetails(
-                            flags_changed=list(transition.flags_changed),
-                            message="resolver state updated",
-                        )
-                    )
-                return
-            if kind is self._reported:
-                return
-            self._reported = kind
-            logger.debug("Emitting PROVIDER_%s", kind.name)
-            if kind is TransitionKind.READY:
-                self.emit_provider_ready(ProviderEventDetails(message=transition.message))
-            elif kind is TransitionKind.STALE:
-                self.emit_provider_stale(ProviderEventDetails(message=transition.message))
-            else:
-                self.emit_provider_error(
-                    ProviderEventDetails(
-                        message=self._redact(transition.message or "provider error"),
-                        error_code=ErrorCode.PROVIDER_FATAL
-                        if transition.fatal
-                        else ErrorCode.GENERAL,
-                    )
-                )
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._client_secret, "***")
-
-    # -- fork safety (see _fork) -----------------------------------------------------------------
-
-    def _after_fork_in_child(self) -> None:
-        """Right after os.fork(), in the child: forget (never use) the parent's runtime."""
-        runtime, host, owner = self._runtime, self._host, self._owner
-        # New locks, not acquired: a parent thread may have held the old ones at the fork.
-        self._lifecycle_lock = threading.Lock()
-        self._event_lock = threading.Lock()
-        self._runtime, self._host, self._owner = None, None, None
-        self._last_runtime = None  # the parent's counters are not this process's
-        # The SDK's view (_initialized, _reported) is inherited as is: it still holds.
-        self._fork_resume = _fork.inherit(runtime, host, owner)
-
-    def _resume_after_fork(self, resume: _fork.Resume) -> Any:
-        """First evaluation in a forked child: start this process's own runtime from the
-        inherited state; return a resolver that waits (bounded) for it."""
-        with self._lifecycle_lock:
-            runtime = resume.runtime
-            if runtime is None:
-                runtime = self._live_runtime()
-                if runtime is None:
-                    runtime = _fork.child_runtime(self._settings, resume, self._on_transition)
-                    self._last_runtime = runtime
-                    host = PortalHost(runtime)
-                    host.start()  # a thread and a task; never waits for I/O
-                    self._runtime, self._host = runtime, host
-                resume.runtime = runtime
-            elif runtime.settled and self._fork_resume is resume:
-                self._fork_resume = None  # resumed: from now on, the usual path
-        return _fork.AwaitingResolver(runtime, self._init_timeout)
-
     # -- evaluation ----------------------------------------------------------------------------
 
     def _prepare(
         self, flag_key: str, default_value: Any, evaluation_context: EvaluationContext | None
-    ) -> tuple[Any, Any, ResolveRequest] | FlagResolutionDetails[Any]:
+    ) -> _Prepared | FlagResolutionDetails[Any]:
         runtime = self._runtime
-        resolver = runtime.resolver if runtime is not None else None
+        resolver: FlagResolver | AwaitingResolver | None = (
+            runtime.resolver if runtime is not None else None
+        )
         if resolver is None:
             resume = self._fork_resume
             if resume is None:
@@ -887,8 +449,8 @@ class ConfidenceProvider(AbstractProvider):
                 if isinstance(prepared, FlagResolutionDetails):
                     details = prepared
                 else:
-                    resolver, lookup, request = prepared
-                    resolved = resolver.resolve(request)
+                    prepared_resolver, lookup, request = prepared
+                    resolved = prepared_resolver.resolve(request)
                     answer = resolved.flags
                     details = interpret(resolved, lookup, kind, default_value)
             else:
@@ -950,8 +512,8 @@ class ConfidenceProvider(AbstractProvider):
                 if isinstance(prepared, FlagResolutionDetails):
                     details = prepared
                 else:
-                    resolver, lookup, request = prepared
-                    resolved = await resolver.resolve_async(request)
+                    prepared_resolver, lookup, request = prepared
+                    resolved = await prepared_resolver.resolve_async(request)
                     answer = resolved.flags
                     details = interpret(resolved, lookup, kind, default_value)
             else:

@@ -45,7 +45,7 @@ from provider_support import (
 )
 
 from confidence._abi import ResolveRequest
-from confidence._runtime import BootstrapState
+from confidence._config import BootstrapState
 from confidence._state_sync import FetchedState
 from confidence.testing.emulator import (
     ConfidenceEmulator,
