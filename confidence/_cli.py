@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from confidence._state_sync import DEFAULT_CDN_BASE_URL
+from confidence.errors import ConfidenceError
 
 if TYPE_CHECKING:  # (each command imports these itself, when it runs)
     from confidence._abi import ResolveRequest
@@ -58,7 +59,7 @@ _EXIT_HELP_FETCH: Final = (
 _log = logging.getLogger("confidence.cli")
 
 
-class CliError(Exception):
+class CliError(ConfidenceError):
     """A failure to report as one line on stderr with an exit code."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:

@@ -31,6 +31,8 @@ from typing import Any, Final
 
 from openfeature.evaluation_context import EvaluationContext
 
+from confidence.errors import ContextError
+
 __all__ = ["SKIP_APPLY_KEY", "ContextError", "encode_context"]
 
 #: Attribute that turns off exposure logging for one evaluation. Only a real `True` counts.
@@ -39,10 +41,6 @@ SKIP_APPLY_KEY: Final = "_confidence_skip_apply"
 _EMPTY: Final = b"{}"
 _KEY_OPEN: Final = b'{"targeting_key":'
 _encode_str: Final = json.encoder.encode_basestring
-
-
-class ContextError(ValueError):
-    """The evaluation context cannot be expressed as JSON (e.g. it contains a cycle)."""
 
 
 def _default(value: object) -> Any:

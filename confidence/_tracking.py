@@ -47,6 +47,7 @@ from confidence import _http
 from confidence._context import SKIP_APPLY_KEY
 from confidence._http import FailureKind, HttpFailure, RetryPolicy
 from confidence._stats import EventStats
+from confidence.errors import EventError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -75,10 +76,6 @@ MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 SDK_ID: Final = "SDK_ID_PYTHON_LOCAL_PROVIDER"
 
 _MAX_DEPTH: Final = 64
-
-
-class EventError(ValueError):
-    """The event cannot be expressed as a Confidence event."""
 
 
 def _jsonable(value: Any, depth: int = 0) -> Any:
