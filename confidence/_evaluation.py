@@ -146,6 +146,28 @@ def parse_flag_key(flag_key: str) -> FlagLookup:
     return FlagLookup(name=name, resource=f"flags/{name}", path=path, path_text=rest)
 
 
+#: What `select_path` returns when the key's path is not in the flag value.
+PATH_NOT_FOUND: Final = object()
+
+
+def select_path(value: Any, lookup: FlagLookup) -> Any:  # Any: JSON values
+    """The property at `lookup.path` inside a flag value, or `PATH_NOT_FOUND`."""
+    for step in lookup.path:
+        if not isinstance(value, dict) or step not in value:
+            return PATH_NOT_FOUND
+        value = value[step]
+    return value
+
+
+def path_not_found(default: Any, lookup: FlagLookup) -> FlagResolutionDetails[Any]:
+    """The FLAG_NOT_FOUND answer for a key whose path is not in the flag's value."""
+    return error_details(
+        default,
+        ErrorCode.FLAG_NOT_FOUND,
+        f"Path '{lookup.path_text}' not found in flag '{lookup.name}'",
+    )
+
+
 def error_details(default: Any, code: ErrorCode, message: str) -> FlagResolutionDetails[Any]:
     """The caller's default with reason ERROR, an error code and a message."""
     return FlagResolutionDetails(
@@ -208,15 +230,11 @@ def interpret_row(
             flag_metadata=_metadata(resolve_id, flag[5], flag[6]),
         )
 
-    value: Any = flag[2]
-    for step in lookup.path:
-        if not isinstance(value, dict) or step not in value:
-            return error_details(
-                default,
-                ErrorCode.FLAG_NOT_FOUND,
-                f"Path '{lookup.path_text}' not found in flag '{lookup.name}'",
-            )
-        value = value[step]
+    value: Any = flag[2]  # Any: a JSON value, checked against `kind` below
+    if lookup.path:  # (most keys have none: they skip the call)
+        value = select_path(value, lookup)
+        if value is PATH_NOT_FOUND:
+            return path_not_found(default, lookup)
 
     # _metadata(), inlined.
     metadata: dict[str, str] = {}
