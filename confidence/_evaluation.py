@@ -96,7 +96,7 @@ class FlagKind(enum.Enum):
 _MISMATCH: Final = object()
 
 
-def _convert(kind: FlagKind, value: Any) -> Any:
+def _convert(kind: FlagKind, value: Any) -> Any:  # Any: flag values
     """The flag value as `kind`, or `_MISMATCH`. bool is never a number here."""
     if kind is FlagKind.BOOLEAN:
         return value if isinstance(value, bool) else _MISMATCH
@@ -118,7 +118,7 @@ def _convert(kind: FlagKind, value: Any) -> Any:
     return value if isinstance(value, dict) else _MISMATCH
 
 
-def _lossless_default(kind: FlagKind, default: Any) -> Any:
+def _lossless_default(kind: FlagKind, default: Any) -> Any:  # Any: flag values
     converted = _convert(kind, default)
     return default if converted is _MISMATCH else converted
 
@@ -159,6 +159,7 @@ def select_path(value: Any, lookup: FlagLookup) -> Any:  # Any: JSON values
     return value
 
 
+# Any (here and below): a flag value or the caller's default, of the evaluation's type.
 def path_not_found(default: Any, lookup: FlagLookup) -> FlagResolutionDetails[Any]:
     """The FLAG_NOT_FOUND answer for a key whose path is not in the flag's value."""
     return error_details(
@@ -180,20 +181,23 @@ def _materializations_message(name: str) -> str:
 
 
 def interpret(
-    resolved: Resolved, lookup: FlagLookup, kind: FlagKind, default: Any
-) -> FlagResolutionDetails[Any]:
+    resolved: Resolved,
+    lookup: FlagLookup,
+    kind: FlagKind,
+    default: Any,  # Any: flag values
+) -> FlagResolutionDetails[Any]:  # Any: flag values
     """Map the resolver's answer for one flag to OpenFeature (protocol.md §6.4 step 6)."""
     flags = resolved.flags
     return interpret_row(flags[0] if flags else None, resolved.resolve_id, lookup, kind, default)
 
 
 def interpret_row(
-    flag: Sequence[Any] | None,
+    flag: Sequence[Any] | None,  # Any: flag values
     resolve_id: str,
     lookup: FlagLookup,
     kind: FlagKind,
-    default: Any,
-) -> FlagResolutionDetails[Any]:
+    default: Any,  # Any: flag values
+) -> FlagResolutionDetails[Any]:  # Any: flag values
     """`interpret()` of one flag's row: a `ResolvedFlag` or the guest's JSON row, whose
     fields are (flag, variant, value, reason, should_apply, rule, assignment_id)."""
     if flag is None:
