@@ -100,6 +100,34 @@ def sx_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 # -- contenders --------------------------------------------------------------------------------
 
+#: The two measured flags and how each maps a user's attributes.
+FLAGS: Final = ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
+
+
+def via_client(client: Any, suffix: str = "") -> dict[str, Callable[[str, dict[str, Any]], Any]]:
+    """Both flags through an OpenFeature client (flag key + `suffix`): the one call shape
+    every OpenFeature contender is measured with, so their timings differ only by provider."""
+    return {
+        f: (
+            lambda key, a, k=f + suffix, m=m: client.get_boolean_value(
+                k, False, EvaluationContext(targeting_key=key, attributes=m(a))
+            )
+        )
+        for f, m in FLAGS
+    }
+
+
+def direct(provider: Any, suffix: str = "") -> dict[str, Callable[[str, dict[str, Any]], Any]]:
+    """Both flags through `provider.resolve_boolean_details` itself, skipping the SDK."""
+    return {
+        f: (
+            lambda key, a, k=f + suffix, m=m: provider.resolve_boolean_details(
+                k, False, EvaluationContext(targeting_key=key, attributes=m(a))
+            ).value
+        )
+        for f, m in FLAGS
+    }
+
 
 def setup_floor(calls: Calls, tmp: Path) -> None:
     from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
@@ -107,14 +135,7 @@ def setup_floor(calls: Calls, tmp: Path) -> None:
     flag = InMemoryFlag(default_variant="on", variants={"on": True, "off": False})
     api.set_provider_and_wait(InMemoryProvider({SIMPLE: flag, COMPLEX: flag}), domain="floor")
     client = api.get_client("floor")
-    calls["floor (InMemoryProvider via client)"] = {
-        f: (
-            lambda key, a, f=f, m=m: client.get_boolean_value(
-                f, False, EvaluationContext(targeting_key=key, attributes=m(a))
-            )
-        )
-        for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
-    }
+    calls["floor (InMemoryProvider via client)"] = via_client(client)
 
 
 def setup_ours(calls: Calls, tmp: Path) -> None:
@@ -130,20 +151,8 @@ def setup_ours(calls: Calls, tmp: Path) -> None:
     )
     api.set_provider_and_wait(provider, domain="ours")
     client = api.get_client("ours")
-    direct: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
-    via: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
-    for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs)):
-        k = f"{f}.enabled"
-        direct[f] = lambda key, a, k=k, m=m: (
-            provider.resolve_boolean_details(
-                k, False, EvaluationContext(targeting_key=key, attributes=m(a))
-            ).value
-        )
-        via[f] = lambda key, a, k=k, m=m: client.get_boolean_value(
-            k, False, EvaluationContext(targeting_key=key, attributes=m(a))
-        )
-    calls["ours, provider called directly"] = direct
-    calls["ours via client"] = via
+    calls["ours, provider called directly"] = direct(provider, ".enabled")
+    calls["ours via client"] = via_client(client, ".enabled")
 
 
 def flagd_doc() -> dict[str, Any]:
@@ -190,19 +199,8 @@ def setup_flagd(calls: Calls, tmp: Path) -> None:
     provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
     api.set_provider_and_wait(provider, domain="flagd")
     client = api.get_client("flagd")
-    direct: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
-    via: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
-    for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs)):
-        direct[f] = lambda key, a, f=f, m=m: (
-            provider.resolve_boolean_details(
-                f, False, EvaluationContext(targeting_key=key, attributes=m(a))
-            ).value
-        )
-        via[f] = lambda key, a, f=f, m=m: client.get_boolean_value(
-            f, False, EvaluationContext(targeting_key=key, attributes=m(a))
-        )
-    calls["flagd in-process (FILE), called directly"] = direct
-    calls["flagd via client"] = via
+    calls["flagd in-process (FILE), called directly"] = direct(provider)
+    calls["flagd via client"] = via_client(client)
 
 
 def ld_doc() -> dict[str, Any]:
@@ -289,7 +287,7 @@ def setup_ld(calls: Calls, tmp: Path) -> None:
 
     calls["LaunchDarkly variation() (file data source, events off)"] = {
         f: (lambda key, a, f=f, m=m: ld.variation(f, ctx(key, m(a)), False))
-        for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
+        for f, m in FLAGS
     }
     try:
         from ld_openfeature import LaunchDarklyProvider
@@ -297,14 +295,7 @@ def setup_ld(calls: Calls, tmp: Path) -> None:
         return
     api.set_provider_and_wait(LaunchDarklyProvider(ld_config(path)), domain="ld")
     client = api.get_client("ld")
-    calls["LaunchDarkly via its OpenFeature provider"] = {
-        f: (
-            lambda key, a, f=f, m=m: client.get_boolean_value(
-                f, False, EvaluationContext(targeting_key=key, attributes=m(a))
-            )
-        )
-        for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
-    }
+    calls["LaunchDarkly via its OpenFeature provider"] = via_client(client)
 
 
 def growthbook_features() -> dict[str, Any]:
@@ -350,7 +341,7 @@ def setup_growthbook(calls: Calls, tmp: Path) -> None:
 
     calls["GrowthBook, a new instance per request"] = {
         f: (lambda key, a, f=f, m=m: call(f, key, m(a)))
-        for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
+        for f, m in FLAGS
     }
 
 
@@ -422,7 +413,7 @@ def setup_unleash(calls: Calls, tmp: Path) -> None:
 
     calls["Unleash is_enabled() (bootstrapped from a file)"] = {
         f: (lambda key, a, f=f, m=m: client.is_enabled(f, ctx(key, m(a))))
-        for f, m in ((SIMPLE, sx_attrs), (COMPLEX, cx_attrs))
+        for f, m in FLAGS
     }
 
 

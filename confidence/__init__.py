@@ -10,10 +10,19 @@ from confidence._version import __version__
 if TYPE_CHECKING:
     from confidence._remote_sync import RemoteMaterializationStore
     from confidence._stats import EventStats, LatencySummary, ProviderStats, SnapshotConfig
+    from confidence.errors import (
+        ConfidenceError,
+        ContextError,
+        EventError,
+        MaterializationError,
+        StateDecryptionError,
+        StateError,
+    )
     from confidence.materialization import (
         AsyncMaterializationStore,
         MaterializationNotSupportedError,
         MaterializationStore,
+        RemoteMaterializationError,
         UnsupportedMaterializationStore,
     )
     from confidence.provider import ConfidenceProvider
@@ -24,14 +33,21 @@ _logging.getLogger("confidence").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AsyncMaterializationStore",
+    "ConfidenceError",
     "ConfidenceProvider",
+    "ContextError",
+    "EventError",
     "EventStats",
     "LatencySummary",
+    "MaterializationError",
     "MaterializationNotSupportedError",
     "MaterializationStore",
     "ProviderStats",
+    "RemoteMaterializationError",
     "RemoteMaterializationStore",
     "SnapshotConfig",
+    "StateDecryptionError",
+    "StateError",
     "UnsupportedMaterializationStore",
     "__version__",
 ]
@@ -50,6 +66,14 @@ _EXPORTS: dict[str, str] = {
     "MaterializationNotSupportedError": "confidence.materialization",
     "MaterializationStore": "confidence.materialization",
     "UnsupportedMaterializationStore": "confidence.materialization",
+    "RemoteMaterializationError": "confidence.materialization",
+    # The exceptions (docs/errors.md, "Exceptions"); confidence.errors imports nothing.
+    "ConfidenceError": "confidence.errors",
+    "ContextError": "confidence.errors",
+    "EventError": "confidence.errors",
+    "MaterializationError": "confidence.errors",
+    "StateDecryptionError": "confidence.errors",
+    "StateError": "confidence.errors",
 }
 
 

@@ -30,10 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from confidence._state_sync import DEFAULT_CDN_BASE_URL
+from confidence.errors import ConfidenceError
 
 if TYPE_CHECKING:  # (each command imports these itself, when it runs)
+    from openfeature.flag_evaluation import FlagResolutionDetails
+
     from confidence._abi import ResolveRequest
     from confidence._evaluation import FlagLookup
+    from confidence._pool import ResolverPool
+    from confidence._protowire import ClientResolverState
+    from confidence._runtime import BootstrapState
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "add_commands"]
 
@@ -58,7 +64,7 @@ _EXIT_HELP_FETCH: Final = (
 _log = logging.getLogger("confidence.cli")
 
 
-class CliError(Exception):
+class CliError(ConfidenceError):
     """A failure to report as one line on stderr with an exit code."""
 
     def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
@@ -104,7 +110,7 @@ def _key(args: argparse.Namespace) -> bytes | None:
         raise CliError(f"--encryption-key: {exc}") from None
 
 
-def _read_state_file(path: str, key: bytes | None, account: str | None) -> Any:
+def _read_state_file(path: str, key: bytes | None, account: str | None) -> BootstrapState:
     """BootstrapState from a state file (any form `state_file=` accepts)."""
     from confidence._state_file import (
         MissingAccountIdError,
@@ -164,7 +170,7 @@ def _fetch_body(args: argparse.Namespace, key: bytes | None) -> bytes:
     return anyio.run(_download, args.cdn_base_url, args.secret, key is not None)
 
 
-def _decode_fetched(body: bytes, key: bytes | None) -> tuple[bytes, Any]:
+def _decode_fetched(body: bytes, key: bytes | None) -> tuple[bytes, ClientResolverState]:
     """(ClientResolverState bytes, decoded) of a downloaded body."""
     from confidence._crypto import StateDecryptionError, decrypt_state
     from confidence._protowire import ProtoDecodeError, decode_client_resolver_state
@@ -182,7 +188,7 @@ def _decode_fetched(body: bytes, key: bytes | None) -> tuple[bytes, Any]:
     return plaintext, decoded
 
 
-def _load_state(args: argparse.Namespace) -> Any:
+def _load_state(args: argparse.Namespace) -> BootstrapState:
     boot = _load_state_quietly(args)
     _log.info(
         "state from %s: account %s, %d bytes",
@@ -193,7 +199,7 @@ def _load_state(args: argparse.Namespace) -> Any:
     return boot
 
 
-def _pool_with(boot: Any) -> Any:
+def _pool_with(boot: BootstrapState) -> ResolverPool:
     """A one-instance pool holding `boot`'s state, exposure collection off (a look, not a
     use of the flag). -v logs what the resolver loaded."""
     from confidence._abi import ResolverError
@@ -218,7 +224,7 @@ def _pool_with(boot: Any) -> Any:
     return pool
 
 
-def _load_state_quietly(args: argparse.Namespace) -> Any:
+def _load_state_quietly(args: argparse.Namespace) -> BootstrapState:
     key = _key(args)
     if args.state is not None:
         return _read_state_file(args.state, key, args.account)
@@ -232,7 +238,7 @@ def _load_state_quietly(args: argparse.Namespace) -> Any:
     )
 
 
-def _resolver_state(state: bytes) -> Any:
+def _resolver_state(state: bytes) -> Any:  # Any: a protobuf message (_proto is untyped)
     from google.protobuf.message import DecodeError
 
     from confidence._proto.confidence.flags.admin.v1 import resolver_pb2
@@ -258,7 +264,7 @@ def _parse_context(text: str) -> bytes:
     return json.dumps(context, separators=(",", ":")).encode("utf-8")
 
 
-def _parse_default(text: str | None) -> Any:
+def _parse_default(text: str | None) -> Any:  # Any: a JSON value, or the text
     if text is None:
         return None
     try:
@@ -267,7 +273,7 @@ def _parse_default(text: str | None) -> Any:
         return text  # a bare word is a string default
 
 
-def _pick_secret(args: argparse.Namespace, resolver_state: Any) -> str:
+def _pick_secret(args: argparse.Namespace, resolver_state: Any) -> str:  # Any: protobuf
     if args.secret:
         return str(args.secret)
     for credential in resolver_state.client_credentials:
@@ -279,7 +285,7 @@ def _pick_secret(args: argparse.Namespace, resolver_state: Any) -> str:
 
 def _one_flag_request(
     args: argparse.Namespace, example: str
-) -> tuple[FlagLookup, str, ResolveRequest, Any]:
+) -> tuple[FlagLookup, str, ResolveRequest, BootstrapState]:
     """What `resolve` and `explain` both start from: the flag key, the secret, a one-flag
     request that neither applies nor logs, and the loaded state."""
     from confidence._abi import ResolveRequest
@@ -366,29 +372,23 @@ def _explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _select_path(details: Any, lookup: Any, default: Any) -> Any:
+def _select_path(
+    details: FlagResolutionDetails[Any], lookup: FlagLookup, default: object
+) -> FlagResolutionDetails[Any]:  # Any: a JSON flag value of any type (--type auto)
     """`--type auto` with a path: pick the property out of the whole flag value, any type."""
     from dataclasses import replace
 
-    from openfeature.exception import ErrorCode
-
-    from confidence._evaluation import error_details
+    from confidence._evaluation import PATH_NOT_FOUND, path_not_found, select_path
 
     if not details.variant:
         return details  # no variant assigned: the default, whatever the path
-    value = details.value
-    for step in lookup.path:
-        if not isinstance(value, dict) or step not in value:
-            return error_details(
-                default,
-                ErrorCode.FLAG_NOT_FOUND,
-                f"Path '{lookup.path_text}' not found in flag '{lookup.name}'",
-            )
-        value = value[step]
+    value = select_path(details.value, lookup)
+    if value is PATH_NOT_FOUND:
+        return path_not_found(default, lookup)
     return replace(details, value=default if value is None else value)
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
@@ -399,7 +399,7 @@ def _short(name: str, prefix: str) -> str:
     return name[len(prefix) :] if name.startswith(prefix) else name
 
 
-def _describe_state(boot: Any) -> dict[str, Any]:
+def _describe_state(boot: BootstrapState) -> dict[str, Any]:  # Any: a JSON document
     from google.protobuf import json_format
 
     state = _resolver_state(boot.state)
@@ -441,7 +441,7 @@ def _describe_state(boot: Any) -> dict[str, Any]:
                 else:
                     target = "(client default)"
                 split.append(f"{target} {share}")
-            entry: dict[str, Any] = {
+            entry: dict[str, Any] = {  # JSON
                 "name": _short(rule.get("name", ""), f"{flag.name}/rules/"),
                 "segment": _short(rule.get("segment", ""), "segments/"),
                 "enabled": bool(rule.get("enabled", False)),
@@ -592,7 +592,7 @@ def _state_source(parser: argparse.ArgumentParser, *, cdn: bool) -> None:
     )
 
 
-def add_commands(commands: Any) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `resolve`, `inspect` and `fetch` on `python -m confidence`'s subparsers."""
     formatter = argparse.RawDescriptionHelpFormatter
 

@@ -31,6 +31,8 @@ from typing import Any, Final
 
 from openfeature.evaluation_context import EvaluationContext
 
+from confidence.errors import ContextError
+
 __all__ = ["SKIP_APPLY_KEY", "ContextError", "encode_context"]
 
 #: Attribute that turns off exposure logging for one evaluation. Only a real `True` counts.
@@ -41,11 +43,7 @@ _KEY_OPEN: Final = b'{"targeting_key":'
 _encode_str: Final = json.encoder.encode_basestring
 
 
-class ContextError(ValueError):
-    """The evaluation context cannot be expressed as JSON (e.g. it contains a cycle)."""
-
-
-def _default(value: object) -> Any:
+def _default(value: object) -> Any:  # Any: JSON values
     # Called by json for anything it does not know natively.
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
@@ -84,7 +82,7 @@ _FAST_ENCODE: Final = (
 )
 
 
-def _sanitize(value: Any, depth: int = 0) -> Any:
+def _sanitize(value: Any, depth: int = 0) -> Any:  # Any: JSON values
     """Slow path: stringify dict keys json cannot take (tuples, objects...)."""
     if depth > 64:
         raise ContextError("evaluation context is nested too deeply")
@@ -108,7 +106,7 @@ def _utf8(text: str) -> bytes:
         return fixed.encode("utf-8")
 
 
-def _dumps(obj: dict[str, Any]) -> bytes:
+def _dumps(obj: dict[str, Any]) -> bytes:  # Any: JSON values
     if _FAST_ENCODE is not None:
         try:
             text = "".join(_FAST_ENCODE(obj, 0))
@@ -168,6 +166,7 @@ def encode_context(ctx: EvaluationContext | None) -> tuple[bytes, bool]:
         if not attributes:
             return _KEY_OPEN + key + b"}", False
         return _KEY_OPEN + key + b"," + _dumps(attributes)[1:], False
+    # Any: JSON values
     fields: dict[str, Any] = {"targeting_key": targeting_key} if targeting_key else {}
     fields.update(attributes)
     skip_apply = False

@@ -17,6 +17,7 @@ import os
 import re
 
 from confidence import _lazy
+from confidence.errors import StateDecryptionError
 
 __all__ = [
     "KEY_SIZE",
@@ -35,10 +36,6 @@ TAG_SIZE = 16
 # Full match, so "0x…", whitespace or a 65th character are all rejected rather than silently
 # trimmed: a key that is almost right is a configuration mistake worth surfacing.
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
-
-
-class StateDecryptionError(ValueError):
-    """The state body could not be decrypted (too short, wrong key, or corrupted)."""
 
 
 def parse_encryption_key(hex_key: str) -> bytes:

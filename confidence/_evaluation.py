@@ -96,7 +96,7 @@ class FlagKind(enum.Enum):
 _MISMATCH: Final = object()
 
 
-def _convert(kind: FlagKind, value: Any) -> Any:
+def _convert(kind: FlagKind, value: Any) -> Any:  # Any: flag values
     """The flag value as `kind`, or `_MISMATCH`. bool is never a number here."""
     if kind is FlagKind.BOOLEAN:
         return value if isinstance(value, bool) else _MISMATCH
@@ -118,7 +118,7 @@ def _convert(kind: FlagKind, value: Any) -> Any:
     return value if isinstance(value, dict) else _MISMATCH
 
 
-def _lossless_default(kind: FlagKind, default: Any) -> Any:
+def _lossless_default(kind: FlagKind, default: Any) -> Any:  # Any: flag values
     converted = _convert(kind, default)
     return default if converted is _MISMATCH else converted
 
@@ -146,6 +146,29 @@ def parse_flag_key(flag_key: str) -> FlagLookup:
     return FlagLookup(name=name, resource=f"flags/{name}", path=path, path_text=rest)
 
 
+#: What `select_path` returns when the key's path is not in the flag value.
+PATH_NOT_FOUND: Final = object()
+
+
+def select_path(value: Any, lookup: FlagLookup) -> Any:  # Any: JSON values
+    """The property at `lookup.path` inside a flag value, or `PATH_NOT_FOUND`."""
+    for step in lookup.path:
+        if not isinstance(value, dict) or step not in value:
+            return PATH_NOT_FOUND
+        value = value[step]
+    return value
+
+
+# Any (here and below): a flag value or the caller's default, of the evaluation's type.
+def path_not_found(default: Any, lookup: FlagLookup) -> FlagResolutionDetails[Any]:
+    """The FLAG_NOT_FOUND answer for a key whose path is not in the flag's value."""
+    return error_details(
+        default,
+        ErrorCode.FLAG_NOT_FOUND,
+        f"Path '{lookup.path_text}' not found in flag '{lookup.name}'",
+    )
+
+
 def error_details(default: Any, code: ErrorCode, message: str) -> FlagResolutionDetails[Any]:
     """The caller's default with reason ERROR, an error code and a message."""
     return FlagResolutionDetails(
@@ -158,20 +181,23 @@ def _materializations_message(name: str) -> str:
 
 
 def interpret(
-    resolved: Resolved, lookup: FlagLookup, kind: FlagKind, default: Any
-) -> FlagResolutionDetails[Any]:
+    resolved: Resolved,
+    lookup: FlagLookup,
+    kind: FlagKind,
+    default: Any,  # Any: flag values
+) -> FlagResolutionDetails[Any]:  # Any: flag values
     """Map the resolver's answer for one flag to OpenFeature (protocol.md §6.4 step 6)."""
     flags = resolved.flags
     return interpret_row(flags[0] if flags else None, resolved.resolve_id, lookup, kind, default)
 
 
 def interpret_row(
-    flag: Sequence[Any] | None,
+    flag: Sequence[Any] | None,  # Any: flag values
     resolve_id: str,
     lookup: FlagLookup,
     kind: FlagKind,
-    default: Any,
-) -> FlagResolutionDetails[Any]:
+    default: Any,  # Any: flag values
+) -> FlagResolutionDetails[Any]:  # Any: flag values
     """`interpret()` of one flag's row: a `ResolvedFlag` or the guest's JSON row, whose
     fields are (flag, variant, value, reason, should_apply, rule, assignment_id)."""
     if flag is None:
@@ -208,15 +234,11 @@ def interpret_row(
             flag_metadata=_metadata(resolve_id, flag[5], flag[6]),
         )
 
-    value: Any = flag[2]
-    for step in lookup.path:
-        if not isinstance(value, dict) or step not in value:
-            return error_details(
-                default,
-                ErrorCode.FLAG_NOT_FOUND,
-                f"Path '{lookup.path_text}' not found in flag '{lookup.name}'",
-            )
-        value = value[step]
+    value: Any = flag[2]  # Any: a JSON value, checked against `kind` below
+    if lookup.path:  # (most keys have none: they skip the call)
+        value = select_path(value, lookup)
+        if value is PATH_NOT_FOUND:
+            return path_not_found(default, lookup)
 
     # _metadata(), inlined.
     metadata: dict[str, str] = {}

@@ -71,11 +71,11 @@ class DedupStats:
     window_size: int = 0
 
 
-def _millis(ts: Any) -> int:
+def _millis(ts: Any) -> int:  # Any: protobuf (_proto is untyped)
     return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
 
 
-def _time_suffix(flag: Any) -> tuple[bytes, int]:
+def _time_suffix(flag: Any) -> tuple[bytes, int]:  # Any: protobuf (_proto is untyped)
     """How `flag`'s apply time ends its serialization, and the time in ms."""
     if not flag.HasField("apply_time"):
         return b"", 0
@@ -84,7 +84,7 @@ def _time_suffix(flag: Any) -> tuple[bytes, int]:
     return _APPLY_TIME_TAG + bytes((len(encoded),)) + encoded, _millis(flag.apply_time)
 
 
-def _identity(flag: Any) -> tuple[bytes, int]:
+def _identity(flag: Any) -> tuple[bytes, int]:  # Any: protobuf (_proto is untyped)
     """The general path: the flag without its apply time, serialized, and the time."""
     copy = type(flag)()
     copy.CopyFrom(flag)
@@ -117,7 +117,7 @@ class Deduplicator:
         with self._lock:
             return DedupStats(self._total, self._deduped, self._overflow, len(self._sent))
 
-    def filter(self, request: Any, now_ms: int) -> tuple[int, int]:
+    def filter(self, request: Any, now_ms: int) -> tuple[int, int]:  # Any: protobuf
         """Drop duplicate applied flags from a decoded WriteFlagLogsRequest, in place.
 
         Returns (deduplicated, overflowed) for this request.
@@ -197,7 +197,7 @@ class Deduplicator:
             self.removed += 1
 
 
-def _resolve_count(request: Any) -> int:
+def _resolve_count(request: Any) -> int:  # Any: protobuf (_proto is untyped)
     return sum(v.count for info in request.flag_resolve_info for v in info.variant_resolve_info)
 
 
@@ -261,17 +261,17 @@ class LogPreparer:
             return [LogBatch(body, exposures, _resolve_count(request))]
         return self._split(request)
 
-    def _split(self, request: Any) -> list[LogBatch]:
+    def _split(self, request: Any) -> list[LogBatch]:  # Any: protobuf (_proto is untyped)
         """Greedy split: telemetry in the first request, every repeated entry in exactly one
         request, each request at most the limit (a single larger entry travels alone)."""
         from confidence._proto.confidence.flags.resolver.v1 import api_pb2  # (loaded: see above)
 
-        items: list[tuple[str, Any, int]] = []
+        items: list[tuple[str, Any, int]] = []  # Any: protobuf (_proto is untyped)
         for name in ("client_resolve_info", "flag_resolve_info", "flag_assigned"):
             for item in getattr(request, name):
                 size = item.ByteSize()
                 items.append((name, item, 1 + _varint_len(size) + size))
-        chunks: list[Any] = []
+        chunks: list[Any] = []  # Any: protobuf (_proto is untyped)
         current = api_pb2.WriteFlagLogsRequest()
         size = 0
         if request.HasField("telemetry_data"):

@@ -51,7 +51,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
@@ -63,6 +63,9 @@ from confidence._exposures import Deduplicator, DedupStats, LogBatch, LogPrepare
 from confidence._log_sender import LogSender, RetryPolicy
 from confidence._log_spool import LogSpool
 from confidence._stats import LN_RATIO, HostTelemetry, StatsRecorder
+
+if TYPE_CHECKING:
+    from confidence._pool import ResolverPool
 
 __all__ = [
     "DRAIN_ASSIGNED_BYTES",
@@ -312,7 +315,7 @@ class FlagLogPipeline:
         # Batches read back from the spool: id -> (batch, its claimed file).
         self._claims: dict[int, tuple[LogBatch, Path]] = {}
         self.backlog = _Backlog()
-        self.pool: Any = None  # ResolverPool, set once built
+        self.pool: ResolverPool | None = None  # set once built
         self.sender: LogSender | None = None  # None: offline, logs are drained and discarded
         # ... unless a sender is on its way (the runtime opens delivery after the first
         # state, so that READY never waits for aiohttp): until then drains keep what they
@@ -704,7 +707,7 @@ class FlagLogPipeline:
             self._report_batches(batches, why)
 
 
-def _add_analytics(telemetry: Any, delta: HostTelemetry) -> None:
+def _add_analytics(telemetry: Any, delta: HostTelemetry) -> None:  # Any: protobuf (untyped)
     """Resolve counts by reason, and the latency histogram as dense spans of consecutive
     exponents (each span's `offset` is the exponent of its first bucket)."""
     for reason, count in sorted(delta.rates.items()):
@@ -713,7 +716,7 @@ def _add_analytics(telemetry: Any, delta: HostTelemetry) -> None:
     latency.sum = min(_UINT32_MAX, delta.sum_us)
     latency.count = min(_UINT32_MAX, delta.count)
     latency.ln_ratio = LN_RATIO
-    span: Any = None
+    span: Any = None  # a protobuf message, as `telemetry`
     previous: int | None = None
     for exponent in sorted(delta.buckets):
         if previous is None or exponent != previous + 1:

@@ -52,6 +52,8 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from confidence.errors import ConfidenceError
+
 logger = logging.getLogger("confidence.http")
 
 __all__ = [
@@ -138,7 +140,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-class HttpFailure(Exception):
+class HttpFailure(ConfidenceError):
     """One request (or the last of its attempts) failed. `str()` is safe to log."""
 
     def __init__(

@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 
 from confidence._http import Headers
 from confidence._version import __version__
+from confidence.errors import ConfidenceError
 
 __all__ = ["HttpProtocolError", "LightResponse", "LightSession"]
 
@@ -42,7 +43,7 @@ _MAX_LINE: Final = 64 * 1024
 _USER_AGENT: Final = f"confidence-openfeature-provider-python/{__version__}"
 
 
-class HttpProtocolError(OSError):
+class HttpProtocolError(ConfidenceError, OSError):
     """The server's answer is not well-formed HTTP/1.1 (or ended early)."""
 
 

@@ -29,6 +29,7 @@ from confidence.materialization import (
     VariantReadResult,
     VariantWriteOp,
 )
+from confidence.materialization import RemoteMaterializationError as RemoteMaterializationError
 
 __all__ = [
     "DEFAULT_API_BASE_URL",
@@ -43,31 +44,6 @@ logger = logging.getLogger("confidence.materialization")
 READ_PATH: Final = "/v1/materialization:readMaterializedOperations"
 WRITE_PATH: Final = "/v1/materialization:writeMaterializedOperations"
 _CONTENT_TYPE: Final = "application/x-protobuf"
-
-
-class RemoteMaterializationError(Exception):
-    """The remote store could not be reached, timed out, or refused the request.
-
-    The message names the operation, the endpoint and what went wrong; it never contains
-    the client secret.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        operation: str,
-        status: int | None = None,
-        attempts: int = 1,
-        retryable: bool = True,
-        kind: FailureKind | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind  # why (None: not an HTTP failure, e.g. the store is closed)
-        self.operation = operation  # "read" or "write"
-        self.status = status  # the last HTTP status, if there was an answer
-        self.attempts = attempts
-        self.retryable = retryable  # whether asking again later may succeed
 
 
 class RemoteMaterializationStore:

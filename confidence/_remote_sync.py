@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -121,5 +120,5 @@ class RemoteMaterializationStore:
     def __enter__(self) -> RemoteMaterializationStore:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -40,6 +40,7 @@ from . import _http
 from ._crypto import KEY_SIZE, StateDecryptionError, decrypt_state
 from ._http import FailureKind, HttpFailure
 from ._protowire import ProtoDecodeError, decode_client_resolver_state
+from .errors import ConfidenceError
 
 __all__ = [
     "DEFAULT_CDN_BASE_URL",
@@ -125,7 +126,7 @@ def backoff_delay(
     return delay * (1.0 + jitter * (2.0 * rand() - 1.0))
 
 
-class _FetchFailure(Exception):
+class _FetchFailure(ConfidenceError):
     """Internal: a failed attempt, with a message that is safe to log and a typed kind."""
 
     def __init__(self, message: str, kind: FailureKind) -> None:

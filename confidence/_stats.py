@@ -30,9 +30,21 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from openfeature.exception import ErrorCode
+
+if TYPE_CHECKING:
+    from confidence._flag_logs import FlagLogStats
+    from confidence._pool import PoolStats
+    from confidence._runtime import Runtime
+    from confidence._tracking import EventQueue
+
+#: An evaluation's OpenFeature reason or error code as the provider has it: the SDK's
+#: `Reason`/`ErrorCode` (both `str` enums), a custom string, or None.
+ReasonKey = str | None
+#: Called after every evaluation with `(elapsed_ns, reason)` (e.g. an OpenTelemetry histogram).
+LatencyObserver = Callable[[int, ReasonKey], None]
 
 __all__ = [
     "LN_RATIO",
@@ -145,8 +157,8 @@ class _Shard:
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
-        self.reasons: dict[Any, int] = {}
-        self.errors: dict[Any, int] = {}
+        self.reasons: dict[ReasonKey, int] = {}
+        self.errors: dict[str, int] = {}
         self.count = 0
         self.total_ns = 0
         self.max_ns = 0
@@ -169,10 +181,10 @@ class _Shard:
         for i, n in enumerate(list(self.buckets)):
             if n:
                 buckets[i] += n
-        for key, n in dict(self.t_rates).items():
-            other.t_rates[key] = other.t_rates.get(key, 0) + n
-        for key, n in dict(self.t_buckets).items():
-            other.t_buckets[key] = other.t_buckets.get(key, 0) + n
+        for rate, n in dict(self.t_rates).items():
+            other.t_rates[rate] = other.t_rates.get(rate, 0) + n
+        for bucket, n in dict(self.t_buckets).items():
+            other.t_buckets[bucket] = other.t_buckets.get(bucket, 0) + n
         other.t_sum_us += self.t_sum_us
         other.t_count += self.t_count
 
@@ -261,14 +273,14 @@ class ProviderStats:
     log_unspooled_resolves: int = 0
     events: EventStats = EventStats()
     #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
-    pool: Any = None
+    pool: PoolStats | None = None
 
     @property
     def resolves(self) -> int:
         return sum(self.resolves_by_reason.values())
 
 
-def _key(value: Any) -> str:
+def _key(value: ReasonKey) -> str:
     # Reason/ErrorCode are StrEnums; the backport's str() on 3.10 would say "Reason.X".
     return str(getattr(value, "value", value))
 
@@ -285,7 +297,7 @@ class StatsRecorder:
         self._fold_at = _FOLD_MIN
         #: Optional per-evaluation callback `(elapsed_ns, reason)`, e.g. an OpenTelemetry
         #: histogram. None (the default) costs one attribute read.
-        self.latency_observer: Callable[[int, Any], None] | None = None
+        self.latency_observer: LatencyObserver | None = None
         _RECORDERS.add(self)
 
     def _after_fork(self) -> None:
@@ -312,10 +324,10 @@ class StatsRecorder:
 
     def record(
         self,
-        reason: Any,
-        error_code: Any,
+        reason: ReasonKey,
+        error_code: str | None,
         elapsed_ns: int,
-        flags: Sequence[Sequence[Any]] | None = None,
+        flags: Sequence[Sequence[Any]] | None = None,  # rows of JSON values (see below)
     ) -> None:
         """Count one evaluation. Called on the hot path: keep it to increments.
 
@@ -367,6 +379,21 @@ class StatsRecorder:
             except Exception:  # an observer must never break an evaluation
                 self.latency_observer = None
 
+    def add_latency_observer(self, observer: LatencyObserver) -> None:
+        """Also call `observer(elapsed_ns, reason)` after every evaluation, after the
+        observers added before it. An observer that raises is removed (with the others)
+        rather than break an evaluation."""
+        previous = self.latency_observer
+        if previous is None:
+            self.latency_observer = observer
+            return
+
+        def both(elapsed_ns: int, reason: ReasonKey) -> None:
+            previous(elapsed_ns, reason)
+            observer(elapsed_ns, reason)
+
+        self.latency_observer = both
+
     def totals(self) -> _Shard:
         """Sum of all shards (folding the shards of finished threads away)."""
         total = _Shard(None)
@@ -398,6 +425,7 @@ class StatsRecorder:
         carries it again."""
         with self._lock:
             self._taken = self._taken.minus(delta)
+
     def _fold_finished_locked(self) -> None:
         alive: list[_Shard] = []
         for shard in self._shards:
@@ -467,7 +495,7 @@ def now_ns() -> int:
     return time.perf_counter_ns()
 
 
-def _status(runtime: Any) -> str:
+def _status(runtime: Runtime | None) -> str:
     if runtime is None:
         return "NOT_STARTED"
     if runtime.finished:
@@ -479,7 +507,7 @@ def _status(runtime: Any) -> str:
     return "STALE" if runtime.is_stale else "READY"
 
 
-def _ledger(logs: Any) -> dict[str, int]:
+def _ledger(logs: FlagLogStats | None) -> dict[str, int]:
     if logs is None:
         return {}
     return {
@@ -498,7 +526,9 @@ def _ledger(logs: Any) -> dict[str, int]:
     }
 
 
-def snapshot(recorder: StatsRecorder, runtime: Any, events: Any) -> ProviderStats:
+def snapshot(
+    recorder: StatsRecorder, runtime: Runtime | None, events: EventQueue | None
+) -> ProviderStats:
     """Assemble `ProviderStats` from the recorder, the live runtime (if any) and the event
     queue. Reads runtime fields without locks: each is a single attribute read."""
     reasons, errors, latency = recorder.counts()

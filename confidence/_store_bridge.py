@@ -17,18 +17,31 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from confidence.materialization import ReadOp, ReadResult, VariantWriteOp
+from confidence.materialization import (
+    AsyncMaterializationStore,
+    ReadOp,
+    ReadResult,
+    VariantWriteOp,
+)
+
+_T = TypeVar("_T")
 
 __all__ = ["LoopBoundStore"]
 
 
 class LoopBoundStore:
     def __init__(
-        self, store: Any, loop: asyncio.AbstractEventLoop, *, timeout: float = 30.0
+        self,
+        store: object,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        timeout: float = 30.0,
     ) -> None:
-        self._store = store
+        # (`object`: the runtime holds the user's store untyped; it hands over only a store
+        # whose `read` is a coroutine function, i.e. an AsyncMaterializationStore.)
+        self._store = cast(AsyncMaterializationStore, store)
         self._loop = loop
         self._loop_thread = threading.get_ident()  # built on the runtime's loop thread
         self._timeout = timeout  # a backstop only; the store bounds its own calls
@@ -37,7 +50,7 @@ class LoopBoundStore:
         return f"LoopBoundStore({self._store!r})"
 
     @property
-    def store(self) -> Any:
+    def store(self) -> AsyncMaterializationStore:
         """The async store itself (awaited directly by evaluations on `loop`)."""
         return self._store
 
@@ -46,13 +59,12 @@ class LoopBoundStore:
         return self._loop
 
     def read(self, ops: list[ReadOp]) -> list[ReadResult]:
-        result: list[ReadResult] = self._run(self._store.read(ops))
-        return result
+        return self._run(self._store.read(ops))
 
     def write(self, ops: list[VariantWriteOp]) -> None:
         self._run(self._store.write(ops))
 
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:  # (Any: what a coroutine is sent)
         if threading.get_ident() == self._loop_thread:
             coro.close()
             raise RuntimeError(

@@ -47,6 +47,7 @@ from confidence import _http
 from confidence._context import SKIP_APPLY_KEY
 from confidence._http import FailureKind, HttpFailure, RetryPolicy
 from confidence._stats import EventStats
+from confidence.errors import EventError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -77,11 +78,7 @@ SDK_ID: Final = "SDK_ID_PYTHON_LOCAL_PROVIDER"
 _MAX_DEPTH: Final = 64
 
 
-class EventError(ValueError):
-    """The event cannot be expressed as a Confidence event."""
-
-
-def _jsonable(value: Any, depth: int = 0) -> Any:
+def _jsonable(value: Any, depth: int = 0) -> Any:  # Any: JSON values
     """A JSON value for Struct: numbers are finite (JSON has no NaN), keys are strings."""
     if depth > _MAX_DEPTH:
         raise EventError("event data is nested too deeply")
@@ -105,11 +102,11 @@ def _rfc3339(when: _dt.datetime) -> str:
     return when.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def context_struct(evaluation_context: Any) -> dict[str, Any]:
+def context_struct(evaluation_context: object) -> dict[str, Any]:  # Any: JSON values
     """The evaluation context as the event's `context` Struct (§4.1 step 2)."""
     if evaluation_context is None:
         return {}
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # Any: JSON values
     targeting_key = getattr(evaluation_context, "targeting_key", None)
     if targeting_key:
         fields["targeting_key"] = targeting_key
@@ -124,15 +121,15 @@ def context_struct(evaluation_context: Any) -> dict[str, Any]:
 
 def build_event(
     name: str,
-    evaluation_context: Any = None,
-    details: Any = None,
+    evaluation_context: object = None,  # an EvaluationContext (or None)
+    details: object = None,  # TrackingEventDetails, on SDKs that have it
     *,
     now: _dt.datetime | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # Any: JSON values
     """One Confidence `Event` in proto-JSON, payload merged per §4.1 step 4."""
     if not isinstance(name, str) or not name:
         raise EventError("tracking event name must be a non-empty string")
-    payload: dict[str, Any] = {}
+    payload: dict[str, Any] = {}  # Any: JSON values
     if details is not None:
         attributes = getattr(details, "attributes", None)
         if attributes:
@@ -153,7 +150,7 @@ def build_event(
     }
 
 
-def encode_event(event: Mapping[str, Any]) -> bytes:
+def encode_event(event: Mapping[str, Any]) -> bytes:  # Any: JSON values
     try:
         return json.dumps(event, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
             "utf-8", "surrogatepass"
@@ -406,7 +403,7 @@ class EventPublisher:
         return True
 
     def _account(self, batch: list[bytes], response: bytes) -> None:
-        errors: list[Any] = []
+        errors: list[Any] = []  # Any: JSON values
         try:
             decoded = json.loads(response) if response.strip() else {}
             if isinstance(decoded, dict) and isinstance(decoded.get("errors"), list):

@@ -35,6 +35,10 @@ JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, J
 #: A three-valued match: True, False, or None while a materialization read is unknown
 #: (or when the evaluation failed on an unrecognized rule).
 Match: TypeAlias = "bool | None"
+#: A line of the rendered tree and its children.
+_Node: TypeAlias = "tuple[str, list[_Node]]"
+#: The resolver's explain document, as `json.loads` returns it (read by key, unchecked:
+#: the guest writes it, resolver/README.md), hence `Mapping[str, Any]` below.
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,18 +185,18 @@ class Explanation:
         return render(self)
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> Explanation:
+    def from_document(cls, doc: Mapping[str, Any]) -> Explanation:  # the explain document
         return _explanation(doc)
 
 
 # -- parsing the resolver's document -----------------------------------------------------------
 
 
-def _match(v: Any) -> Match:
+def _match(v: object) -> Match:
     return v if isinstance(v, bool) else None
 
 
-def _assignment(d: Any) -> AssignmentTrace | None:
+def _assignment(d: object) -> AssignmentTrace | None:
     if not isinstance(d, dict):
         return None
     return AssignmentTrace(
@@ -203,7 +207,7 @@ def _assignment(d: Any) -> AssignmentTrace | None:
     )
 
 
-def _criterion(d: Mapping[str, Any]) -> CriterionTrace:
+def _criterion(d: Mapping[str, Any]) -> CriterionTrace:  # the explain document
     seg = d.get("segment")
     return CriterionTrace(
         id=d["id"],
@@ -220,7 +224,7 @@ def _criterion(d: Mapping[str, Any]) -> CriterionTrace:
     )
 
 
-def _segment(d: Mapping[str, Any]) -> SegmentTrace:
+def _segment(d: Mapping[str, Any]) -> SegmentTrace:  # the explain document
     b = d.get("bitset")
     return SegmentTrace(
         name=d["name"],
@@ -233,7 +237,7 @@ def _segment(d: Mapping[str, Any]) -> SegmentTrace:
     )
 
 
-def _rule(d: Mapping[str, Any]) -> RuleTrace:
+def _rule(d: Mapping[str, Any]) -> RuleTrace:  # the explain document
     tk = d.get("targeting_key")
     bk = d.get("bucketing")
     mr = d.get("materialization_read")
@@ -265,7 +269,7 @@ def _rule(d: Mapping[str, Any]) -> RuleTrace:
     )
 
 
-def _explanation(doc: Mapping[str, Any]) -> Explanation:
+def _explanation(doc: Mapping[str, Any]) -> Explanation:  # the explain document
     return Explanation(
         flag=doc["flag"],
         client=doc["client"],
@@ -326,11 +330,11 @@ def _yes_no(m: Match) -> str:
     return "matched" if m is True else "no match" if m is False else "unknown"
 
 
-def _segment_lines(seg: SegmentTrace) -> list[tuple[str, list[Any]]]:
+def _segment_lines(seg: SegmentTrace) -> list[_Node]:
     head = f"segment {seg.name}: {_yes_no(seg.matched)}"
     if seg.note:
         head += f" ({seg.note})"
-    children: list[tuple[str, list[Any]]] = []
+    children: list[_Node] = []
     for c in seg.criteria:
         if c.kind == "attribute":
             seen = _j(c.seen) if c.present else "(missing)"
@@ -359,8 +363,8 @@ def _segment_lines(seg: SegmentTrace) -> list[tuple[str, list[Any]]]:
     return [(head, children)]
 
 
-def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
-    children: list[tuple[str, list[Any]]] = []
+def _rule_node(r: RuleTrace) -> _Node:
+    children: list[_Node] = []
     if r.targeting_key is not None:
         tk = r.targeting_key
         seen = _j(tk.seen) if tk.seen is not None else "(missing)"
@@ -378,7 +382,7 @@ def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
         b = r.bucketing
         a = b.assignment
         if a is None:
-            got: list[Any] = [("no assignment holds this bucket", [])]
+            got: list[_Node] = [("no assignment holds this bucket", [])]
         else:
             ranges = ", ".join(f"[{lo}, {hi})" for lo, hi in a.ranges)
             what = f"variant {a.variant}" if a.variant else a.kind.replace("_", " ")
@@ -395,7 +399,7 @@ def _rule_node(r: RuleTrace) -> tuple[str, list[Any]]:
     return (f"rule {r.name}{state} -> {r.outcome}", children)
 
 
-def _draw(node: tuple[str, list[Any]], prefix: str, last: bool, out: list[str]) -> None:
+def _draw(node: _Node, prefix: str, last: bool, out: list[str]) -> None:
     text, children = node
     out.append(f"{prefix}{'`- ' if last else '|- '}{text}")
     inner = prefix + ("   " if last else "|  ")

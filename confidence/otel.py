@@ -33,10 +33,12 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from confidence._stats import ProviderStats
+    from opentelemetry.metrics import MeterProvider, Observation
+
+    from confidence._stats import ProviderStats, ReasonKey
     from confidence.provider import ConfidenceProvider
 
 __all__ = ["METER_NAME", "instrument", "instrument_if_available"]
@@ -48,18 +50,19 @@ _LOCK: Final = threading.Lock()
 _REGISTRIES: dict[int | None, _Registry] = {}
 
 
-def _reason_key(reason: Any) -> str:
+def _reason_key(reason: ReasonKey) -> str:
     return str(getattr(reason, "value", reason))
 
 
 class _Registry:
     """The instruments of one meter provider and the providers they observe."""
 
-    def __init__(self, meter_provider: Any) -> None:
+    def __init__(self, meter_provider: MeterProvider | None) -> None:
         from opentelemetry import metrics
-        from opentelemetry.metrics import CallbackOptions, Observation
+        from opentelemetry.metrics import CallbackOptions
+        from opentelemetry.metrics import Observation as _Observation
 
-        self._observation = Observation
+        self._observation = _Observation
         self.meter_provider = meter_provider  # pinned: the registry is keyed by its id()
         self._providers: weakref.WeakSet[ConfidenceProvider] = weakref.WeakSet()
         self._snapshots: tuple[float, list[ProviderStats]] | None = None
@@ -72,8 +75,10 @@ class _Registry:
             else metrics.get_meter(METER_NAME, __version__)
         )
 
-        def cb(fn: Callable[[list[ProviderStats]], Iterable[Any]]) -> Any:
-            def callback(options: CallbackOptions) -> Iterable[Any]:
+        def cb(
+            fn: Callable[[list[ProviderStats]], Iterable[Observation]],
+        ) -> list[Callable[[CallbackOptions], Iterable[Observation]]]:
+            def callback(options: CallbackOptions) -> Iterable[Observation]:
                 return list(fn(self._stats()))
 
             return [callback]
@@ -148,25 +153,16 @@ class _Registry:
             return
         self._providers.add(provider)
         histogram = self.histogram
-        attributes: dict[Any, dict[str, str]] = {}
+        attributes: dict[ReasonKey, dict[str, str]] = {}
 
-        def observe(elapsed_ns: int, reason: Any) -> None:
+        def observe(elapsed_ns: int, reason: ReasonKey) -> None:
             attrs = attributes.get(reason)
             if attrs is None:
                 attrs = attributes[reason] = {"feature_flag.result.reason": _reason_key(reason)}
             histogram.record(elapsed_ns / 1e9, attrs)
 
-        recorder = provider._stats
-        previous = recorder.latency_observer
-        if previous is None:
-            recorder.latency_observer = observe
-        else:
-
-            def both(elapsed_ns: int, reason: Any) -> None:
-                previous(elapsed_ns, reason)
-                observe(elapsed_ns, reason)
-
-            recorder.latency_observer = both
+        # (ConfidenceProvider has no public latency hook yet, so this reaches its recorder.)
+        provider._stats.add_latency_observer(observe)
 
     # -- callbacks ------------------------------------------------------------------------
 
@@ -181,41 +177,45 @@ class _Registry:
             self._snapshots = (now, stats)
             return stats
 
-    def _sum(self, stats: list[ProviderStats], get: Callable[[ProviderStats], int]) -> list[Any]:
+    def _sum(
+        self, stats: list[ProviderStats], get: Callable[[ProviderStats], int]
+    ) -> list[Observation]:
         return [self._observation(sum(get(s) for s in stats))] if stats else []
 
-    def _by_key(self, counts: Iterable[tuple[str, int]], attribute: str) -> list[Any]:
+    def _by_key(self, counts: Iterable[tuple[str, int]], attribute: str) -> list[Observation]:
         total: dict[str, int] = {}
         for key, n in counts:
             total[key] = total.get(key, 0) + n
         return [self._observation(n, {attribute: key}) for key, n in sorted(total.items())]
 
-    def _resolves(self, stats: list[ProviderStats]) -> list[Any]:
+    def _resolves(self, stats: list[ProviderStats]) -> list[Observation]:
         pairs = [kv for s in stats for kv in s.resolves_by_reason.items()]
         return self._by_key(pairs, "feature_flag.result.reason")
 
-    def _errors(self, stats: list[ProviderStats]) -> list[Any]:
+    def _errors(self, stats: list[ProviderStats]) -> list[Observation]:
         pairs = [kv for s in stats for kv in s.errors_by_code.items()]
         return self._by_key(pairs, "error.type")
 
-    def _state_age(self, stats: list[ProviderStats]) -> list[Any]:
+    def _state_age(self, stats: list[ProviderStats]) -> list[Observation]:
         ages = [s.state_age_seconds for s in stats if s.state_age_seconds is not None]
         return [self._observation(max(ages))] if ages else []
 
-    def _last_outcome(self, stats: list[ProviderStats]) -> list[Any]:
+    def _last_outcome(self, stats: list[ProviderStats]) -> list[Observation]:
         outcomes = {s.last_sync_outcome for s in stats if s.last_sync_outcome is not None}
         if not outcomes:
             return []
         worst = "failure" if "failure" in outcomes else "success"
         return [self._observation(1, {"outcome": worst})]
 
-    def _failures(self, stats: list[ProviderStats]) -> list[Any]:
+    def _failures(self, stats: list[ProviderStats]) -> list[Observation]:
         if not stats:
             return []
         return [self._observation(max(s.sync_consecutive_failures for s in stats))]
 
 
-def instrument(provider: ConfidenceProvider, *, meter_provider: Any = None) -> None:
+def instrument(
+    provider: ConfidenceProvider, *, meter_provider: MeterProvider | None = None
+) -> None:
     """Publish `provider`'s metrics through OpenTelemetry.
 
     `meter_provider`: an `opentelemetry.metrics.MeterProvider`; default: the global one.

@@ -22,9 +22,9 @@ so a unit may contain any character and keys never collide.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 try:
     import redis
@@ -95,19 +95,25 @@ class _Layout:
         return results
 
 
-def _decode(value: Any) -> str:
+def _decode(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _decode_hash(raw: Any) -> dict[str, str]:
+def _decode_hash(raw: Mapping[Any, Any] | None) -> dict[str, str]:  # (bytes or str)
     return {_decode(k): _decode(v) for k, v in (raw or {}).items()}
 
 
-def _client_from(client: Any, url: str | None, factory: Any) -> tuple[Any, bool]:
+_Client = TypeVar("_Client")
+
+
+def _client_from(
+    client: _Client | None, url: str | None, factory: Callable[[str], _Client]
+) -> tuple[_Client, bool]:
     if (client is None) == (url is None):
         raise ValueError("pass exactly one of client= or url=")
     if client is not None:
         return client, False
+    assert url is not None  # (checked above: exactly one was given)
     return factory(url), True
 
 
@@ -226,7 +232,9 @@ class AsyncRedisMaterializationStore:
 
 
 def _hashes(
-    pairs: list[tuple[str, str]], replies: list[Any], with_expire: bool
+    pairs: list[tuple[str, str]],
+    replies: list[Any],
+    with_expire: bool,  # Any: redis replies
 ) -> dict[tuple[str, str], dict[str, str]]:
     step = 2 if with_expire else 1
     return {pair: _decode_hash(replies[i * step]) for i, pair in enumerate(pairs)}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -242,3 +244,52 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+# -- providers in a subprocess (the exit and fork reliability tests) ---------------------------
+
+
+def subprocess_env(emulator: ConfidenceEmulator, **extra: str) -> dict[str, str]:
+    """This process's environment for a child running `provider_script()` against
+    `emulator`: no CONFIDENCE_* variable of ours leaks in, output is unbuffered."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CONFIDENCE_")},
+        "TEST_SECRET": SECRET,
+        "TEST_KEY": emulator.encryption_key_hex,
+        "TEST_URL": emulator.base_url,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def provider_script(**options: float) -> str:
+    """Python source (dedented) that builds `provider` from `subprocess_env()`'s variables
+    with `options`, sets it on OpenFeature, waits for it and binds `client`."""
+    extra = "".join(f"    {name}={value!r},\n" for name, value in options.items())
+    return (
+        "import os, sys\n"
+        "from openfeature import api\n"
+        "from openfeature.evaluation_context import EvaluationContext\n"
+        "from confidence import ConfidenceProvider\n"
+        "\n"
+        "provider = ConfidenceProvider(\n"
+        '    os.environ["TEST_SECRET"],\n'
+        '    encryption_key=os.environ["TEST_KEY"],\n'
+        '    cdn_base_url=os.environ["TEST_URL"],\n'
+        '    api_base_url=os.environ["TEST_URL"],\n'
+        f"{extra})\n"
+        "# openfeature-sdk < 0.10: set_provider itself waits for initialize().\n"
+        'getattr(api, "set_provider_and_wait", api.set_provider)(provider)\n'
+        "client = api.get_client()\n"
+    )
+
+
+def exposed_units(emulator: ConfidenceEmulator, flag: str = "flags/feature") -> Counter[str]:
+    """How many exposures of `flag` the emulator received, by targeting key."""
+    found: Counter[str] = Counter()
+    for batch in emulator.all_flag_log_batches():
+        for assigned in batch.flag_assigned:
+            for applied in assigned.flags:
+                if applied.flag == flag:
+                    found[applied.targeting_key] += 1
+    return found

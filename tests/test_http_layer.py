@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -30,18 +30,6 @@ pytestmark = pytest.mark.anyio
 
 SECRET = "http-layer-secret-XYZ789"
 FAST = RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.01, attempt_timeout=2.0)
-
-
-@pytest.fixture
-async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
-    async with ConfidenceEmulator(client_secret=SECRET) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def session(anyio_backend: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 # -- the rules themselves ---------------------------------------------------------------------

@@ -6,7 +6,6 @@ import email.utils
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -55,18 +54,6 @@ class RecordingSleep:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await anyio.sleep(0)
-
-
-@pytest.fixture
-async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
-    async with ConfidenceEmulator(client_secret=SECRET) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def session(anyio_backend: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def make_sender(

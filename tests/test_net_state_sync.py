@@ -81,12 +81,6 @@ class SteppedSleep:
                 await anyio.sleep(0.005)
 
 
-@pytest.fixture
-async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
-    async with ConfidenceEmulator(client_secret=SECRET) as emu:
-        yield emu
-
-
 @pytest.fixture(params=["aiohttp", "light"])
 async def session(anyio_backend: str, request: pytest.FixtureRequest) -> AsyncIterator[Session]:
     """Both HTTP stacks the syncer runs on: an aiohttp session (what tests and older

@@ -9,7 +9,6 @@ ignored" from objects finalized at interpreter teardown.
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -17,12 +16,19 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from provider_support import REPO, SECRET, requires_wasm, sample_state
+from provider_support import (
+    REPO,
+    SECRET,
+    exposed_units,
+    provider_script,
+    requires_wasm,
+    sample_state,
+    subprocess_env,
+)
 from sdk_compat import requires_set_provider_and_wait
 
 from confidence.testing.emulator import ConfidenceEmulator
@@ -39,27 +45,6 @@ def emulator() -> Iterator[ConfidenceEmulator]:
         yield emu
 
 
-def env_for(emulator: ConfidenceEmulator, **extra: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONFIDENCE_")},
-        "TEST_SECRET": SECRET,
-        "TEST_KEY": emulator.encryption_key_hex,
-        "TEST_URL": emulator.base_url,
-        "PYTHONUNBUFFERED": "1",
-        **extra,
-    }
-
-
-def units(emulator: ConfidenceEmulator, flag: str = "flags/feature") -> Counter[str]:
-    found: Counter[str] = Counter()
-    for batch in emulator.all_flag_log_batches():
-        for assigned in batch.flag_assigned:
-            for applied in assigned.flags:
-                if applied.flag == flag:
-                    found[applied.targeting_key] += 1
-    return found
-
-
 def resolves(emulator: ConfidenceEmulator, flag: str = "flags/feature") -> int:
     return sum(emulator.resolve_counts().get(flag, {}).values())
 
@@ -69,26 +54,12 @@ def assert_silent(stderr: str) -> None:
     assert not noisy, stderr[-4000:]
 
 
-PROVIDER = """
-    import os, sys
-    from openfeature import api
-    from openfeature.evaluation_context import EvaluationContext
-    from confidence import ConfidenceProvider
-
-    provider = ConfidenceProvider(
-        os.environ["TEST_SECRET"],
-        encryption_key=os.environ["TEST_KEY"],
-        cdn_base_url=os.environ["TEST_URL"],
-        api_base_url=os.environ["TEST_URL"],
-    )
-    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
-    client = api.get_client()
-"""
+PROVIDER = provider_script()
 
 
 def run_script(tmp_path: Path, body: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(PROVIDER) + textwrap.dedent(body))
+    script.write_text(PROVIDER + textwrap.dedent(body))
     return subprocess.run(
         [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
     )
@@ -104,11 +75,11 @@ def test_script_that_ends_without_shutdown_delivers_every_exposure(
         for i in range(20_000):
             client.get_string_value("feature.color", "none", EvaluationContext(f"user-{i}"))
         """,
-        env_for(emulator),
+        subprocess_env(emulator),
     )
     assert done.returncode == 0, done.stderr
     assert_silent(done.stderr)
-    seen = units(emulator)
+    seen = exposed_units(emulator)
     assert len(seen) == 20_000 and set(seen.values()) == {1}
     assert resolves(emulator) == 20_000
 
@@ -135,11 +106,11 @@ def test_forked_child_and_parent_each_flush_their_own_at_exit(
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         """,
-        env_for(emulator),
+        subprocess_env(emulator),
     )
     assert done.returncode == 0, done.stderr
     assert_silent(done.stderr)
-    seen = units(emulator)
+    seen = exposed_units(emulator)
     expected = {f"parent-{i}" for i in range(50)} | {f"child-{i}" for i in range(30)}
     assert set(seen) == expected and set(seen.values()) == {1}, seen
     assert resolves(emulator) == 80
@@ -165,7 +136,7 @@ def _wait_http(url: str, proc: subprocess.Popen[str]) -> None:
 
 
 def _checkout_env(emulator: ConfidenceEmulator) -> dict[str, str]:
-    env = env_for(emulator)
+    env = subprocess_env(emulator)
     env.update(
         CONFIDENCE_CLIENT_SECRET=SECRET,
         CONFIDENCE_ENCRYPTION_KEY=emulator.encryption_key_hex,
@@ -225,7 +196,7 @@ def test_flask_example_delivers_everything_on_sigterm(
     )
     assert code == 0, stderr[-4000:]
     assert_silent(stderr)
-    seen = units(checkout_emulator, "flags/checkout")
+    seen = exposed_units(checkout_emulator, "flags/checkout")
     assert set(seen) == {f"u{i}" for i in range(40)} and set(seen.values()) == {1}
     # Two evaluations per request (enabled and layout).
     assert resolves(checkout_emulator, "flags/checkout") == 80
@@ -248,7 +219,7 @@ def test_gunicorn_preload_flask_example_exits_silently_and_delivers(
     assert code == 0, stderr[-4000:]
     # gunicorn logs its own lifecycle at [INFO]; anything else on stderr is noise.
     assert_silent("\n".join(line for line in stderr.splitlines() if "[INFO]" not in line))
-    seen = units(checkout_emulator, "flags/checkout")
+    seen = exposed_units(checkout_emulator, "flags/checkout")
     assert set(seen) == {f"u{i}" for i in range(200)} and set(seen.values()) == {1}
     assert resolves(checkout_emulator, "flags/checkout") == 400
 
@@ -321,7 +292,7 @@ def test_sigterm_while_the_log_endpoint_black_holes_is_bounded_and_exactly_accou
     (tmp_path / "blackhole_app.py").write_text(textwrap.dedent(ASYNC_APP))
     port = _free_port()
     timeout = 2.0
-    env = env_for(emulator, TEST_SHUTDOWN_TIMEOUT=str(timeout))
+    env = subprocess_env(emulator, TEST_SHUTDOWN_TIMEOUT=str(timeout))
     command = [
         sys.executable, "-m", "uvicorn", "blackhole_app:app", "--app-dir", str(tmp_path),
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -339,7 +310,7 @@ def test_sigterm_while_the_log_endpoint_black_holes_is_bounded_and_exactly_accou
         _wait_http(f"{base}/health", proc)
         burst(0, 1500)  # delivered normally
         deadline = time.monotonic() + 20
-        while units(emulator).total() < 1500:
+        while exposed_units(emulator).total() < 1500:
             assert time.monotonic() < deadline, "the first burst was not delivered"
             time.sleep(0.05)
         emulator.inject(Route.FLAG_LOGS, Hang())  # accepts every request, never answers
@@ -361,7 +332,7 @@ def test_sigterm_while_the_log_endpoint_black_holes_is_bounded_and_exactly_accou
 
     assert final["aclose_seconds"] <= timeout + 0.5, final
     assert final["status"] == "STOPPED"
-    delivered = units(emulator)
+    delivered = exposed_units(emulator)
     assert set(delivered.values()) <= {1}
     lost_exposures = 4000 - delivered.total()
     lost_resolves = 4000 - resolves(emulator)

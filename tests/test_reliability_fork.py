@@ -35,10 +35,13 @@ from openfeature.exception import ErrorCode
 from provider_support import (
     SECRET,
     emulator,
+    exposed_units,
     make_provider,
     openfeature_api,
+    provider_script,
     requires_wasm,
     sample_state,
+    subprocess_env,
     wait_until,
 )
 
@@ -92,16 +95,6 @@ def run_in_child(body: Callable[[], dict[str, Any]], timeout: float = 60.0) -> d
     if "error" in outcome:
         raise AssertionError(f"in the forked child:\n{outcome['error']}")
     return dict(outcome["ok"])
-
-
-def _units(emulator: ConfidenceEmulator, flag: str = "flags/feature") -> Counter[str]:
-    units: Counter[str] = Counter()
-    for batch in emulator.all_flag_log_batches():
-        for assigned in batch.flag_assigned:
-            for applied in assigned.flags:
-                if applied.flag == flag:
-                    units[applied.targeting_key] += 1
-    return units
 
 
 def test_forked_child_restarts_lazily_and_the_parent_is_unaffected(
@@ -180,7 +173,7 @@ def test_forked_child_restarts_lazily_and_the_parent_is_unaffected(
     api.shutdown()
     # Every exposure exactly once, from the process that made it: the parent's three were in
     # the child's memory too, and the child did not send them.
-    units = _units(emulator)
+    units = exposed_units(emulator)
     expected = ["parent-1", "parent-2", "parent-3", "child-1", "child-2", "child-3", "p"]
     assert units == Counter(expected)
 
@@ -242,27 +235,10 @@ def test_offline_provider_in_a_child(tmp_path: Path) -> None:
 
 # -- gunicorn --preload --------------------------------------------------------------------------
 
-APP = """
+# The provider is started in the master at import (--preload), before gunicorn forks.
+APP = provider_script(state_poll_interval=0.2, log_poll_interval=0.2) + textwrap.dedent("""
     import json
-    import os
 
-    from openfeature import api
-    from openfeature.evaluation_context import EvaluationContext
-
-    from confidence import ConfidenceProvider
-
-    # Started in the master at import (--preload), before gunicorn forks the workers.
-    provider = ConfidenceProvider(
-        os.environ["TEST_SECRET"],
-        encryption_key=os.environ["TEST_KEY"],
-        cdn_base_url=os.environ["TEST_URL"],
-        api_base_url=os.environ["TEST_URL"],
-        state_poll_interval=0.2,
-        log_poll_interval=0.2,
-    )
-    # openfeature-sdk < 0.10: set_provider itself waits for initialize().
-    getattr(api, "set_provider_and_wait", api.set_provider)(provider)
-    client = api.get_client()
     MASTER = os.getpid()
     client.get_string_value("feature.color", "none", EvaluationContext("master"))
 
@@ -273,7 +249,7 @@ APP = """
         body = json.dumps({"pid": os.getpid(), "master": MASTER, "color": color}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
-"""
+""")
 
 
 def _free_port() -> int:
@@ -289,14 +265,9 @@ def _get(url: str) -> dict[str, Any]:
 
 def test_gunicorn_preload_smoke(emulator: ConfidenceEmulator, tmp_path: Path) -> None:
     pytest.importorskip("gunicorn")
-    (tmp_path / "flagapp.py").write_text(textwrap.dedent(APP))
+    (tmp_path / "flagapp.py").write_text(APP)
     port = _free_port()
-    env = {
-        **os.environ,
-        "TEST_SECRET": SECRET,
-        "TEST_KEY": emulator.encryption_key_hex,
-        "TEST_URL": emulator.base_url,
-    }
+    env = subprocess_env(emulator)
     command = [
         sys.executable, "-m", "gunicorn", "--preload", "--workers", "2",
         "--bind", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "--graceful-timeout", "5",
@@ -326,8 +297,8 @@ def test_gunicorn_preload_smoke(emulator: ConfidenceEmulator, tmp_path: Path) ->
         # One exposure per request (distinct users), sent by the workers, plus the master's
         # own: none of the master's pending exposures was sent again by a worker.
         users = {"master", "warmup", *(f"user-{i}" for i in range(20))}
-        wait_until(lambda: users <= set(_units(emulator)), timeout=15)
-        counts = _units(emulator)
+        wait_until(lambda: users <= set(exposed_units(emulator)), timeout=15)
+        counts = exposed_units(emulator)
         assert all(counts[user] == 1 for user in users), counts
     finally:
         server.send_signal(signal.SIGTERM)

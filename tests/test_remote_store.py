@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -35,12 +34,6 @@ pytestmark = pytest.mark.anyio
 SECRET = "remote-store-test-secret-do-not-leak"
 MAT = "materializations/sticky"
 RULE = "flags/f/rules/r1"
-
-
-@pytest.fixture
-async def emulator(anyio_backend: str) -> AsyncIterator[ConfidenceEmulator]:
-    async with ConfidenceEmulator(client_secret=SECRET) as emu:
-        yield emu
 
 
 def _store(emulator: ConfidenceEmulator, **kwargs: object) -> RemoteMaterializationStore:

@@ -10,7 +10,6 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -135,12 +134,6 @@ def test_queue_bounds_drop_oldest_and_batches_fit() -> None:
 
 
 # -- publisher against the emulator ------------------------------------------------------------
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def publisher(
