@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from confidence._engine_types import Export, WasmTrap
 from confidence._protowire import encode_varint as _varint
+from confidence.errors import ConfidenceError
 
 if TYPE_CHECKING:
     from confidence._engine import CompiledResolver, WasmInstance
@@ -99,7 +100,7 @@ _KIND_BY_CODE: Final[Mapping[int, ResolverErrorKind]] = {
 }
 
 
-class ResolverError(Exception):
+class ResolverError(ConfidenceError):
     """An error the resolver reported (bad state, unknown client secret, ...).
 
     `kind` says what failed; the message is for people and may change wording. The

@@ -36,10 +36,10 @@ if TYPE_CHECKING:  # (each command imports these itself, when it runs)
     from openfeature.flag_evaluation import FlagResolutionDetails
 
     from confidence._abi import ResolveRequest
+    from confidence._config import BootstrapState
     from confidence._evaluation import FlagLookup
     from confidence._pool import ResolverPool
     from confidence._protowire import ClientResolverState
-    from confidence._runtime import BootstrapState
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "add_commands"]
 

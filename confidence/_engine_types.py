@@ -10,10 +10,12 @@ from __future__ import annotations
 import enum
 from typing import Final
 
+from confidence.errors import ConfidenceError
+
 __all__ = ["Export", "Tier", "WasmTrap"]
 
 
-class WasmTrap(Exception):
+class WasmTrap(ConfidenceError):
     """The guest trapped (panic, out of memory, out of bounds). The instance is poisoned."""
 
 

@@ -38,6 +38,7 @@ from confidence._abi import (
 )
 from confidence._engine_types import Tier
 from confidence._version import __version__
+from confidence.errors import ConfidenceError
 
 if TYPE_CHECKING:
     # (Imported by compile(), in its worker thread: loading wasmtime overlaps the start.)
@@ -48,7 +49,7 @@ __all__ = ["NoStateError", "PoolStats", "ResolverPool"]
 logger = logging.getLogger("confidence.pool")
 
 
-class NoStateError(Exception):
+class NoStateError(ConfidenceError):
     """No resolver state has been loaded yet."""
 
 

@@ -27,6 +27,7 @@ from confidence._abi import (
     call_prefix,
 )
 from confidence._pool import NoStateError, ResolverPool
+from confidence.errors import MaterializationError
 
 if TYPE_CHECKING:
     from confidence.materialization import ReadOp, ReadResult, VariantWriteOp
@@ -39,10 +40,6 @@ WriteSink = Callable[[list["VariantWriteOp"]], None]
 FlagRow = ResolvedFlag | list[Any]
 #: Prefixes the one-flag hot path keeps (a provider asks for a handful of flags).
 _MAX_PREFIXES = 1024
-
-
-class MaterializationError(Exception):
-    """Reading or writing the materialization store failed."""
 
 
 def read_ops(reads: Iterable[MaterializationRecord]) -> list[ReadOp]:

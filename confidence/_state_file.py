@@ -16,11 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from confidence._config import BootstrapState
-from confidence._crypto import StateDecryptionError, decrypt_state
+from confidence._crypto import decrypt_state
 from confidence._protowire import (
     ProtoDecodeError,
     decode_client_resolver_state,
     iter_fields,
+)
+from confidence.errors import (
+    MissingAccountIdError,
+    StateDecryptionError,
+    StateFileError,
+    StateNotDecryptableError,
 )
 
 __all__ = [
@@ -32,19 +38,6 @@ __all__ = [
 ]
 
 _CLIENT_STATE_FIELDS = frozenset({1, 2, 4})
-
-
-class StateFileError(ValueError):
-    """The state file is missing, unreadable, or in no form we understand (the subclasses
-    below name the cases a caller acts on)."""
-
-
-class StateNotDecryptableError(StateFileError):
-    """An encrypted state that the given key does not decrypt (wrong key or corrupted)."""
-
-
-class MissingAccountIdError(StateFileError):
-    """The state carries no account id and none was given."""
 
 
 def _looks_like_client_state(data: bytes) -> bool:

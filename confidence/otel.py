@@ -162,7 +162,7 @@ class _Registry:
             histogram.record(elapsed_ns / 1e9, attrs)
 
         # (ConfidenceProvider has no public latency hook yet, so this reaches its recorder.)
-        provider._stats.add_latency_observer(observe)
+        provider.observe_latency(observe)
 
     # -- callbacks ------------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from confidence._pool import NoStateError
 from confidence._resolve import MaterializationError
 from confidence._sdk_compat import REASON_STALE, FlagValueType
 from confidence._stats import (
+    LatencyObserver,
     ProviderStats,
     SnapshotConfig,
     StatsRecorder,
@@ -272,6 +273,10 @@ class ConfidenceProvider(HostedProvider):
         # After shutdown: the last runtime's final counters (what was delivered and lost).
         runtime = self._runtime or self._last_runtime
         return snapshot(self._stats, runtime, self._event_queue)
+
+    def observe_latency(self, observer: LatencyObserver) -> None:
+        """Call `observer(elapsed_ns, reason)` after every evaluation (how `otel` records)."""
+        self._stats.add_latency_observer(observer)
 
     def get_status(self) -> ProviderStatus:
         """The provider's own view of its status (the official provider's `get_status()`).

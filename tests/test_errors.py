@@ -4,6 +4,7 @@ and real failures raising a subclass of `ConfidenceError` that keeps its builtin
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -111,3 +112,26 @@ def test_a_closed_remote_store_raises_a_materialization_error() -> None:
 def test_http_failure_carries_its_kind() -> None:
     failure = HttpFailure(FailureKind.AUTH, "HTTP 401", status=401)
     assert isinstance(failure, errors.ConfidenceError) and failure.kind is FailureKind.AUTH
+
+
+def test_a_bad_state_file_raises_a_state_error(tmp_path: Path) -> None:
+    # (Needs the lead's edits to _state_file/_resolve/_abi/_pool/_engine_types.)
+    from confidence._abi import ResolverError
+    from confidence._engine_types import WasmTrap
+    from confidence._pool import NoStateError
+    from confidence._resolve import MaterializationError
+    from confidence._state_file import StateNotDecryptableError, load_state_file
+
+    assert StateNotDecryptableError is errors.StateDecryptionError
+    assert MaterializationError is errors.MaterializationError
+    for internal in (ResolverError, NoStateError, WasmTrap):
+        assert issubclass(internal, errors.ConfidenceError)
+    garbage = tmp_path / "state.pb"
+    garbage.write_bytes(b"\xff\x00 not a resolver state")
+    with pytest.raises(errors.StateError) as info:
+        load_state_file(garbage, encryption_key=None, account_id="acct")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(errors.StateDecryptionError):
+        load_state_file(garbage, encryption_key=KEY, account_id="acct")
+    with pytest.raises(errors.ConfidenceError):
+        load_state_file(tmp_path / "missing.pb", encryption_key=None, account_id="acct")
