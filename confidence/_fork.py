@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import anyio.to_thread
 
-from confidence import _portal
+from confidence import _portal, _sdk_compat
 from confidence._config import BootstrapState, RuntimeSettings
 from confidence._pool import NoStateError
 from confidence._runtime import Runtime
@@ -160,6 +160,8 @@ class AwaitingResolver:
 
 def _after_fork_in_child() -> None:
     _INHERITED.append(_portal.reset_after_fork())
+    with contextlib.suppress(Exception):  # (a hook must never break the fork itself)
+        _sdk_compat.reset_handler_pool_after_fork()
     for provider in list(_TRACKED):
         # A hook must never break the fork itself.
         with contextlib.suppress(Exception):

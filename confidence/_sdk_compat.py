@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import contextlib
+import queue
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -102,3 +104,29 @@ def wait_for_event_handlers(timeout: float = HANDLER_WAIT_SECONDS) -> None:
         return
     with contextlib.suppress(threading.BrokenBarrierError):
         barrier.wait(timeout)
+
+
+def reset_handler_pool_after_fork() -> None:
+    """In a forked child: make the SDK's inherited handler pool usable again.
+
+    The pool object is the parent's: its worker threads do not exist here, its idle count
+    still says they do (a submit would queue work no thread runs), its queue holds the
+    parent's pending handlers (they would run twice), and its lock may have been taken by a
+    parent thread in the middle of a submit at the moment of the fork: every later submit,
+    ours or the SDK's, would then block forever (seen: a grandchild's shutdown hanging in
+    `ThreadPoolExecutor.submit`). The child gets a fresh lock, queue and idle count, so its
+    first submit starts its own worker. Only if the SDK is already imported (an at-fork hook
+    must not import), and only where the pool has the fields CPython 3.10-3.14 give it.
+    """
+    module = sys.modules.get("openfeature._event_support")
+    executor = getattr(module, "_event_executor", None)
+    if not isinstance(executor, ThreadPoolExecutor):
+        return
+    fields = ("_shutdown_lock", "_idle_semaphore", "_threads", "_work_queue")
+    if not all(hasattr(executor, name) for name in fields):
+        return
+    # setattr: these are CPython internals, not typed API.
+    setattr(executor, "_shutdown_lock", threading.Lock())  # noqa: B010
+    setattr(executor, "_idle_semaphore", threading.Semaphore(0))  # noqa: B010
+    setattr(executor, "_threads", set())  # noqa: B010
+    setattr(executor, "_work_queue", queue.SimpleQueue())  # noqa: B010

@@ -307,3 +307,28 @@ def test_gunicorn_preload_smoke(emulator: ConfidenceEmulator, tmp_path: Path) ->
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_a_fork_in_the_middle_of_an_event_handler_submit_leaves_the_child_working(
+    emulator: ConfidenceEmulator,
+) -> None:
+    """The SDK's handler pool is inherited by a fork. A fork while a parent thread is inside
+    its `submit()` (the pool's lock held: our event wait and the SDK both submit from the
+    loop thread) must not block the child's events, nor its shutdown, forever."""
+    from openfeature import _event_support
+
+    executor = getattr(_event_support, "_event_executor", None)
+    if executor is None:
+        pytest.skip("this openfeature-sdk runs event handlers inline (no pool)")
+    api.set_provider_and_wait(make_provider(emulator))
+    assert executor.submit(lambda: 1).result(timeout=10) == 1  # the parent has a worker
+
+    def child() -> dict[str, Any]:
+        value = executor.submit(lambda: 42).result(timeout=10)
+        color = api.get_client().get_string_value("feature.color", "none", EvaluationContext("c"))
+        api.shutdown()  # the resumed provider's events went through the same pool
+        return {"value": value, "color": color}
+
+    with executor._shutdown_lock:  # what a submit on another thread holds at that moment
+        result = run_in_child(child, timeout=30)
+    assert result == {"value": 42, "color": "blue"}
