@@ -29,17 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from confidence._state_sync import DEFAULT_CDN_BASE_URL
+from confidence._state.sync import DEFAULT_CDN_BASE_URL
 from confidence.errors import ConfidenceError
 
 if TYPE_CHECKING:  # (each command imports these itself, when it runs)
     from openfeature.flag_evaluation import FlagResolutionDetails
 
-    from confidence._abi import ResolveRequest
     from confidence._config import BootstrapState
     from confidence._evaluation import FlagLookup
-    from confidence._pool import ResolverPool
-    from confidence._protowire import ClientResolverState
+    from confidence._wasm.abi import ResolveRequest
+    from confidence._wasm.pool import ResolverPool
+    from confidence._wasm.protowire import ClientResolverState
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliError", "add_commands"]
 
@@ -100,7 +100,7 @@ def _redact(text: str, args: argparse.Namespace) -> str:
 
 
 def _key(args: argparse.Namespace) -> bytes | None:
-    from confidence._crypto import parse_encryption_key
+    from confidence._state.crypto import parse_encryption_key
 
     if args.encryption_key is None:
         return None
@@ -112,7 +112,7 @@ def _key(args: argparse.Namespace) -> bytes | None:
 
 def _read_state_file(path: str, key: bytes | None, account: str | None) -> BootstrapState:
     """BootstrapState from a state file (any form `state_file=` accepts)."""
-    from confidence._state_file import (
+    from confidence._state.file import (
         MissingAccountIdError,
         StateFileError,
         StateNotDecryptableError,
@@ -140,7 +140,7 @@ def _read_state_file(path: str, key: bytes | None, account: str | None) -> Boots
 async def _download(cdn_base_url: str, secret: str, encrypted: bool) -> bytes:
     import aiohttp
 
-    from confidence._state_sync import state_url
+    from confidence._state.sync import state_url
 
     url = state_url(cdn_base_url, secret, encrypted=encrypted)
     try:
@@ -172,8 +172,8 @@ def _fetch_body(args: argparse.Namespace, key: bytes | None) -> bytes:
 
 def _decode_fetched(body: bytes, key: bytes | None) -> tuple[bytes, ClientResolverState]:
     """(ClientResolverState bytes, decoded) of a downloaded body."""
-    from confidence._crypto import StateDecryptionError, decrypt_state
-    from confidence._protowire import ProtoDecodeError, decode_client_resolver_state
+    from confidence._state.crypto import StateDecryptionError, decrypt_state
+    from confidence._wasm.protowire import ProtoDecodeError, decode_client_resolver_state
 
     plaintext = body
     if key is not None:
@@ -202,10 +202,10 @@ def _load_state(args: argparse.Namespace) -> BootstrapState:
 def _pool_with(boot: BootstrapState) -> ResolverPool:
     """A one-instance pool holding `boot`'s state, exposure collection off (a look, not a
     use of the flag). -v logs what the resolver loaded."""
-    from confidence._abi import ResolverError
+    from confidence._wasm.abi import ResolverError
 
     try:
-        from confidence._pool import ResolverPool
+        from confidence._wasm.pool import ResolverPool
 
         pool = ResolverPool(1, enable_apply_dedup=False, disable_exposure_collection=True)
     except (OSError, RuntimeError) as exc:
@@ -288,8 +288,8 @@ def _one_flag_request(
 ) -> tuple[FlagLookup, str, ResolveRequest, BootstrapState]:
     """What `resolve` and `explain` both start from: the flag key, the secret, a one-flag
     request that neither applies nor logs, and the loaded state."""
-    from confidence._abi import ResolveRequest
     from confidence._evaluation import parse_flag_key
+    from confidence._wasm.abi import ResolveRequest
 
     context_json = _parse_context(args.context)
     boot = _load_state(args)
@@ -312,13 +312,13 @@ def _resolve(args: argparse.Namespace) -> int:
 
     from openfeature.exception import ErrorCode
 
-    from confidence._abi import ResolverError
     from confidence._evaluation import FlagKind, error_details, interpret
+    from confidence._wasm.abi import ResolverError
 
     default = _parse_default(args.default)
     lookup, secret, request, boot = _one_flag_request(args, "my-flag or my-flag.some.property")
 
-    from confidence._resolve import FlagResolver
+    from confidence._wasm.resolve import FlagResolver
 
     pool = _pool_with(boot)
     try:
@@ -351,11 +351,11 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from confidence._abi import ResolverError
+    from confidence._wasm.abi import ResolverError
     from confidence.explain import Explanation
 
     _lookup, secret, request, boot = _one_flag_request(args, "my-flag")
-    from confidence._resolve import FlagResolver
+    from confidence._wasm.resolve import FlagResolver
 
     pool = _pool_with(boot)
     try:
@@ -705,7 +705,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _precompile(args: argparse.Namespace) -> int:
-    from confidence._engine import CompiledResolver, Tier, cache_path, default_cache_dir
+    from confidence._wasm.engine import CompiledResolver, Tier, cache_path, default_cache_dir
 
     directory = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
     _log.info("compiling resolver.wasm into %s", directory)

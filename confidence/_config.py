@@ -19,15 +19,15 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Union
 
-from confidence._crypto import parse_encryption_key
-from confidence._log_sender import DEFAULT_API_BASE_URL
-from confidence._state_sync import DEFAULT_CDN_BASE_URL
-from confidence._tracking import DEFAULT_EVENTS_BASE_URL, EventQueue
+from confidence._logs.sender import DEFAULT_API_BASE_URL
+from confidence._logs.tracking import DEFAULT_EVENTS_BASE_URL, EventQueue
+from confidence._state.crypto import parse_encryption_key
+from confidence._state.sync import DEFAULT_CDN_BASE_URL
 
 if TYPE_CHECKING:
-    from confidence._log_spool import LogSpool
+    from confidence._logs.spool import LogSpool
     from confidence._runtime import StoreCloser
-    from confidence._state_cache import StateCache
+    from confidence._state.cache import StateCache
     from confidence._stats import StatsRecorder
     from confidence.materialization import AsyncMaterializationStore, MaterializationStore
 
@@ -232,12 +232,12 @@ def configure(
     if path is not None:
         from functools import partial
 
-        from confidence._state_file import load_state_file
+        from confidence._state.file import load_state_file
 
         bootstrap = partial(load_state_file, path, encryption_key=key, account_id=account_id)
     state_cache = None
     if state_cache_dir is not None and not offline:
-        from confidence._state_cache import DEFAULT_GRACE, StateCache
+        from confidence._state.cache import DEFAULT_GRACE, StateCache
 
         state_cache = StateCache(
             Path(state_cache_dir),
@@ -248,7 +248,7 @@ def configure(
         )
     log_spool = None
     if log_spool_dir is not None and not offline:
-        from confidence._log_spool import LogSpool
+        from confidence._logs.spool import LogSpool
 
         log_spool = LogSpool(Path(log_spool_dir), max_bytes=int(log_spool_max_bytes))
     store_closer = None

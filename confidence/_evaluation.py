@@ -34,7 +34,7 @@ from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 
 if TYPE_CHECKING:
-    from confidence._abi import Resolved
+    from confidence._wasm.abi import Resolved
 
 __all__ = [
     "FlagKind",

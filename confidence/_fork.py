@@ -20,7 +20,7 @@ a lock another thread could have held):
   and its resolver pool are parked in `_INHERITED`: kept alive but never called again, so no
   destructor closes a parent's socket or drains a parent's logs;
 - the shared portal provider of the sync facade is replaced (its lease count is the
-  parent's); `_engine` resets the wasmtime engine itself (a child compiles serially).
+  parent's); `_wasm.engine` resets the wasmtime engine itself (a child compiles serially).
 
 The first evaluation in the child then starts a fresh runtime (its own loop thread, session
 and pool) that begins with the last state the parent had applied, so it answers at once, and
@@ -45,13 +45,13 @@ import anyio.to_thread
 
 from confidence import _portal, _sdk_compat
 from confidence._config import BootstrapState, RuntimeSettings
-from confidence._pool import NoStateError
 from confidence._runtime import Runtime
 from confidence._status import Transition
+from confidence._wasm.pool import NoStateError
 
 if TYPE_CHECKING:
-    from confidence._abi import Resolved, ResolveRequest
-    from confidence._resolve import FlagResolver
+    from confidence._wasm.abi import Resolved, ResolveRequest
+    from confidence._wasm.resolve import FlagResolver
 
 __all__ = ["AwaitingResolver", "ForkAware", "Resume", "child_runtime", "inherit", "track"]
 

@@ -1,7 +1,7 @@
 """The one outbound HTTP layer: every request the provider makes goes through here.
 
-Four clients use it: the state fetch (`_state_sync`, GET from the CDN), flag logs
-(`_log_sender`), tracked events (`_tracking`) and the remote materialization store
+Four clients use it: the state fetch (`_state.sync`, GET from the CDN), flag logs
+(`_logs.sender`), tracked events (`_logs.tracking`) and the remote materialization store
 (`_remote_materialization`). They share, so that they cannot disagree:
 
 - **one status classification** (`classify_status`): 2xx is success; 401/403 `AUTH`, 404
@@ -75,7 +75,7 @@ _RAW_BODY_LIMIT: Final = 1024 * 1024
 
 
 class FailureKind(enum.Enum):
-    """Why a request failed. Also the vocabulary of typed sync failures (`_state_sync`)."""
+    """Why a request failed. Also the vocabulary of typed sync failures (`_state.sync`)."""
 
     AUTH = "auth"  # 401, 403: wrong or revoked credentials
     NOT_FOUND = "not_found"  # 404: e.g. no state for this client secret

@@ -19,7 +19,7 @@ from yarl import URL
 
 from confidence import _http
 from confidence._http import FailureKind, HttpFailure, RetryPolicy
-from confidence._log_sender import DEFAULT_API_BASE_URL
+from confidence._logs.sender import DEFAULT_API_BASE_URL
 from confidence._proto.confidence.flags.resolver.v1 import api_pb2
 from confidence.materialization import (
     InclusionReadResult,

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from confidence._log_sender import DEFAULT_API_BASE_URL
+from confidence._logs.sender import DEFAULT_API_BASE_URL
 from confidence._remote_materialization import (
     RemoteMaterializationError,
 )

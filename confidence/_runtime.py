@@ -48,8 +48,7 @@ import anyio.to_thread
 
 from confidence import _lazy
 from confidence._config import AnyMaterializationStore, BootstrapState, RuntimeSettings
-from confidence._engine_types import Tier
-from confidence._flag_logs import FlagLogPipeline, FlagLogStats
+from confidence._logs.flag_logs import FlagLogPipeline, FlagLogStats
 from confidence._status import (
     CacheServed,
     Event,
@@ -66,21 +65,22 @@ from confidence._status import (
     TransitionKind,
 )
 from confidence._version import __version__
+from confidence._wasm.engine_types import Tier
 
 if TYPE_CHECKING:
     # For the types of the runtime's parts only: each is imported where the runtime builds
     # it (most are loaded with the provider anyway; aiohttp is not, see _open_session).
     import aiohttp
 
-    from confidence._abi import StateSummary
     from confidence._http import Transport
-    from confidence._log_sender import LogSender
+    from confidence._logs.sender import LogSender
+    from confidence._logs.tracking import EventPublisher
     from confidence._materialization_writes import MaterializationWriteQueue
-    from confidence._pool import ResolverPool
-    from confidence._resolve import FlagResolver
-    from confidence._state_cache import StateCache
-    from confidence._state_sync import FetchedState, StateSyncer
-    from confidence._tracking import EventPublisher
+    from confidence._state.cache import StateCache
+    from confidence._state.sync import FetchedState, StateSyncer
+    from confidence._wasm.abi import StateSummary
+    from confidence._wasm.pool import ResolverPool
+    from confidence._wasm.resolve import FlagResolver
 
 __all__ = ["Runtime", "StoreCloser"]
 
@@ -342,7 +342,7 @@ class Runtime:
 
             # Writes leave the evaluation's latency path: queued, written by a task.
             writes = MaterializationWriteQueue(store)
-        from confidence._resolve import FlagResolver
+        from confidence._wasm.resolve import FlagResolver
 
         sync_face = self._sync_face(store)
         self.resolver = FlagResolver(
@@ -465,8 +465,8 @@ class Runtime:
         if self._sender is not None:
             return
         settings = self._settings
-        from confidence import _flag_logs
-        from confidence._log_sender import DEFAULT_CLOUDFLARE_BASE_URL, LogSender
+        from confidence._logs import flag_logs as _flag_logs
+        from confidence._logs.sender import DEFAULT_CLOUDFLARE_BASE_URL, LogSender
 
         # No await from here on: a state applied meanwhile sees the sender (set_routing).
         sender = LogSender(
@@ -480,7 +480,7 @@ class Runtime:
             sender.set_routing(self.last_state.account_id, self.last_state.log_destinations)
         self._sender = self._logs.sender = sender
         if settings.event_queue is not None:
-            from confidence._tracking import EventPublisher
+            from confidence._logs.tracking import EventPublisher
 
             self.events = EventPublisher(
                 settings.event_queue,
@@ -506,7 +506,7 @@ class Runtime:
         await tg.start(self._logs.run)
 
     def _build_pool(self) -> ResolverPool:
-        from confidence._pool import ResolverPool
+        from confidence._wasm.pool import ResolverPool
 
         settings = self._settings
         return ResolverPool(
@@ -580,7 +580,7 @@ class Runtime:
         return LoopBoundStore(store, self._loop)
 
     def _make_syncer(self, session: Transport) -> StateSyncer:
-        from confidence._state_sync import StateSyncer
+        from confidence._state.sync import StateSyncer
 
         settings = self._settings
         return StateSyncer(
@@ -619,7 +619,7 @@ class Runtime:
         cached = await anyio.to_thread.run_sync(cache.load)
         if cached is None or self._status.has_state:
             return
-        from confidence._state_cache import age_text
+        from confidence._state.cache import age_text
 
         boot = cached.state
         # Marked before the swap: an evaluation racing it already reports STALE.

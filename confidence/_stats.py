@@ -35,10 +35,10 @@ from typing import TYPE_CHECKING, Any, Final
 from openfeature.exception import ErrorCode
 
 if TYPE_CHECKING:
-    from confidence._flag_logs import FlagLogStats
-    from confidence._pool import PoolStats
+    from confidence._logs.flag_logs import FlagLogStats
+    from confidence._logs.tracking import EventQueue
     from confidence._runtime import Runtime
-    from confidence._tracking import EventQueue
+    from confidence._wasm.pool import PoolStats
 
 #: An evaluation's OpenFeature reason or error code as the provider has it: the SDK's
 #: `Reason`/`ErrorCode` (both `str` enums), a custom string, or None.
@@ -272,7 +272,7 @@ class ProviderStats:
     log_unspooled_exposures: int = 0
     log_unspooled_resolves: int = 0
     events: EventStats = EventStats()
-    #: Resolver instance pool (`confidence._pool.PoolStats`), None while not running.
+    #: Resolver instance pool (`confidence._wasm.pool.PoolStats`), None while not running.
     pool: PoolStats | None = None
 
     @property

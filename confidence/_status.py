@@ -4,7 +4,7 @@
 thread, logs nothing and sleeps never: the runtime feeds it what happened (a state was
 applied, a sync failed with a typed `FailureKind`, ...) and forwards the `Transition`s it
 returns to its listener, which maps them to OpenFeature events. So every rule below is unit
-tested without a loop (tests/test_status_machine.py), as h11 tests its connection states.
+tested without a loop (tests/provider/test_status_machine.py), as h11 tests its connection states.
 
 Statuses (`Status`, the official provider's `get_status()` vocabulary):
 

@@ -8,7 +8,7 @@ explain sends no exposure and counts in no resolve statistics, and a materializa
 write it would make is reported (`Explanation.writes`), never stored.
 
 Invariant: `Explanation.variant`, `.rule` and `.assignment_id` equal what a normal resolve
-of the same flag, state and context returns (tests/test_explain.py checks it over the
+of the same flag, state and context returns (tests/wasm/test_explain.py checks it over the
 conformance state with random contexts).
 """
 

@@ -22,11 +22,7 @@ from openfeature.exception import (
 from openfeature.flag_evaluation import FlagResolutionDetails
 from openfeature.provider import Metadata, ProviderStatus
 
-from confidence import (
-    _engine,  # noqa: F401  (see below)
-    _lazy,
-)
-from confidence._abi import ResolveRequest, ResolverError, ResolverErrorKind
+from confidence import _lazy
 from confidence._config import (
     DEFAULT_API_BASE_URL,  # re-exported for users
     DEFAULT_CDN_BASE_URL,  # re-exported for users
@@ -52,8 +48,7 @@ from confidence._evaluation import (
     parse_flag_key,
 )
 from confidence._hosting import HostedProvider
-from confidence._pool import NoStateError
-from confidence._resolve import MaterializationError
+from confidence._logs.tracking import build_event, encode_event
 from confidence._sdk_compat import REASON_STALE, FlagValueType
 from confidence._stats import (
     LatencyObserver,
@@ -64,13 +59,16 @@ from confidence._stats import (
     snapshot,
 )
 from confidence._status import Status
-from confidence._tracking import build_event, encode_event
+from confidence._wasm import engine as _engine  # noqa: F401  (see below)
+from confidence._wasm.abi import ResolveRequest, ResolverError, ResolverErrorKind
+from confidence._wasm.pool import NoStateError
+from confidence._wasm.resolve import MaterializationError
 
 if TYPE_CHECKING:
     from openfeature.track import TrackingEventDetails
 
     from confidence._fork import AwaitingResolver
-    from confidence._resolve import FlagResolver
+    from confidence._wasm.resolve import FlagResolver
     from confidence.explain import Explanation
     from confidence.materialization import AsyncMaterializationStore, MaterializationStore
 

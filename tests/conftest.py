@@ -23,7 +23,7 @@ __all__ = [
     "anyio_backend",
     "confidence_emulator",
     "confidence_emulator_sync",
-    "emulator",
+    "emulator_async",
     "session",
 ]
 
@@ -35,11 +35,12 @@ def anyio_backend() -> str:
 
 
 # -- network-layer fixtures, shared by the test_net_*, HTTP-layer and store tests -------------
-# A module may define its own fixture of the same name: pytest takes the module's.
+# (`emulator`, the provider tests' sync emulator serving `sample_state()`, is exposed by each
+# folder's conftest.py from provider_support.)
 
 
 @pytest.fixture
-async def emulator(
+async def emulator_async(
     anyio_backend: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[ConfidenceEmulator]:
     """An emulator on 127.0.0.1 that accepts the requesting module's `SECRET`."""

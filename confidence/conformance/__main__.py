@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from confidence._abi import Resolved, ResolverError
-from confidence._pool import ResolverPool
-from confidence._resolve import FlagResolver, MaterializationError
+from confidence._wasm.abi import Resolved, ResolverError
+from confidence._wasm.pool import ResolverPool
+from confidence._wasm.resolve import FlagResolver, MaterializationError
 from confidence.conformance.cases import case_request, case_writes, check_outcome
 from confidence.materialization import InMemoryMaterializationStore
 from confidence.testing.state_builder import state_from_suite_json

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confidence._abi import Resolved, ResolveReason, ResolveRequest
+from confidence._wasm.abi import Resolved, ResolveReason, ResolveRequest
 from confidence.materialization import VariantWriteOp
 
 __all__ = ["case_request", "case_writes", "check_outcome", "is_materialization_case"]

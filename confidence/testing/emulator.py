@@ -62,7 +62,9 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from confidence._crypto import (
+from confidence._proto.confidence.events.v1 import events_pb2
+from confidence._proto.confidence.flags.resolver.v1 import api_pb2
+from confidence._state.crypto import (
     NONCE_SIZE,
     TAG_SIZE,
     StateDecryptionError,
@@ -70,9 +72,7 @@ from confidence._crypto import (
     encrypt_state,
     parse_encryption_key,
 )
-from confidence._proto.confidence.events.v1 import events_pb2
-from confidence._proto.confidence.flags.resolver.v1 import api_pb2
-from confidence._protowire import (
+from confidence._wasm.protowire import (
     ProtoDecodeError,
     decode_client_resolver_state,
     encode_client_resolver_state,
@@ -911,13 +911,13 @@ class ConfidenceEmulator:
         return Explanation.from_document(self._explain_document(flag, context or {}))
 
     def _explain_document(self, flag: str, context: dict[str, Any]) -> dict[str, Any]:
-        from confidence._abi import (
+        from confidence._wasm.abi import (
             MaterializationMode,
             MaterializationRecord,
             ResolveRequest,
             ResolverError,
         )
-        from confidence._pool import ResolverPool
+        from confidence._wasm.pool import ResolverPool
 
         with self._lock:
             served = self._served

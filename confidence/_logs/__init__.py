@@ -1,0 +1,1 @@
+"""The log pipeline: flag logs, exposure dedup, delivery, tracked events and the spool."""

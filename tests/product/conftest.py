@@ -1,0 +1,3 @@
+"""Fixtures for the tests of what users run: CLI, demo, docs snippets, examples, packaging
+(pytest injects them by name)."""
+
