@@ -337,15 +337,7 @@ class WasmInstance:
         if _call_unchecked is None:  # pragma: no cover - a wasmtime-py without the raw call
             return functools.partial(self.call, export)
         func = self._funcs[export]
-        raw = (ctypes.c_int64 * 2)()
-        trap = ctypes.c_void_p()
-        args = (
-            self._context_addr,
-            ctypes.addressof(func._func),
-            ctypes.addressof(raw),
-            1,
-            ctypes.addressof(trap),
-        )
+        raw, trap, args = self._raw_call(func)
         unchecked = _call_unchecked
         size_of = _memory_size
         context, memory = self._context_addr, self._memory_addr
@@ -388,6 +380,23 @@ class WasmInstance:
             self._view = memoryview(bytearray(0))
         self._view_size = size
 
+    def _raw_call(
+        self, func: Any
+    ) -> tuple[ctypes.Array[ctypes.c_int64], ctypes.c_void_p, tuple[int, int, int, int, int]]:
+        """The buffers and the argument tuple of one raw `wasmtime_func_call_unchecked` of
+        `func`: one wasmtime_val_raw_t (16 bytes) holds the i32 argument and the i64 result.
+        The caller keeps `raw`, `trap` and `func` alive as long as it uses `args`."""
+        raw = (ctypes.c_int64 * 2)()
+        trap = ctypes.c_void_p()
+        args = (
+            self._context_addr,
+            ctypes.addressof(func._func),
+            ctypes.addressof(raw),
+            1,
+            ctypes.addressof(trap),
+        )
+        return raw, trap, args
+
     def _make_caller(self, func: Any) -> Callable[[int], int]:
         if _call_unchecked is None:  # pragma: no cover - a wasmtime-py without the raw call
             store = self._store
@@ -399,17 +408,8 @@ class WasmInstance:
                     raise WasmTrap(str(exc)) from None
 
             return slow_call
-        # One wasmtime_val_raw_t (16 bytes) holds the i32 argument and the i64 result.
-        raw = (ctypes.c_int64 * 2)()
-        trap = ctypes.c_void_p()
-        keep = (raw, trap, func)  # the addresses below must stay valid
-        args = (
-            self._context_addr,
-            ctypes.addressof(func._func),
-            ctypes.addressof(raw),
-            1,
-            ctypes.addressof(trap),
-        )
+        raw, trap, args = self._raw_call(func)
+        keep = (raw, trap, func)  # the addresses in `args` must stay valid
         unchecked = _call_unchecked
 
         def call(arg: int) -> int:
