@@ -158,6 +158,14 @@ def serving(args: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
     assert proc.returncode == 0, f"{args} exited with {proc.returncode}:\n{_output(log)}"
 
 
+def serves_the_example(url: str) -> None:
+    """What every example server answers once up: READY health, the index, two checkouts."""
+    assert httpx.get(f"{url}/health", timeout=5.0).json() == {"flags": "READY"}
+    index_points_to_checkout(url)
+    assert checkout(url, user="alice", country="SE") == ALICE
+    assert checkout(url, user="bob", country="US") == BOB
+
+
 def index_points_to_checkout(url: str) -> None:
     """`/` answers what to call instead of a 404."""
     response = httpx.get(f"{url}/", timeout=10.0)
@@ -192,10 +200,7 @@ def test_fastapi_example_under_uvicorn(emulator: ConfidenceEmulator, tmp_path: P
     ]
     with serving(args, example_env(emulator), tmp_path / "uvicorn.log") as url:
         # The lifespan finished before uvicorn accepted a request: flags are ready at once.
-        assert httpx.get(f"{url}/health", timeout=5.0).json() == {"flags": "READY"}
-        index_points_to_checkout(url)
-        assert checkout(url, user="alice", country="SE") == ALICE
-        assert checkout(url, user="bob", country="US") == BOB
+        serves_the_example(url)
     # SIGINT -> uvicorn's graceful shutdown -> lifespan exit -> the provider's final flush
     # (the periodic one runs only every 10 s).
     assert emulator.exposure_count("checkout") >= 2
@@ -207,10 +212,7 @@ def test_flask_example_on_the_development_server(
 ) -> None:
     args = [sys.executable, str(EXAMPLES / "flask_app.py")]
     with serving(args, example_env(emulator), tmp_path / "flask.log") as url:
-        assert httpx.get(f"{url}/health", timeout=5.0).json() == {"flags": "READY"}
-        index_points_to_checkout(url)
-        assert checkout(url, user="alice", country="SE") == ALICE
-        assert checkout(url, user="bob", country="US") == BOB
+        serves_the_example(url)
     # Ctrl-C ends app.run(); the atexit api.shutdown() flushed the exposures.
     assert emulator.exposure_count("checkout") >= 2
 
