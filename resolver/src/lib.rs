@@ -5,6 +5,7 @@
 mod abi;
 mod bitset;
 mod error;
+mod exposure;
 mod hash;
 mod instance;
 mod json;

@@ -11,10 +11,8 @@ use crate::proto::admin::evaluation_context_schema_field::Kind;
 use crate::proto::admin::flag_resolve_info::{AssignmentResolveInfo, RuleResolveInfo, VariantResolveInfo};
 use crate::proto::admin::{ClientResolveInfo, ContextFieldSemanticType, FlagResolveInfo};
 use crate::proto::api::telemetry_data::{ApplyDedupTelemetry, ResolveRate};
-use crate::proto::api::{ResolveReason, Sdk, TelemetryData, WriteFlagLogsRequest};
-use crate::proto::events::flag_assigned::default_assignment::DefaultAssignmentReason;
-use crate::proto::events::flag_assigned::{applied_flag::Assignment, AppliedFlag, AssignmentInfo, DefaultAssignment};
-use crate::proto::events::{ClientInfo, FallthroughAssignment, FlagAssigned};
+use crate::proto::api::{Sdk, TelemetryData, WriteFlagLogsRequest};
+use crate::exposure;
 use crate::resolve::FlagOutcome;
 use crate::state::ClientIdentity;
 use crate::value::{Context, Value};
@@ -234,6 +232,8 @@ pub struct Logs {
     pending_cap: usize,
     /// reusable buffer for schema fingerprints
     scratch: Vec<u8>,
+    /// reusable buffer for the exposures of one resolve (`record_apply`)
+    identities: Vec<u8>,
 }
 
 /// What `DedupWindow::check` found.
@@ -356,10 +356,6 @@ fn entry_for<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m
     }
 }
 
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
-
 fn varint_len(mut v: u64) -> usize {
     let mut n = 1;
     while v >= 0x80 {
@@ -436,46 +432,44 @@ impl Logs {
         if self.config.disable_exposure_collection {
             return;
         }
-        let mut applied = Vec::new();
+        // Each exposure's identity is written once, into a buffer kept across resolves
+        // (taken out while `is_duplicate` borrows self), and copied into the event.
+        let mut identities = std::mem::take(&mut self.identities);
+        identities.clear();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
         let mut candidates = 0usize;
         for f in flags.iter().filter(|f| f.should_apply()) {
             candidates += 1;
-            let mut af = applied_flag(f);
-            if self.config.enable_apply_dedup && self.is_duplicate(&af, now_ms) {
+            let start = identities.len();
+            exposure::write_identity(&mut identities, f);
+            if self.config.enable_apply_dedup && self.is_duplicate(&identities[start..], now_ms) {
+                identities.truncate(start);
                 continue;
             }
-            af.apply_time = Some(timestamp(now_ms));
-            applied.push(af);
+            ranges.push((start, identities.len()));
         }
-        if candidates > 0 && applied.is_empty() {
+        if candidates > 0 && ranges.is_empty() {
+            self.identities = identities;
             return; // fully deduplicated
         }
-        let event = FlagAssigned {
-            resolve_id: resolve_id.to_string(),
-            client_info: Some(ClientInfo {
-                client: client.client.clone(),
-                client_credential: client.credential.clone(),
-                sdk: self.config.sdk.clone(),
-            }),
-            flags: applied,
-        };
-        let bytes = event.encode_to_vec();
+        let bytes = exposure::write_event(resolve_id, client, self.config.sdk.as_ref(), &identities, &ranges, now_ms);
+        self.identities = identities;
         if self.pending_bytes + bytes.len() > self.pending_cap {
             // The host stopped draining (or cannot keep up): memory stays bounded, and the
             // loss is counted for the host to report.
             self.dropped.flag_assigned += 1;
-            self.dropped.applied_flags += event.flags.len() as u64;
+            self.dropped.applied_flags += ranges.len() as u64;
             return;
         }
         self.pending_bytes += bytes.len();
         self.pending.push_back(bytes);
     }
 
-    /// True when an identical exposure was sent within the window (the identity is
-    /// every field of the applied flag except the apply time).
-    fn is_duplicate(&mut self, af: &AppliedFlag, now_ms: i64) -> bool {
+    /// True when an identical exposure was sent within the window (`identity`: the
+    /// applied flag's encoded fields except the apply time, `exposure::write_identity`).
+    fn is_duplicate(&mut self, identity: &[u8], now_ms: i64) -> bool {
         self.counters.applies_total = self.counters.applies_total.saturating_add(1);
-        let (lo, hi) = murmur3_x64_128(&af.encode_to_vec(), 0);
+        let (lo, hi) = murmur3_x64_128(identity, 0);
         let key = ((hi as u128) << 64) | lo as u128;
         match self.dedup.check(key, now_ms) {
             Seen::Duplicate => {
@@ -613,47 +607,15 @@ impl Logs {
     }
 }
 
-fn applied_flag(f: &FlagOutcome) -> AppliedFlag {
-    let assignment = if f.reason == ResolveReason::Match {
-        Assignment::AssignmentInfo(AssignmentInfo {
-            segment: f.segment().to_string(),
-            variant: f.variant_name().to_string(),
-        })
-    } else {
-        let reason = match f.reason {
-            ResolveReason::NoSegmentMatch => DefaultAssignmentReason::NoSegmentMatch,
-            ResolveReason::FlagArchived => DefaultAssignmentReason::FlagArchived,
-            _ => DefaultAssignmentReason::Unspecified,
-        };
-        Assignment::DefaultAssignment(DefaultAssignment { reason: reason as i32 })
-    };
-    AppliedFlag {
-        flag: f.flag.name.clone(),
-        targeting_key: f.unit.clone().unwrap_or_default(),
-        targeting_key_selector: f.selector.clone(),
-        assignment: Some(assignment),
-        assignment_id: f.assignment_id.clone(),
-        rule: f.rule_name().to_string(),
-        fallthrough_assignments: f
-            .fallthroughs
-            .iter()
-            .map(|ft| FallthroughAssignment {
-                rule: ft.rule.clone(),
-                assignment_id: ft.assignment_id.clone(),
-                targeting_key: ft.unit.clone(),
-                targeting_key_selector: ft.selector.clone(),
-            })
-            .collect(),
-        apply_time: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::api::ResolveReason;
+    use crate::proto::events::flag_assigned::AppliedFlag;
 
-    fn af(i: usize) -> AppliedFlag {
-        AppliedFlag { flag: format!("flags/f{}", i), targeting_key: "u".into(), ..Default::default() }
+    /// An exposure identity (the encoded applied flag, as `exposure::write_identity` writes).
+    fn af(i: usize) -> Vec<u8> {
+        AppliedFlag { flag: format!("flags/f{}", i), targeting_key: "u".into(), ..Default::default() }.encode_to_vec()
     }
 
     fn dedup_logs() -> Logs {
@@ -661,7 +623,7 @@ mod tests {
     }
 
     /// `is_duplicate`, and the dedup entries it examined.
-    fn checked(logs: &mut Logs, a: &AppliedFlag, now_ms: i64) -> (bool, u64) {
+    fn checked(logs: &mut Logs, a: &[u8], now_ms: i64) -> (bool, u64) {
         let before = logs.dedup_work();
         let dup = logs.is_duplicate(a, now_ms);
         (dup, logs.dedup_work() - before)
@@ -864,17 +826,5 @@ mod tests {
         assert_ne!(fp(r#"{"c":"SE"}"#), fp(r#"{"c":"XX"}"#));
         assert_ne!(fp(r#"{"a":{"b":1}}"#), fp(r#"{"a":{"c":1}}"#));
         assert_eq!(fp(r#"{"l":[1,2]}"#), fp(r#"{"l":[3]}"#));
-    }
-
-    #[test]
-    fn apply_time_is_not_part_of_the_identity() {
-        let mut logs = Logs::new(LogConfig { enable_apply_dedup: true, ..Default::default() });
-        let mut a = af(1);
-        assert!(!logs.is_duplicate(&a, 0));
-        a.apply_time = None;
-        assert!(logs.is_duplicate(&a, 5));
-        let mut b = af(1);
-        b.targeting_key_selector = "other".into();
-        assert!(!logs.is_duplicate(&b, 5), "any other field makes a new identity");
     }
 }
