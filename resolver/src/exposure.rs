@@ -96,7 +96,8 @@ pub fn write_identity(buf: &mut Vec<u8>, f: &FlagOutcome) {
     put_str(buf, ASSIGNMENT_ID, &f.assignment_id);
     put_str(buf, RULE, f.rule_name());
     for ft in &f.fallthroughs {
-        let len = str_len(1, &ft.rule) + str_len(2, &ft.assignment_id) + str_len(3, &ft.unit) + str_len(4, &ft.selector);
+        let len =
+            str_len(1, &ft.rule) + str_len(2, &ft.assignment_id) + str_len(3, &ft.unit) + str_len(4, &ft.selector);
         put_len(buf, FALLTHROUGH, len);
         put_str(buf, 1, &ft.rule);
         put_str(buf, 2, &ft.assignment_id);
@@ -125,8 +126,9 @@ pub fn write_event(
     now_ms: i64,
 ) -> Vec<u8> {
     let (seconds, nanos, time_len) = apply_time(now_ms);
-    let client_len =
-        str_len(CLIENT, &client.client) + str_len(CREDENTIAL, &client.credential) + sdk.map_or(0, |s| message::encoded_len(SDK, s));
+    let client_len = str_len(CLIENT, &client.client)
+        + str_len(CREDENTIAL, &client.credential)
+        + sdk.map_or(0, |s| message::encoded_len(SDK, s));
     let flags_len: usize = ranges
         .iter()
         .map(|(a, b)| {
@@ -134,7 +136,11 @@ pub fn write_event(
             key_len(FLAGS) + encoded_len_varint(n as u64) + n
         })
         .sum();
-    let total = str_len(RESOLVE_ID, resolve_id) + key_len(CLIENT_INFO) + encoded_len_varint(client_len as u64) + client_len + flags_len;
+    let total = str_len(RESOLVE_ID, resolve_id)
+        + key_len(CLIENT_INFO)
+        + encoded_len_varint(client_len as u64)
+        + client_len
+        + flags_len;
     let mut buf = Vec::with_capacity(total);
     put_str(&mut buf, RESOLVE_ID, resolve_id);
     put_len(&mut buf, CLIENT_INFO, client_len);
@@ -217,7 +223,13 @@ mod tests {
         }
     }
 
-    fn ours(resolve_id: &str, client: &ClientIdentity, sdk: Option<&Sdk>, flags: &[FlagOutcome], now_ms: i64) -> Vec<u8> {
+    fn ours(
+        resolve_id: &str,
+        client: &ClientIdentity,
+        sdk: Option<&Sdk>,
+        flags: &[FlagOutcome],
+        now_ms: i64,
+    ) -> Vec<u8> {
         let mut ids = Vec::new();
         let mut ranges = Vec::new();
         for f in flags {
@@ -251,7 +263,13 @@ mod tests {
             fallthroughs: vec![ft.clone(), ft.clone()],
             deferred: false,
         };
-        let client_default = FlagOutcome { variant: None, rule: Some(&r_no_segment), fallthroughs: vec![], unit: None, ..matched.clone() };
+        let client_default = FlagOutcome {
+            variant: None,
+            rule: Some(&r_no_segment),
+            fallthroughs: vec![],
+            unit: None,
+            ..matched.clone()
+        };
         let no_match = FlagOutcome {
             reason: ResolveReason::NoSegmentMatch,
             variant: None,

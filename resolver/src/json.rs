@@ -311,7 +311,23 @@ pub fn format_number(n: f64) -> String {
     format!("{}", n)
 }
 
+/// Bytes that may need an escape: '"', '\\', the controls, and 0xE2 (the lead byte of
+/// U+2028/U+2029). One table look-up per byte keeps the common run loop tight.
+static MAY_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0xe2] = true;
+    t
+};
+
 pub fn write_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
     // Copy runs of characters that need no escape in one go (the common case is a
     // plain ASCII name: one push_str).
@@ -320,13 +336,10 @@ pub fn write_string(out: &mut String, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let special = b == b'"'
-            || b == b'\\'
-            || b < 0x20
+        if !MAY_ESCAPE[b as usize]
             || (b == 0xe2
-                && bytes[i..].starts_with(&[0xe2, 0x80])
-                && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9)));
-        if !special {
+                && !(bytes[i..].starts_with(&[0xe2, 0x80]) && matches!(bytes.get(i + 2), Some(0xa8) | Some(0xa9))))
+        {
             i += 1;
             continue;
         }

@@ -1,5 +1,6 @@
 //! What gets logged (resolve.md §6): resolve info, exposures with apply dedup, telemetry,
 //! drained as one `WriteFlagLogsRequest`.
+use crate::exposure;
 use crate::hash::murmur3_x64_128;
 use crate::hash::{FastMap, FastSet};
 use crate::proto::admin::client_resolve_info::EvaluationContextSchemaInstance;
@@ -12,7 +13,6 @@ use crate::proto::admin::flag_resolve_info::{AssignmentResolveInfo, RuleResolveI
 use crate::proto::admin::{ClientResolveInfo, ContextFieldSemanticType, FlagResolveInfo};
 use crate::proto::api::telemetry_data::{ApplyDedupTelemetry, ResolveRate};
 use crate::proto::api::{Sdk, TelemetryData, WriteFlagLogsRequest};
-use crate::exposure;
 use crate::resolve::FlagOutcome;
 use crate::state::ClientIdentity;
 use crate::value::{Context, Value};
@@ -77,6 +77,8 @@ fn is_version(s: &str) -> bool {
 fn semantic_type(s: &str) -> Option<SemType> {
     if is_country_code(s) {
         Some(SemType::Country(CountrySemanticType { format: CountryFormat::TwoLetterIsoCode as i32 }))
+    } else if !s.as_bytes().first().map_or(false, u8::is_ascii_digit) {
+        None // a date, a timestamp and a version all start with a digit (most strings do not)
     } else if is_date(s) {
         Some(SemType::Date(DateSemanticType {}))
     } else if is_timestamp(s) {
