@@ -167,7 +167,8 @@ class DrainCadence:
     bursts queued in the resolvers: each instance's linear memory, which never shrinks, took
     that larger high-water mark, and the drain's transient buffers (bodies, parsed requests)
     grew with it. The cost is at most interval / BUSY_DRAIN_INTERVAL extra drains after the
-    last burst, each a few microseconds per idle instance.
+    last burst, each a few microseconds and one small request per idle instance carrying only
+    its telemetry (~33 bytes, as every interval's drain already sends).
     """
 
     __slots__ = ("_busy_at", "_interval", "_last")
