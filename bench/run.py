@@ -508,7 +508,7 @@ def run_sustained(setup: Setup, calls: dict[str, int]) -> Sustained:
 #: half of the run (500,000 calls) may add at most 16 MiB, i.e. < 34 bytes per call.
 #: One RSS sample is a noisy level: it includes the free memory glibc keeps in the drain and
 #: event-loop threads' malloc arenas after each drain's transient buffers, which moved by up
-#: to 10 MiB between consecutive chunks with no live growth (measured; malloc_trim(0) gave
+#: to 8 MiB between consecutive chunks with no live growth (measured; malloc_trim(0) gave
 #: 13 MiB of it back at the end). So each end of the half is the median of three chunks' RSS
 #: (as a decile's latency is), which a leak moves as much as a single sample would.
 POOL_SIZE: Final = max(2, min(8, os.cpu_count() or 1))
