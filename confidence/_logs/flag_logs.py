@@ -73,6 +73,7 @@ __all__ = [
     "MAX_BACKLOG_BYTES",
     "MAX_IN_FLIGHT",
     "RETRY_POLICY",
+    "DrainCadence",
     "FlagLogPipeline",
     "FlagLogStats",
     "next_drain_delay",
@@ -153,6 +154,39 @@ def next_drain_delay(drained_bytes: int, elapsed: float, interval: float) -> flo
     if drained_bytes * interval >= BUSY_DRAIN_BYTES * max(elapsed, 1e-3):
         return min(interval, BUSY_DRAIN_INTERVAL)
     return interval
+
+
+class DrainCadence:
+    """When the drain loop wakes next: `next_drain_delay`, with a memory of `interval`.
+
+    Invariant: the delay is BUSY_DRAIN_INTERVAL (capped at `interval`) from a drain that
+    brought logs at the busy rate until `interval` seconds have passed without another one;
+    otherwise `interval`. Without that memory, traffic that comes in bursts with short pauses
+    (a batch job, a benchmark alternating with other work, a request spike) fell back to the
+    full interval at the first quiet half second, so the next drain found a whole interval of
+    bursts queued in the resolvers: each instance's linear memory, which never shrinks, took
+    that larger high-water mark, and the drain's transient buffers (bodies, parsed requests)
+    grew with it. The cost is at most interval / BUSY_DRAIN_INTERVAL extra drains after the
+    last burst, each a few microseconds and one small request per idle instance carrying only
+    its telemetry (~33 bytes, as every interval's drain already sends).
+    """
+
+    __slots__ = ("_busy_at", "_interval", "_last")
+
+    def __init__(self, interval: float, now: float) -> None:
+        self._interval = interval
+        self._last = now
+        self._busy_at: float | None = None
+
+    def next_delay(self, drained_bytes: int, now: float) -> float:
+        """After a drain that brought `drained_bytes` at `now` (same clock as the start)."""
+        interval = self._interval
+        if next_drain_delay(drained_bytes, now - self._last, interval) < interval:
+            self._busy_at = now
+        self._last = now
+        if self._busy_at is not None and now - self._busy_at < interval:
+            return min(interval, BUSY_DRAIN_INTERVAL)
+        return interval
 
 
 class _Backlog:
@@ -453,16 +487,14 @@ class FlagLogPipeline:
 
     async def _drain_loop(self) -> None:
         delay = self._interval
-        last = anyio.current_time()
+        cadence = DrainCadence(self._interval, anyio.current_time())
         while True:
             await anyio.sleep(delay)
             delay = self._interval
             try:
                 # Not abandoned on cancellation: a drain half done would lose what it took.
                 size = await anyio.to_thread.run_sync(self._drain)
-                now = anyio.current_time()
-                delay = next_drain_delay(size, now - last, self._interval)
-                last = now
+                delay = cadence.next_delay(size, anyio.current_time())
             except Exception:
                 # Keep draining whatever one round hit; what was drained is in the backlog.
                 logger.exception("Flag log drain failed")

@@ -645,3 +645,26 @@ def test_drains_come_sooner_while_exposures_arrive_fast() -> None:
     assert delay(0, 0.0, interval) == interval
     # Never later than configured (a short interval stays as it is).
     assert delay(busy, 0.1, 0.2) == 0.2
+
+
+def test_drain_cadence_stays_busy_through_short_pauses_in_a_burst() -> None:
+    # Bursts of traffic with pauses shorter than the interval (a batch job, the sustained
+    # bench alternating with other work): a quiet half second must not send the next drain
+    # a whole interval away, or the resolvers queue an interval of bursts (their linear
+    # memory keeps that high-water mark: 12 -> 44 MiB on one instance over 1,000,000 calls).
+    busy, interval = _flag_logs.BUSY_DRAIN_BYTES, 10.0
+    fast = _flag_logs.BUSY_DRAIN_INTERVAL
+    cadence = _flag_logs.DrainCadence(interval, now=0.0)
+    assert cadence.next_delay(0, 10.0) == interval  # idle start: the configured interval
+    assert cadence.next_delay(busy, 20.0) == fast  # a burst
+    assert cadence.next_delay(busy // 20 + 1, 20.5) == fast  # still at the busy rate
+    assert cadence.next_delay(0, 21.0) == fast  # a pause within the burst
+    assert cadence.next_delay(0, 25.0) == fast
+    assert cadence.next_delay(0, 30.4) == fast  # < interval since the last busy drain
+    assert cadence.next_delay(0, 30.5) == interval  # a whole interval quiet: back to it
+    assert cadence.next_delay(0, 40.5) == interval
+    assert cadence.next_delay(busy, 50.5) == fast  # the next burst
+    # Never later than configured, and a short interval stays as it is.
+    short = _flag_logs.DrainCadence(0.2, now=0.0)
+    assert short.next_delay(busy, 0.1) == 0.2
+    assert short.next_delay(0, 0.2) == 0.2
