@@ -106,13 +106,12 @@ pub fn write_identity(buf: &mut Vec<u8>, f: &FlagOutcome) {
     }
 }
 
-/// AppliedFlag.apply_time (a `Timestamp`) for `now_ms`: (seconds, nanos) and the
-/// field's encoded length.
+/// AppliedFlag.apply_time (a `Timestamp`) for `now_ms`: (seconds, nanos) and the length
+/// of its body.
 fn apply_time(now_ms: i64) -> (u64, u64, usize) {
     // int64 is a varint of its two's complement (a negative time takes ten bytes)
     let (seconds, nanos) = (now_ms.div_euclid(1000) as u64, (now_ms.rem_euclid(1000) * 1_000_000) as u64);
-    let body = varint_field_len(1, seconds) + varint_field_len(2, nanos);
-    (seconds, nanos, key_len(APPLY_TIME) + encoded_len_varint(body as u64) + body)
+    (seconds, nanos, varint_field_len(1, seconds) + varint_field_len(2, nanos))
 }
 
 /// One `FlagAssigned` event: `resolve_id`, the client, and one AppliedFlag per identity
@@ -125,7 +124,8 @@ pub fn write_event(
     ranges: &[(usize, usize)],
     now_ms: i64,
 ) -> Vec<u8> {
-    let (seconds, nanos, time_len) = apply_time(now_ms);
+    let (seconds, nanos, time_body) = apply_time(now_ms);
+    let time_len = key_len(APPLY_TIME) + encoded_len_varint(time_body as u64) + time_body;
     let client_len = str_len(CLIENT, &client.client)
         + str_len(CREDENTIAL, &client.credential)
         + sdk.map_or(0, |s| message::encoded_len(SDK, s));
@@ -152,7 +152,7 @@ pub fn write_event(
     for &(a, b) in ranges {
         put_len(&mut buf, FLAGS, b - a + time_len);
         buf.extend_from_slice(&identities[a..b]);
-        put_len(&mut buf, APPLY_TIME, varint_field_len(1, seconds) + varint_field_len(2, nanos));
+        put_len(&mut buf, APPLY_TIME, time_body);
         put_varint(&mut buf, 1, seconds);
         put_varint(&mut buf, 2, nanos);
     }

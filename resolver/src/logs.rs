@@ -16,6 +16,7 @@ use crate::proto::api::{Sdk, TelemetryData, WriteFlagLogsRequest};
 use crate::resolve::FlagOutcome;
 use crate::state::ClientIdentity;
 use crate::value::{Context, Value};
+use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -358,23 +359,6 @@ fn entry_for<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m
     }
 }
 
-fn varint_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 impl Logs {
     pub fn new(config: LogConfig) -> Self {
         Logs { config, pending_cap: MAX_PENDING_ASSIGNED_BYTES, ..Default::default() }
@@ -551,7 +535,7 @@ impl Logs {
         let mut assigned: Vec<Vec<u8>> = Vec::new();
         let mut size = 0usize;
         while let Some(front) = self.pending.front() {
-            let entry = 1 + varint_len(front.len() as u64) + front.len();
+            let entry = 1 + encoded_len_varint(front.len() as u64) + front.len();
             if max_assigned_bytes > 0 && !assigned.is_empty() && size + entry > max_assigned_bytes as usize {
                 break;
             }
@@ -597,7 +581,7 @@ impl Logs {
         out.reserve(size);
         for a in &assigned {
             out.push(0x0a); // field 1 (flag_assigned), length-delimited
-            put_varint(&mut out, a.len() as u64);
+            encode_varint(a.len() as u64, &mut out);
             out.extend_from_slice(a);
         }
         Drained {
