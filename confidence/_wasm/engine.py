@@ -352,10 +352,8 @@ class WasmInstance:
             self._view[ptr : ptr + n] = payload
             raw[0] = n
             error = unchecked(*args)
-            if error:
-                raise WasmTrap(_error_message(error))
-            if trap.value:
-                raise WasmTrap(_trap_message(trap.value))
+            if error or trap.value:
+                raise _failure(error, trap.value)
             packed = raw[0]
             out = (packed >> 32) & 0xFFFFFFFF
             end = out + (packed & 0xFFFFFFFF)
@@ -415,10 +413,8 @@ class WasmInstance:
         def call(arg: int) -> int:
             raw[0] = arg
             error = unchecked(*args)
-            if error:
-                raise WasmTrap(_error_message(error))
-            if trap.value:
-                raise WasmTrap(_trap_message(trap.value))
+            if error or trap.value:
+                raise _failure(error, trap.value)
             return raw[0] & 0xFFFFFFFFFFFFFFFF
 
         call.keep = keep  # type: ignore[attr-defined]
@@ -446,19 +442,16 @@ _memory_size: Final = _function(
 )
 
 
-def _trap_message(trap: int) -> str:
-    # The Trap object takes ownership of the pointer (and frees it); the instance that
-    # trapped is never called again, so its trap slot need not be reset.
-    try:
-        owned = ctypes.cast(ctypes.c_void_p(trap), ctypes.POINTER(_wffi.wasm_trap_t))
-        return str(wasmtime.Trap._from_ptr(owned))
-    except Exception:  # pragma: no cover - defensive
-        return "wasm trap"
+def _failure(error: int | None, trap: int | None) -> WasmTrap:
+    """The WasmTrap for a raw call that failed: wasmtime's error if it set one, else the trap.
 
-
-def _error_message(error: int) -> str:
+    The Error or Trap object takes ownership of the pointer (and frees it); the instance
+    that failed is never called again, so its trap slot need not be reset."""
     try:
-        owned = ctypes.cast(ctypes.c_void_p(error), ctypes.POINTER(_wffi.wasmtime_error_t))
-        return str(wasmtime.WasmtimeError._from_ptr(owned))
+        if error:
+            owned = ctypes.cast(ctypes.c_void_p(error), ctypes.POINTER(_wffi.wasmtime_error_t))
+            return WasmTrap(str(wasmtime.WasmtimeError._from_ptr(owned)))
+        trapped = ctypes.cast(ctypes.c_void_p(trap), ctypes.POINTER(_wffi.wasm_trap_t))
+        return WasmTrap(str(wasmtime.Trap._from_ptr(trapped)))
     except Exception:  # pragma: no cover - defensive
-        return "wasmtime error"
+        return WasmTrap("wasmtime error" if error else "wasm trap")
