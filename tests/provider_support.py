@@ -56,6 +56,35 @@ def variant(flag: str, name: str) -> str:
     return f"flags/{flag}/variants/{name}"
 
 
+#: The examples' credentials (examples/ read them from the environment).
+EXAMPLES_SECRET = "examples-client-secret"
+EXAMPLES_ACCOUNT = "examples-account"
+
+
+def examples_state() -> bytes:
+    """The examples' state (examples/, tests/product/test_examples.py, the exit tests):
+    `checkout`: the new layout for Sweden, a different (non-default) one elsewhere."""
+    new, old = variant("checkout", "new"), variant("checkout", "old")
+    return (
+        StateBuilder(account=EXAMPLES_ACCOUNT)
+        .client(EXAMPLES_SECRET)
+        .segment("segments/sweden", targeting=attribute_eq("country", "SE"))
+        .segment("segments/everyone")
+        .flag(
+            "flags/checkout",
+            variants={
+                new: {"enabled": True, "layout": "grid"},
+                old: {"enabled": False, "layout": "list"},
+            },
+            rules=[
+                rollout("segments/sweden", {new: 100}),
+                rollout("segments/everyone", {old: 100}),
+            ],
+        )
+        .build()
+    )
+
+
 def sample_state(*, color: str = "blue", size: int = 42, secret: str = SECRET) -> StateBuilder:
     """The flags the provider tests evaluate.
 

@@ -23,42 +23,23 @@ from typing import Any
 
 import httpx
 import pytest
-from provider_support import default_sigint, requires_wasm, variant
+from provider_support import (
+    EXAMPLES_ACCOUNT,
+    EXAMPLES_SECRET,
+    default_sigint,
+    examples_state,
+    requires_wasm,
+    variant,
+)
 from sdk_compat import requires_set_provider_and_wait
 
 from confidence.testing.emulator import ConfidenceEmulator
-from confidence.testing.state_builder import StateBuilder, attribute_eq, rollout
 
 pytestmark = requires_wasm
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SECRET = "examples-client-secret"
-ACCOUNT = "examples-account"
 START_TIMEOUT = 60.0
-
-
-def examples_state() -> bytes:
-    """`checkout`: the new layout for Sweden, a different (non-default) one elsewhere."""
-    new, old = variant("checkout", "new"), variant("checkout", "old")
-    return (
-        StateBuilder(account=ACCOUNT)
-        .client(SECRET)
-        .segment("segments/sweden", targeting=attribute_eq("country", "SE"))
-        .segment("segments/everyone")
-        .flag(
-            "flags/checkout",
-            variants={
-                new: {"enabled": True, "layout": "grid"},
-                old: {"enabled": False, "layout": "list"},
-            },
-            rules=[
-                rollout("segments/sweden", {new: 100}),
-                rollout("segments/everyone", {old: 100}),
-            ],
-        )
-        .build()
-    )
 
 
 ALICE = {
@@ -81,15 +62,15 @@ BOB = {
 
 @pytest.fixture
 def emulator() -> Iterator[ConfidenceEmulator]:
-    with ConfidenceEmulator(client_secret=SECRET).run_in_thread() as emu:
-        emu.set_state(examples_state(), account_id=ACCOUNT)
+    with ConfidenceEmulator(client_secret=EXAMPLES_SECRET).run_in_thread() as emu:
+        emu.set_state(examples_state(), account_id=EXAMPLES_ACCOUNT)
         yield emu
 
 
 def example_env(emulator: ConfidenceEmulator, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONFIDENCE_")}
     env.update(
-        CONFIDENCE_CLIENT_SECRET=SECRET,
+        CONFIDENCE_CLIENT_SECRET=EXAMPLES_SECRET,
         CONFIDENCE_ENCRYPTION_KEY=emulator.encryption_key_hex,
         CONFIDENCE_CDN_BASE_URL=emulator.cdn_base_url,
         CONFIDENCE_API_BASE_URL=emulator.api_base_url,

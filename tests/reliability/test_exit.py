@@ -21,8 +21,11 @@ from pathlib import Path
 
 import pytest
 from provider_support import (
+    EXAMPLES_ACCOUNT,
+    EXAMPLES_SECRET,
     REPO,
     SECRET,
+    examples_state,
     exposed_units,
     provider_script,
     requires_wasm,
@@ -169,16 +172,12 @@ def _serve_and_sigterm(
 
 @pytest.fixture
 def checkout_emulator() -> Iterator[ConfidenceEmulator]:
-    from test_examples import ACCOUNT, examples_state
-    from test_examples import SECRET as EXAMPLES_SECRET
-
     with ConfidenceEmulator(client_secret=EXAMPLES_SECRET).run_in_thread() as emu:
-        emu.set_state(examples_state(), account_id=ACCOUNT)
+        emu.set_state(examples_state(), account_id=EXAMPLES_ACCOUNT)
         yield emu
 
 
 def _checkout_env_for(emulator: ConfidenceEmulator) -> dict[str, str]:
-    from test_examples import SECRET as EXAMPLES_SECRET
 
     env = _checkout_env(emulator)
     env["CONFIDENCE_CLIENT_SECRET"] = EXAMPLES_SECRET
